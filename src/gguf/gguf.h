@@ -43,6 +43,7 @@ struct Value {
   std::vector<int64_t> arr_i;
   std::vector<double> arr_f;
   std::vector<std::string> arr_s;
+  std::vector<Value> arr_v;  // arrays of arrays (nesting depth is limited by the reader)
 
   bool is_array() const { return type == ValueType::ARRAY; }
   uint64_t array_size() const;
