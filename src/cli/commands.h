@@ -1,0 +1,17 @@
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace dsv4::cli {
+
+// Each registers one subcommand whose callback does the work (errors propagate as dsv4::Error).
+void register_inspect(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_gen_tiny(CLI::App& app);
+
+inline void register_all(CLI::App& app) {
+  register_inspect(app);
+  register_logits(app);
+  register_gen_tiny(app);
+}
+
+}  // namespace dsv4::cli
