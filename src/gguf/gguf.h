@@ -32,6 +32,19 @@ enum class ValueType : uint32_t {
 };
 std::string_view value_type_name(ValueType t);
 
+// Reader limits. They bound what a hostile header can make the reader allocate or recurse into;
+// real files (ds4: ~1.3k tensors, ~50 keys, 129k-entry vocab arrays) are far below them.
+inline constexpr uint64_t kMaxTensors = uint64_t{1} << 20;
+inline constexpr uint64_t kMaxKv = uint64_t{1} << 20;
+inline constexpr uint64_t kMaxKeyLength = 65535;
+inline constexpr uint64_t kMaxTensorNameLength = 63;  // ggml's GGML_MAX_NAME (64) incl. NUL
+inline constexpr uint32_t kMaxDims = 4;               // GGML_MAX_DIMS
+inline constexpr int kMaxArrayNesting = 8;            // a top-level array is depth 1
+// Memory the parsed metadata may take (keys, strings, widened array elements). Counts alone
+// are bounded by the bytes left in the file, but in an 80 GiB file that is no bound at all.
+inline constexpr uint64_t kMaxMetadataBytes = uint64_t{1} << 30;
+inline constexpr uint32_t kDefaultAlignment = 32;
+
 // One metadata value. Scalars keep their exact GGUF type; arrays keep their element type.
 struct Value {
   ValueType type = ValueType::UINT32;
@@ -47,6 +60,9 @@ struct Value {
 
   bool is_array() const { return type == ValueType::ARRAY; }
   uint64_t array_size() const;
+  // "UINT32", "ARRAY of STRING", ... for error messages.
+  std::string type_description() const;
+  friend bool operator==(const Value&, const Value&) = default;
 
   // Constructors for writers/tests.
   static Value u32(uint32_t v);
@@ -60,14 +76,26 @@ struct Value {
   static Value array_i32(std::vector<int32_t> v);
   static Value array_f32(std::vector<float> v);
   static Value array_str(std::vector<std::string> v);
+  // The remaining GGUF types, for tools and round-trip tests.
+  static Value u8(uint8_t v);
+  static Value i8(int8_t v);
+  static Value u16(uint16_t v);
+  static Value i16(int16_t v);
+  static Value i64(int64_t v);
+  // Arrays of an explicit element type; the writer checks every element fits that type.
+  static Value array_uint(ValueType elem, std::vector<uint64_t> v);  // UINT8..UINT64
+  static Value array_int(ValueType elem, std::vector<int64_t> v);    // INT8..INT64
+  static Value array_float(ValueType elem, std::vector<double> v);   // FLOAT32/FLOAT64
+  static Value array_bool(std::vector<bool> v);
+  static Value array_of_arrays(std::vector<Value> v);  // every element must be an ARRAY
 };
 
 struct TensorInfo {
   std::string name;
   std::vector<uint64_t> ne;  // dims, innermost first (GGUF order)
   GgmlType type = GgmlType::F32;
-  uint64_t offset = 0;       // relative to the data section
-  uint64_t nbytes = 0;       // computed from type and dims
+  uint64_t offset = 0;            // relative to the data section
+  uint64_t nbytes = 0;            // computed from type and dims
   const uint8_t* data = nullptr;  // points into the mapping
   uint64_t n_elements() const;
 };
@@ -80,6 +108,8 @@ class File {
   const std::string& path() const { return map_.name(); }
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
+  // Start of the data section: the header end aligned up (for a file without tensors, clamped
+  // to the file size since writers may omit the padding there).
   uint64_t data_offset() const { return data_offset_; }
   uint64_t file_size() const { return map_.size(); }
 
@@ -89,7 +119,7 @@ class File {
   const TensorInfo* find_tensor(std::string_view name) const;
 
   // Typed metadata getters: throw naming the key when missing or of an incompatible type.
-  // get_u32 accepts only UINT32 unless `lenient` integer widening is allowed.
+  // get_u32 accepts only UINT32 (ds4 requires typed UINT32 keys); get_uint widens any integer.
   uint32_t get_u32(std::string_view key) const;
   std::optional<uint32_t> get_u32_opt(std::string_view key) const;
   uint64_t get_uint(std::string_view key) const;  // any unsigned/signed non-negative integer type
@@ -115,8 +145,13 @@ class File {
 // each tensor aligned to `alignment`.
 class Writer {
  public:
+  // `alignment` must be a nonzero power of two. A value other than the GGUF default (32) is
+  // recorded as `general.alignment` (readers would otherwise assume 32); with the default no
+  // key is written unless the caller sets one.
   explicit Writer(uint32_t alignment = 32);
-  void set(std::string key, Value v);  // replaces an existing key
+  // Replaces an existing key. Validates the value (types, element ranges, nesting) and throws
+  // naming the key. Setting `general.alignment` (UINT32 power of two) changes the layout.
+  void set(std::string key, Value v);
   // Adds a tensor; `bytes` must be exactly the size implied by type and dims.
   void add_tensor(std::string name, std::vector<uint64_t> ne, GgmlType type,
                   std::vector<uint8_t> bytes);
@@ -127,7 +162,12 @@ class Writer {
   // Writes atomically (temp file + rename); throws naming the path on failure.
   void write_file(const std::string& path) const;
 
+  uint32_t alignment() const { return alignment_; }
+
  private:
+  struct Layout;
+  Layout layout() const;
+
   uint32_t alignment_;
   std::vector<std::pair<std::string, Value>> kv_;
   struct PendingTensor {
