@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "cli/commands.h"
@@ -39,7 +40,7 @@ void register_logits(CLI::App& app) {
   auto* sub = app.add_subcommand("logits", "Write the model's logits for a token sequence (.npy)");
   struct Opts {
     std::string model, mtp, tokens, tokens_file, qat = "on", positions = "all", out, margins;
-    std::string mtp_out;
+    std::string mtp_out, trace_dir;
     int chunk = 0, threads = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -57,6 +58,9 @@ void register_logits(CLI::App& app) {
                   "also write MTP logits: MTP block on each position's final state with the next "
                   "token (last position: token 0)");
   sub->add_option("--threads", o->threads, "CPU threads (default: all cores)");
+  sub->add_option("--trace-dir", o->trace_dir,
+                  "write per-layer intermediates as L<layer>_<name>.npy (rows in emission order) and "
+                  "L<layer>_<name>_pos.npy (their positions)");
   sub->callback([o] {
     if (o->tokens.empty() == o->tokens_file.empty())
       fail("logits: give exactly one of --tokens and --tokens-file");
@@ -87,13 +91,33 @@ void register_logits(CLI::App& app) {
     std::vector<float> all((size_t)(n * V)), margins((size_t)n), hc;
     const bool want_hc = !o->mtp_out.empty();
     const int64_t chunk = o->chunk > 0 ? o->chunk : n;
+    struct Trace {
+      std::vector<float> data;
+      std::vector<int32_t> pos;
+      int64_t width = 0;
+    };
+    std::map<std::string, Trace> traces;
+    TraceFn trace;
+    if (!o->trace_dir.empty())
+      trace = [&](int layer, const std::string& name, int64_t p, const float* d, int64_t len) {
+        Trace& t = traces["L" + std::to_string(layer) + "_" + name];
+        if (t.width && t.width != len) return;  // variable-length rows (top-k ids): first width
+        t.width = len;
+        t.data.insert(t.data.end(), d, d + len);
+        t.pos.push_back((int32_t)p);
+      };
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
       ForwardResult r;
-      cpu.forward(sess, &ids[s], len, true, want_hc, r);
+      cpu.forward(sess, &ids[s], len, true, want_hc, r, trace);
       std::copy(r.logits.begin(), r.logits.end(), all.begin() + s * V);
       std::copy(r.tie_margin.begin(), r.tie_margin.end(), margins.begin() + s);
       if (want_hc) hc.insert(hc.end(), r.hc_final.begin(), r.hc_final.end());
+    }
+    for (const auto& [name, t] : traces) {
+      const int64_t rows = (int64_t)t.pos.size();
+      write_npy_f32(o->trace_dir + "/" + name + ".npy", {rows, t.width}, t.data.data());
+      write_npy_i32(o->trace_dir + "/" + name + "_pos.npy", {rows}, t.pos.data());
     }
     std::vector<float> sel;
     for (int64_t p : pos) sel.insert(sel.end(), all.begin() + p * V, all.begin() + (p + 1) * V);

@@ -1,0 +1,105 @@
+// dsv4 bench: the ds4-bench frontier sweep (spec/TESTING.md §1.4). At each context frontier it
+// times only the newly added prefill interval, snapshots the session, times `gen-tokens` greedy
+// decode steps, and restores the snapshot. CSV columns match ds4's, plus decode weight GB/s.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "model/cpu_forward.h"
+#include "model/inspect.h"
+
+namespace dsv4::cli {
+namespace {
+
+uint64_t state_bytes(const CpuSession& s) {
+  uint64_t b = 0;
+  auto add = [&](const LayerState& l) {
+    b += 4 * (l.raw.size() + l.comp.size() + l.idx.size() + l.ckv.size() + l.cscore.size() +
+              l.ikv.size() + l.iscore.size());
+  };
+  for (const auto& l : s.layers) add(l);
+  return b;
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto* sub = app.add_subcommand("bench", "Prefill/decode speed sweep over context frontiers");
+  struct Opts {
+    std::string model, backend = "cpu";
+    int64_t ctx_start = 128, ctx_max = 512, step_incr = 0, gen_tokens = 16;
+    double step_mul = 2.0;
+    int threads = 0;
+    bool qat = true;
+  };
+  auto o = std::make_shared<Opts>();
+  sub->add_option("-m,--model", o->model, "GGUF model")->required();
+  sub->add_option("--backend", o->backend, "cpu")->check(CLI::IsMember({"cpu"}));
+  sub->add_option("--ctx-start", o->ctx_start, "first frontier (tokens)");
+  sub->add_option("--ctx-max", o->ctx_max, "last frontier (tokens)");
+  sub->add_option("--step-incr", o->step_incr, "linear step between frontiers");
+  sub->add_option("--step-mul", o->step_mul, "geometric step between frontiers (default 2)");
+  sub->add_option("--gen-tokens", o->gen_tokens, "greedy tokens timed at each frontier");
+  sub->add_option("--threads", o->threads, "CPU threads (default: all cores)");
+  sub->callback([o] {
+    if (o->ctx_start < 1 || o->ctx_max < o->ctx_start)
+      fail("bench: need 1 <= --ctx-start <= --ctx-max");
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    auto model = load_model(o->model);
+    const ModelSummary sum = summarize(*model);
+    CpuModel cpu(*model, CpuOptions{o->qat});
+    const uint32_t V = model->cfg.n_vocab;
+    // Prompt: deterministic pseudo-random token ids (the text prompt needs the tokenizer).
+    std::mt19937 rng(1234);
+    std::vector<int32_t> prompt((size_t)o->ctx_max);
+    for (auto& t : prompt) t = (int32_t)(rng() % V);
+    std::printf("# dsv4 bench: backend %s, %d threads, model %s\n", o->backend.c_str(),
+                omp_get_max_threads(), sum.recognised.c_str());
+    std::printf("ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,"
+                "decode_weight_GBps\n");
+    CpuSession sess = cpu.new_session();
+    int64_t ctx = 0, frontier = o->ctx_start;
+    while (true) {
+      const int64_t n = frontier - ctx;
+      ForwardResult r;
+      const double t0 = now_s();
+      cpu.forward(sess, &prompt[(size_t)ctx], n, false, false, r);
+      const double t_prefill = now_s() - t0;
+      ctx = frontier;
+      CpuSession snap = sess;
+      int32_t tok = (int32_t)(std::max_element(r.logits.begin(), r.logits.end()) -
+                              r.logits.begin());
+      const double t1 = now_s();
+      for (int64_t g = 0; g < o->gen_tokens; ++g) {
+        ForwardResult d;
+        cpu.forward(sess, &tok, 1, false, false, d);
+        tok = (int32_t)(std::max_element(d.logits.begin(), d.logits.end()) - d.logits.begin());
+      }
+      const double t_gen = now_s() - t1;
+      const uint64_t kv = state_bytes(sess);
+      sess = std::move(snap);
+      const double gen_tps = o->gen_tokens / t_gen;
+      std::printf("%lld,%lld,%.2f,%lld,%.2f,%llu,%.3f\n", (long long)ctx, (long long)n,
+                  n / t_prefill, (long long)o->gen_tokens, gen_tps, (unsigned long long)kv,
+                  gen_tps * sum.bytes_per_token / 1e9);
+      std::fflush(stdout);
+      if (frontier >= o->ctx_max) break;
+      int64_t next = o->step_incr > 0 ? frontier + o->step_incr
+                                      : (int64_t)std::ceil(frontier * o->step_mul);
+      frontier = std::min(std::max(next, frontier + 1), o->ctx_max);
+    }
+  });
+}
+
+}  // namespace dsv4::cli
