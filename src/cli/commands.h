@@ -8,12 +8,14 @@ void register_inspect(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_gen_tiny(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_run(CLI::App& app);
 
 inline void register_all(CLI::App& app) {
   register_inspect(app);
   register_logits(app);
   register_gen_tiny(app);
   register_bench(app);
+  register_run(app);
 }
 
 }  // namespace dsv4::cli

@@ -1,0 +1,114 @@
+// dsv4 run: one-shot answer to a prompt, streamed, with thinking shown distinctly and the prompt /
+// generation token counts and speeds at the end. Uses the CPU reference backend for now.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "model/cpu_forward.h"
+#include "sample/sampler.h"
+#include "text/tokenizer.h"
+
+namespace dsv4::cli {
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void register_run(CLI::App& app) {
+  auto* sub = app.add_subcommand("run", "Answer one prompt (streamed)");
+  struct Opts {
+    std::string model, prompt, prompt_file, system;
+    int n_predict = 256;
+    bool think = false, raw = false, qat = true;
+    SamplerParams sp{.temperature = 0.0f};
+  };
+  auto o = std::make_shared<Opts>();
+  sub->add_option("-m,--model", o->model, "GGUF model")->required();
+  sub->add_option("-p,--prompt", o->prompt, "prompt text");
+  sub->add_option("--prompt-file", o->prompt_file, "read the prompt from a file");
+  sub->add_option("--system", o->system, "system prompt");
+  sub->add_option("-n,--n-predict", o->n_predict, "maximum tokens to generate");
+  sub->add_flag("--think", o->think, "thinking mode (the model reasons before answering)");
+  sub->add_flag("--raw", o->raw, "feed the prompt as already-rendered text (special tokens honoured)");
+  sub->add_option("--temp", o->sp.temperature, "temperature (0 = greedy, the default)");
+  sub->add_option("--top-k", o->sp.top_k, "top-k (0 = off)");
+  sub->add_option("--top-p", o->sp.top_p, "top-p (1 = off)");
+  sub->add_option("--min-p", o->sp.min_p, "min-p (0 = off)");
+  sub->add_option("--seed", o->sp.seed, "sampling seed");
+  sub->callback([o] {
+    if (o->prompt.empty() == o->prompt_file.empty())
+      fail("run: give exactly one of -p/--prompt and --prompt-file");
+    std::string prompt = o->prompt;
+    if (!o->prompt_file.empty()) {
+      std::ifstream in(o->prompt_file, std::ios::binary);
+      if (!in) fail("{}: cannot open", o->prompt_file);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      prompt = ss.str();
+    }
+    auto model = load_model(o->model);
+    const text::Tokenizer tok = text::Tokenizer::from_gguf(*model->file);
+    const auto& ct = tok.chat_tokens();
+    // Non-thinking: BOS [system] <｜User｜>prompt<｜Assistant｜></think>; thinking ends with <think>.
+    std::vector<int32_t> ids;
+    if (o->raw) {
+      tok.encode_with_specials(prompt, ids);
+    } else {
+      ids.push_back(ct.bos);
+      if (!o->system.empty()) tok.encode_text(o->system, ids);
+      ids.push_back(ct.user);
+      tok.encode_text(prompt, ids);
+      ids.push_back(ct.assistant);
+      ids.push_back(o->think ? ct.think_start : ct.think_end);
+    }
+    CpuModel cpu(*model, CpuOptions{o->qat});
+    CpuSession sess = cpu.new_session();
+    Sampler sampler(o->sp);
+    const bool tty = isatty(STDOUT_FILENO);
+    const char* dim = tty ? "\x1b[2m" : "";
+    const char* reset = tty ? "\x1b[0m" : "";
+    bool thinking = o->think;
+    if (thinking) std::printf("%s[thinking] ", dim);
+
+    const double t0 = now_s();
+    ForwardResult r;
+    cpu.forward(sess, ids.data(), (int64_t)ids.size(), false, false, r);
+    const double t_prefill = now_s() - t0;
+    text::StreamDecoder dec(tok, true);
+    const double t1 = now_s();
+    int n_gen = 0;
+    std::string out;
+    while (n_gen < o->n_predict) {
+      const int32_t next = sampler.sample(r.logits.data(), model->cfg.n_vocab);
+      ++n_gen;
+      if (next == ct.eos) break;
+      if (thinking && next == ct.think_end) {
+        thinking = false;
+        std::printf("%s\n", reset);
+      } else {
+        out.clear();
+        dec.push(next, out);
+        std::fputs(out.c_str(), stdout);
+        std::fflush(stdout);
+      }
+      if (n_gen >= o->n_predict) break;
+      cpu.forward(sess, &next, 1, false, false, r);
+    }
+    std::fputs(dec.finish().c_str(), stdout);
+    const double t_gen = now_s() - t1;
+    std::printf("%s\n", reset);
+    std::fprintf(stderr, "\n[prompt %zu tokens, %.1f tok/s | generated %d tokens, %.2f tok/s | %s]\n",
+                 ids.size(), ids.size() / t_prefill, n_gen, n_gen / t_gen, "cpu");
+  });
+}
+
+}  // namespace dsv4::cli
