@@ -119,7 +119,7 @@ TEST(Golden, MatchesOfficialAndHf) {
       // With the rounding on, a value within float noise of an FP8/FP4 rounding midpoint flips one
       // grid step and the change cascades (docs/NOTES.md "QAT chaos"): DeepSeek's code itself, run
       // on the CPU and on the GPU, disagrees by that much. The bar is then the larger of the spec's
-      // and the reference's own CPU-vs-GPU spread (x1.25), when that spread is recorded.
+      // and the reference's own CPU-vs-GPU spread (x2: each run is one more noise realization), when that spread is recorded.
       auto qat_bars = [&](const std::string& gpu_name, const std::string& cpu_name, double& p99_bar,
                           double& max_bar, double& agree_bar) {
         p99_bar = 1e-3;
@@ -134,8 +134,8 @@ TEST(Golden, MatchesOfficialAndHf) {
           std::copy(&g[r * V], &g[(r + 1) * V], &g_full[(size_t)positions[r] * V]);
         const Stats self = compare(g_full, c, positions, tie, V);
         report("  reference itself: GPU vs CPU", self);
-        p99_bar = std::max(p99_bar, 1.25 * self.p99);
-        max_bar = std::max(max_bar, 1.25 * self.max_abs);
+        p99_bar = std::max(p99_bar, 2.0 * self.p99);
+        max_bar = std::max(max_bar, 2.0 * self.max_abs);
         agree_bar = std::min(agree_bar, (double)self.argmax_agree / self.positions - 0.01);
       };
       if (fs::exists(off)) {
