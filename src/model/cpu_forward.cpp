@@ -33,6 +33,11 @@ void mm_expert(const TensorRef& w, int64_t e, const float* x, int64_t nb, float*
   quant::matmul(w.type, w.matrix(e), w.ne[1], w.ne[0], x, nb, y);
 }
 
+// Fixed-order (hence reproducible) vectorised f32 dot product.
+inline float dot_f32(const float* a, const float* b, int64_t n) {
+  return quant::dot_row(GgmlType::F32, a, b, n);
+}
+
 // Top-k of `score` (descending; ties go to the lower index). Returns the gap between the k-th and
 // the (k+1)-th value (+inf when there is no (k+1)-th).
 float top_k(const float* score, int64_t n, int64_t k, std::vector<int32_t>& idx) {
@@ -324,9 +329,7 @@ void CpuModel::attention(const LayerWeights& L, const LayerConsts& K, LayerState
         const float* k = &st.idx[(size_t)(r * ID)];
         float s = 0.0f;
         for (int64_t h = 0; h < IH; ++h) {
-          const float* qh = &iq[(i * IH + h) * ID];
-          float dot = 0.0f;
-          for (int64_t d = 0; d < ID; ++d) dot += qh[d] * k[d];
+          const float dot = dot_f32(&iq[(i * IH + h) * ID], k, ID);
           s += std::max(dot, 0.0f) * iw[i * IH + h];
         }
         sc[(size_t)r] = s;
@@ -356,9 +359,7 @@ void CpuModel::attention(const LayerWeights& L, const LayerConsts& K, LayerState
       std::vector<float> s(keys.size());
       float mx = K.sinks[h];
       for (size_t j = 0; j < keys.size(); ++j) {
-        float dot = 0.0f;
-        for (int64_t d = 0; d < hd; ++d) dot += qh[d] * keys[j][d];
-        s[j] = dot * scale;
+        s[j] = dot_f32(qh, keys[j], hd) * scale;
         mx = std::max(mx, s[j]);
       }
       float den = std::exp(K.sinks[h] - mx);
@@ -393,8 +394,8 @@ void CpuModel::attention(const LayerWeights& L, const LayerConsts& K, LayerState
 }
 
 void CpuModel::moe(const LayerWeights& L, const LayerConsts& K, float clamp,
-                   const int32_t* tokens, int64_t n, const float* y, float* out, float* margin,
-                   int li, const TraceFn& trace) const {
+                   const int32_t* tokens, int64_t p0, int64_t n, const float* y, float* out,
+                   float* margin, int li, const TraceFn& trace) const {
   const ModelConfig& c = cfg_;
   const int64_t D = c.n_embd, E = c.n_expert, k = c.n_expert_used, F = c.expert_ff;
   std::vector<float> logits((size_t)(n * E));
@@ -422,8 +423,8 @@ void CpuModel::moe(const LayerWeights& L, const LayerConsts& K, float clamp,
     }
     if (trace) {
       std::vector<float> f(sel.begin(), sel.end());
-      trace(li, "router_ids", -1 - i, f.data(), k);
-      trace(li, "router_w", -1 - i, &wts[i * k], k);
+      trace(li, "router_ids", p0 + i, f.data(), k);
+      trace(li, "router_w", p0 + i, &wts[i * k], k);
     }
   }
   // Routed experts, grouped by expert; contributions summed per token in ascending expert id
@@ -502,7 +503,7 @@ void CpuModel::run_block(const LayerWeights& L, const LayerConsts& K, int li, fl
   hc_pre(c, L.hc_ffn_fn, K.hc_ffn_base, K.hc_ffn_scale, X, n, a.data(), post.data(), comb.data());
   for (int64_t i = 0; i < n; ++i)
     ops::rms_norm(&a[i * D], K.ffn_norm.data(), c.rms_eps, D, &xin[i * D]);
-  moe(L, K, clamp, tokens, n, xin.data(), f.data(), margin, li, trace);
+  moe(L, K, clamp, tokens, p0, n, xin.data(), f.data(), margin, li, trace);
   if (trace)
     for (int64_t i = 0; i < n; ++i) trace(li, "moe_out", p0 + i, &f[i * D], D);
   hc_post(c, f.data(), post.data(), comb.data(), n, X);

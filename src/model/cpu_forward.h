@@ -79,7 +79,7 @@ class CpuModel {
                  int64_t n, const float* x, float* out, float* margin, int layer_index,
                  const TraceFn& trace) const;
   void moe(const LayerWeights& L, const LayerConsts& K, float clamp, const int32_t* tokens,
-           int64_t n, const float* y, float* out, float* margin, int layer_index,
+           int64_t p0, int64_t n, const float* y, float* out, float* margin, int layer_index,
            const TraceFn& trace) const;
   void head(const float* X, int64_t n, const TensorRef& fn, const std::vector<float>& base,
             float scale, const std::vector<float>& norm, float* logits) const;

@@ -234,7 +234,9 @@ void set_metadata(const TinySpec& s, uint32_t V, gguf::Writer& w) {
   std::vector<uint32_t> ratios(s.ratios);
   ratios.push_back(0);  // the MTP block
   w.set(a + "attention.compress_ratios", Value::array_u32(ratios));
-  w.set(a + "swiglu_clamp_exp", Value::array_f32(std::vector<float>(L + 1, 10.0f)));
+  // llama.cpp requires exactly block_count entries here (compress_ratios may be longer).
+  w.set(a + "swiglu_clamp_exp", Value::array_f32(std::vector<float>(L, 10.0f)));
+  w.set(a + "rope.scaling.type", Value::str("yarn"));  // llama.cpp: YaRN is off without it
   w.set(a + "rope.scaling.original_context_length", Value::u32(65536));
   w.set(a + "rope.freq_base", Value::f32(10000.0f));
   w.set(a + "rope.scaling.factor", Value::f32(16.0f));
@@ -347,8 +349,8 @@ TinySpec tiny_preset(const std::string& name) {
     s.o_groups = 4;
     s.q_lora_rank = 128;
     s.o_lora_rank = 64;
-    s.n_expert = 32;
-    s.expert_ff = 512;
+    s.n_expert = 16;
+    s.expert_ff = 256;
     s.idx_n_head = 8;
     s.idx_topk = 32;
     s.expert_gate_type = GgmlType::Q4_K;

@@ -10,6 +10,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/npy.h"
@@ -182,6 +185,118 @@ TEST(Golden, MatchesOfficialAndHf) {
           EXPECT_LE(s.max_abs, max_bar);
         }
       }
+    }
+  }
+}
+
+// Per-stage intermediates of one layer of each kind (rounding off): HC state in/out, attention
+// and MoE outputs, every compressed and indexer row, expert choices and weights, indexer top-k.
+TEST(Golden, PerStageIntermediatesQatOff) {
+  const auto cases = golden_cases();
+  if (cases.empty()) GTEST_SKIP() << "no golden data under " << kGoldenDir;
+  for (const fs::path& dir : cases) {
+    SCOPED_TRACE(dir.string());
+    std::ifstream mf(dir / "manifest.json");
+    const auto man = nlohmann::json::parse(mf);
+    const auto& ms = man.at("generator_spec");
+    TinySpec spec = tiny_preset(ms.at("preset").get<std::string>());
+    spec.mtp = false;
+    auto files = test::tiny_files(spec);
+    auto model = bind_model(std::move(files.main));
+    const NpyArray toks = read_npy((dir / "tokens.npy").string());
+    const int64_t n = (int64_t)toks.i32.size();
+    // name -> position -> row
+    std::map<std::string, std::map<int64_t, std::vector<float>>> got;
+    std::map<std::string, std::vector<std::vector<float>>> rows;  // emitted rows, in order
+    TraceFn trace = [&](int layer, const std::string& name, int64_t pos, const float* d,
+                        int64_t len) {
+      const std::string key = fmt::format("L{}_{}", layer, name);
+      if (name == "comp_row" || name == "idx_row")
+        rows[key].emplace_back(d, d + len);
+      else
+        got[key][pos].assign(d, d + len);
+    };
+    CpuModel cpu(*model, CpuOptions{false});
+    CpuSession sess = cpu.new_session();
+    ForwardResult r;
+    cpu.forward(sess, toks.i32.data(), n, false, false, r, trace);
+
+    const auto& layers = man.at("conventions").at("intermediate_layers");
+    const auto& positions = man.at("conventions").at("intermediate_positions");
+    for (const auto& lj : layers) {
+      const int L = lj.get<int>();
+      const std::string pre = fmt::format("inter_qat_off_L{}_", L);
+      const std::string me = fmt::format("L{}_", L);
+      double worst = 0;
+      // Per-position states ([P, ...] flattened per position).
+      for (const char* stage : {"hc_in", "attn_out", "moe_out", "hc_out"}) {
+        const auto ref = read_npy((dir / (pre + stage + ".npy")).string()).f32;
+        const size_t per = ref.size() / positions.size();
+        for (size_t i = 0; i < positions.size(); ++i) {
+          const int64_t p = positions[i].get<int64_t>();
+          const auto& ours = got.at(me + stage).at(p);
+          ASSERT_EQ(ours.size(), per) << stage;
+          for (size_t j = 0; j < per; ++j) {
+            const double d = std::fabs(ours[j] - ref[i * per + j]);
+            worst = std::max(worst, d / std::max(1.0, (double)std::fabs(ref[i * per + j])));
+          }
+        }
+      }
+      // Emitted rows.
+      for (auto [stage, mine] : {std::pair{"comp_rows", "comp_row"}, {"indexer_rows", "idx_row"}}) {
+        const fs::path f = dir / (pre + stage + ".npy");
+        if (!fs::exists(f)) continue;
+        const NpyArray ref = read_npy(f.string());
+        const auto& ours = rows[me + mine];
+        ASSERT_EQ((int64_t)ours.size(), ref.shape[0]) << stage;
+        for (size_t i = 0; i < ours.size(); ++i)
+          for (size_t j = 0; j < ours[i].size(); ++j)
+            worst = std::max(worst, (double)std::fabs(ours[i][j] - ref.f32[i * ours[i].size() + j]));
+      }
+      // Expert choices (as sets) and weights (matched by expert id) at every position.
+      const NpyArray rid = read_npy((dir / (pre + "router_ids.npy")).string());
+      const NpyArray rw = read_npy((dir / (pre + "router_weights.npy")).string());
+      const int64_t k = rid.shape[1];
+      int64_t set_diff = 0;
+      for (int64_t p = 0; p < n; ++p) {
+        const auto& oi = got.at(me + "router_ids").at(p);
+        const auto& ow = got.at(me + "router_w").at(p);
+        for (int64_t j = 0; j < k; ++j) {
+          const int32_t e = rid.i32[(size_t)(p * k + j)];
+          auto it = std::find(oi.begin(), oi.end(), (float)e);
+          if (it == oi.end()) {
+            ++set_diff;
+            break;
+          }
+          worst = std::max(worst, (double)std::fabs(ow[(size_t)(it - oi.begin())] -
+                                                    rw.f32[(size_t)(p * k + j)]));
+        }
+      }
+      // Indexer selections where the indexer really selects.
+      int64_t topk_checked = 0, topk_diff = 0;
+      const fs::path tk = dir / (pre + "indexer_topk.npy");
+      if (fs::exists(tk)) {
+        const NpyArray ref = read_npy(tk.string());
+        const int64_t w = ref.shape[1];
+        for (size_t i = 0; i < positions.size(); ++i) {
+          const int64_t p = positions[i].get<int64_t>();
+          auto it = got[me + "idx_topk"].find(p);
+          if (it == got[me + "idx_topk"].end()) continue;  // all visible rows attended
+          std::vector<int32_t> a(it->second.begin(), it->second.end()), b;
+          for (int64_t j = 0; j < w; ++j)
+            if (ref.i32[(size_t)(i * w + j)] >= 0) b.push_back(ref.i32[(size_t)(i * w + j)]);
+          std::sort(b.begin(), b.end());
+          ++topk_checked;
+          if (a != b && r.tie_margin[(size_t)p] >= 1e-5f) ++topk_diff;
+        }
+      }
+      std::printf("  %s layer %d: max rel diff %.3g, expert sets differing %lld/%lld, indexer "
+                  "top-k differing %lld/%lld\n",
+                  dir.filename().c_str(), L, worst, (long long)set_diff, (long long)n,
+                  (long long)topk_diff, (long long)topk_checked);
+      EXPECT_LE(worst, 1e-4);
+      EXPECT_LE(set_diff, n / 100);  // near-ties only
+      EXPECT_EQ(topk_diff, 0);
     }
   }
 }
