@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -278,6 +279,8 @@ struct Named {
   Problem pr;
   bool all_geoms;
 };
+
+void PrintTo(const Named& n, std::ostream* os) { *os << n.name; }
 
 class Emulation : public testing::TestWithParam<Named> {};
 

@@ -28,6 +28,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -301,6 +302,9 @@ struct Case {
   GgmlType t;
   int64_t cols, rows;  // "cols -> rows" as in ARCH.md
 };
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << dsv4::ggml_type_name(c.t) << " " << c.cols << "->" << c.rows;
+}
 std::string case_name(const testing::TestParamInfo<Case>& i) {
   return std::string(dsv4::ggml_type_name(i.param.t)) + "_" + std::to_string(i.param.cols) + "to" +
          std::to_string(i.param.rows);

@@ -1,0 +1,181 @@
+#include "cuda/matvec.h"
+
+#include "core/error.h"
+#include "cuda/device.h"
+#include "cuda/mv_launch.h"
+#include "cuda/mv_plan.h"
+
+namespace dsv4::cuda {
+
+bool matvec_supported(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
+    case GgmlType::Q8_0:
+    case GgmlType::Q2_K:
+    case GgmlType::Q4_K:
+    case GgmlType::IQ2_XXS: return true;
+    default: return false;
+  }
+}
+
+namespace {
+
+struct Prepared {
+  mv::Params p{};
+  mv::Shape shape;
+};
+
+bool aligned(const void* ptr, size_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; }
+
+Prepared prepare(const MatvecOp& op) {
+  if (!matvec_supported(op.type))
+    fail("cuda::matvec: type {} not supported", ggml_type_name(op.type));
+  const auto traits = ggml_type_traits((uint32_t)op.type);
+  if (op.rows <= 0 || op.cols <= 0 || op.rows > 0x7fffffff || op.cols > 0x7fffffff)
+    fail("cuda::matvec: bad shape {}x{}", op.rows, op.cols);
+  if (op.cols % traits->block_elems != 0)
+    fail("cuda::matvec: cols {} not a multiple of the {} block size {}", op.cols,
+         ggml_type_name(op.type), traits->block_elems);
+  if (op.nb < 1 || op.nb > mv::kMaxNb) fail("cuda::matvec: nb {} outside 1..{}", op.nb, mv::kMaxNb);
+  if (op.n_mats < 1 || op.n_mats > 2) fail("cuda::matvec: n_mats {} outside 1..2", op.n_mats);
+  if (op.n_slots < 1) fail("cuda::matvec: n_slots {} < 1", op.n_slots);
+  if (!op.x || !op.y) fail("cuda::matvec: null x or y");
+  for (int m = 0; m < op.n_mats; ++m)
+    if (!op.w[m]) fail("cuda::matvec: null weight pointer {}", m);
+  if (op.expert_stride_bytes < 0 || op.n_expert < 0) fail("cuda::matvec: negative expert stride");
+
+  Prepared r;
+  mv::Params& p = r.p;
+  p.w[0] = static_cast<const uint8_t*>(op.w[0]);
+  p.w[1] = static_cast<const uint8_t*>(op.n_mats > 1 ? op.w[1] : op.w[0]);
+  p.row_bytes = (int64_t)ggml_row_bytes(op.type, (uint64_t)op.cols);
+  p.expert_bytes = op.expert_stride_bytes;
+  p.ids = op.ids;
+  p.n_expert = op.n_expert;
+  p.n_slots = op.n_slots;
+  p.n_mats = op.n_mats;
+  p.rows = (int)op.rows;
+  p.cols = (int)op.cols;
+  p.x = op.x;
+  p.x_slot_stride = op.x_slot_stride;
+  p.x_vec_stride = op.x_vec_stride ? op.x_vec_stride : op.cols;
+  p.y = op.y;
+  p.y_vec_stride = op.y_vec_stride ? op.y_vec_stride : op.rows;
+  p.y_slot_stride = op.y_slot_stride ? op.y_slot_stride : (int64_t)op.nb * op.rows;
+  p.y_mat_stride = op.y_mat_stride ? op.y_mat_stride : (int64_t)op.n_slots * op.nb * op.rows;
+
+  mv::Shape& s = r.shape;
+  s.type = op.type;
+  s.rows = op.rows;
+  s.cols = op.cols;
+  s.nb = op.nb;
+  s.n_mats = op.n_mats;
+  s.n_slots = op.n_slots;
+  const auto geom = mv::format_geom(op.type);
+  bool ok = op.path == MatvecPath::kAuto && geom.has_value();
+  if (ok) {
+    const size_t g = (size_t)geom->copy_bytes;
+    for (int m = 0; m < op.n_mats; ++m) ok = ok && aligned(p.w[m], g);
+    ok = ok && p.row_bytes % (int64_t)g == 0 && p.expert_bytes % (int64_t)g == 0;
+    ok = ok && aligned(op.x, 16) && p.x_vec_stride % 4 == 0 && p.x_slot_stride % 4 == 0;
+  }
+  s.aligned = ok;
+  return r;
+}
+
+mv::DeviceLimits limits() {
+  const DeviceInfo& d = current_device_info();
+  mv::DeviceLimits l;
+  l.sm_count = d.sm_count;
+  l.smem_per_block = d.smem_per_block_optin;
+  return l;
+}
+
+}  // namespace
+
+std::string matvec_describe(const MatvecOp& op) {
+  const Prepared r = prepare(op);
+  if (op.path == MatvecPath::kGeneric) return "generic (requested)";
+  return mv::to_string(mv::plan_matvec(r.shape, limits()));
+}
+
+void matvec_run(const MatvecOp& op, cudaStream_t stream) {
+  Prepared r = prepare(op);
+  const mv::Plan plan = op.path == MatvecPath::kGeneric ? mv::Plan{} : mv::plan_matvec(r.shape, limits());
+  if (!plan.fast) {
+    mv::launch_generic(r.p, (uint32_t)op.type, op.nb, stream);
+    return;
+  }
+  mv::Launch l;
+  l.p = r.p;
+  l.p.groups = plan.groups;
+  l.p.lr_log2 = plan.lr_log2;
+  l.p.ks = plan.ks;
+  l.p.units = plan.units;
+  l.p.steps = plan.steps;
+  l.p.off_xsum = (uint32_t)plan.off_xsum;
+  l.p.off_tab = (uint32_t)plan.off_tab;
+  l.p.off_ring = (uint32_t)plan.off_ring;
+  l.ctas = plan.ctas;
+  l.threads = plan.threads;
+  l.smem = plan.smem;
+  switch (op.type) {
+    case GgmlType::Q8_0: return mv::launch_q8_0(l, op.nb, stream);
+    case GgmlType::Q4_K: return mv::launch_q4_k(l, op.nb, stream);
+    case GgmlType::Q2_K: return mv::launch_q2_k(l, op.nb, stream);
+    case GgmlType::IQ2_XXS: return mv::launch_iq2_xxs(l, op.nb, stream);
+    case GgmlType::F16: return mv::launch_f16(l, op.nb, stream);
+    case GgmlType::BF16: return mv::launch_bf16(l, op.nb, stream);
+    case GgmlType::F32: return mv::launch_f32(l, op.nb, stream);
+    default: fail("cuda::matvec: no fast launcher for {}", ggml_type_name(op.type));
+  }
+}
+
+void matvec(GgmlType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
+            cudaStream_t stream) {
+  MatvecOp op;
+  op.type = type;
+  op.w[0] = w;
+  op.rows = rows;
+  op.cols = cols;
+  op.x = x;
+  op.y = y;
+  matvec_run(op, stream);
+}
+
+void matvec_batch(GgmlType type, const void* w, int64_t rows, int64_t cols, const float* x, int nb,
+                  float* y, cudaStream_t stream) {
+  MatvecOp op;
+  op.type = type;
+  op.w[0] = w;
+  op.rows = rows;
+  op.cols = cols;
+  op.x = x;
+  op.nb = nb;
+  op.y = y;
+  matvec_run(op, stream);
+}
+
+void matvec_experts(const ExpertMatvec& e, cudaStream_t stream) {
+  if (e.n_slots < 1) fail("cuda::matvec_experts: n_slots {} < 1", e.n_slots);
+  if (e.n_expert < 1) fail("cuda::matvec_experts: n_expert {} < 1", e.n_expert);
+  MatvecOp op;
+  op.type = e.type;
+  op.w[0] = e.w[0];
+  op.w[1] = e.w[1];
+  op.n_mats = e.n_mats;
+  op.rows = e.rows;
+  op.cols = e.cols;
+  op.expert_stride_bytes = e.rows * (int64_t)ggml_row_bytes(e.type, (uint64_t)e.cols);
+  op.n_expert = e.n_expert;
+  op.ids = e.ids;
+  op.n_slots = e.n_slots;
+  op.x = e.x;
+  op.x_slot_stride = e.x_slot_stride;
+  op.y = e.y;
+  matvec_run(op, stream);
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,122 @@
+// IQ2_XXS decoder for the fast matvec kernel: {f16 d; u16 qs[32]} (66 B, 256 values); 8 groups of
+// 32 values, each two u32: A = four grid indices, B = four 7-bit sign indices + 4-bit scale s:
+// w = d*(0.5+s)*0.25 * grid[A_l][j] * (bit j of ksigns[B_l] ? -1 : 1).
+//
+// Unit: 2 blocks = 132 B = 33 words (4-byte aligned), staged with 4-byte cp.async. The grid is a
+// 1 KiB shared table of 256 words holding an entry's 8 magnitudes {8, 25, 43} as codes 0/1/2 in
+// nibbles: one LDS + two PRMT (from the byte table 0x002B1908) give the 8 magnitude bytes. The 8
+// signs (7-bit index + parity bit) are spread to 0x80/0x00 bytes with a multiply, and one PRMT per
+// value assembles sign | magnitude as the exact denormal float +-g * 2^-149, multiplied by
+// x * 2^96 from shared memory; y += d_group * sum, scaled back by 2^53. d_group uses the CPU's f32
+// operations.
+#pragma once
+#include "cuda/mv_intrin.cuh"
+#include "cuda/mv_params.h"
+#include "quant/iq2_tables.h"
+
+namespace dsv4::cuda::mv {
+
+struct NibbleGrid {
+  uint32_t v[256];
+};
+constexpr uint32_t iq2_grid_code(uint8_t b) { return b == 8 ? 0u : b == 25 ? 1u : 2u; }
+constexpr NibbleGrid make_nibble_grid() {
+  NibbleGrid t{};
+  for (int i = 0; i < 256; ++i) {
+    uint32_t w = 0;
+    for (int j = 0; j < 8; ++j)
+      w |= iq2_grid_code((uint8_t)(quant::detail::kIq2xxsGrid[i] >> (8 * j))) << (4 * j);
+    t.v[i] = w;
+  }
+  return t;
+}
+constexpr bool iq2_grid_magnitudes_ok() {
+  for (int i = 0; i < 256; ++i)
+    for (int j = 0; j < 8; ++j) {
+      const uint8_t b = (uint8_t)(quant::detail::kIq2xxsGrid[i] >> (8 * j));
+      if (b != 8 && b != 25 && b != 43) return false;
+    }
+  return true;
+}
+static_assert(iq2_grid_magnitudes_ok(), "IQ2_XXS grid magnitudes must be 8, 25 or 43");
+inline constexpr NibbleGrid kNibbleGrid = make_nibble_grid();
+namespace {
+__device__ const NibbleGrid g_nibble_grid = make_nibble_grid();
+}  // namespace
+
+// prmt selector: magnitude byte J of a in byte 0, zeros (sign replica of a byte < 0x80) in bytes
+// 1-2, sign byte J of b (0x80 or 0) in byte 3.
+template <int J>
+inline constexpr uint32_t kSignMagSel = (uint32_t)J | ((8u | J) << 4) | ((8u | J) << 8) | ((4u + J) << 12);
+
+struct FmtIQ2_XXS {
+  static constexpr FormatGeom kGeom = kGeomIQ2_XXS;
+  static constexpr bool kDenormal = true;
+
+  DSV4_HD static uint32_t table_word(int i) {
+#ifdef __CUDA_ARCH__
+    return g_nibble_grid.v[i];
+#else
+    return kNibbleGrid.v[i];
+#endif
+  }
+
+  template <int NB, class X>
+  DSV4_HD static void dot(const uint32_t (&w)[33], const X& x, const float*, int,
+                          const uint32_t* tab, float (&acc)[NB]) {
+DSV4_UNROLL
+    for (int b = 0; b < 2; ++b) {
+      // Block 0: d = bytes 0-1, group g at bytes 2+8g (2-byte aligned: funnel shifts).
+      // Block 1: d = bytes 66-67 (high half of word 16), group g at words 17+2g, 18+2g.
+      const float d = f16_bits_to_f32(b == 0 ? w[0] : (w[16] >> 16));
+DSV4_UNROLL
+      for (int g = 0; g < 8; ++g) {
+        const uint32_t A = b == 0 ? funnel_r(w[2 * g], w[2 * g + 1], 16) : w[17 + 2 * g];
+        const uint32_t B = b == 0 ? funnel_r(w[2 * g + 1], w[2 * g + 2], 16) : w[18 + 2 * g];
+        const float db = fmul_rn(fmul_rn(d, fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
+        float s[NB][4];
+DSV4_UNROLL
+        for (int l = 0; l < 4; ++l) {
+          const uint32_t nib = tab[(A >> (8 * l)) & 0xFFu];
+          const uint32_t mlo = byte_perm(0x002B1908u, 0u, nib & 0xFFFFu);
+          const uint32_t mhi = byte_perm(0x002B1908u, 0u, nib >> 16);
+          const uint32_t s7 = (B >> (7 * l)) & 127u;
+          const uint32_t m8 = s7 | ((popc(s7) & 1u) << 7);  // ksigns_iq2xs[s7]
+          const uint32_t tlo = ((m8 & 0xFu) * 0x10204080u) & 0x80808080u;  // bit j -> MSB of byte j
+          const uint32_t thi = ((m8 >> 4) * 0x10204080u) & 0x80808080u;
+          const float f0 = as_float(prmt(mlo, tlo, kSignMagSel<0>));
+          const float f1 = as_float(prmt(mlo, tlo, kSignMagSel<1>));
+          const float f2 = as_float(prmt(mlo, tlo, kSignMagSel<2>));
+          const float f3 = as_float(prmt(mlo, tlo, kSignMagSel<3>));
+          const float f4 = as_float(prmt(mhi, thi, kSignMagSel<0>));
+          const float f5 = as_float(prmt(mhi, thi, kSignMagSel<1>));
+          const float f6 = as_float(prmt(mhi, thi, kSignMagSel<2>));
+          const float f7 = as_float(prmt(mhi, thi, kSignMagSel<3>));
+DSV4_UNROLL
+          for (int v = 0; v < NB; ++v) {
+            const float4h xa = x.ld(v, 256 * b + 32 * g + 8 * l);
+            const float4h xb = x.ld(v, 256 * b + 32 * g + 8 * l + 4);
+            float t = fma_f(f0, xa.x, 0.0f);  // chain l of this group
+            t = fma_f(f1, xa.y, t);
+            t = fma_f(f2, xa.z, t);
+            t = fma_f(f3, xa.w, t);
+            t = fma_f(f4, xb.x, t);
+            t = fma_f(f5, xb.y, t);
+            t = fma_f(f6, xb.z, t);
+            t = fma_f(f7, xb.w, t);
+            s[v][l] = t;
+          }
+        }
+DSV4_UNROLL
+        for (int v = 0; v < NB; ++v)
+          acc[v] = fma_f(db, (s[v][0] + s[v][1]) + (s[v][2] + s[v][3]), acc[v]);
+#ifdef __CUDA_ARCH__
+        // Keep the scheduler from hoisting the next groups' loads above this one (registers).
+        asm volatile("" ::: "memory");
+#endif
+      }
+    }
+  }
+};
+
+}  // namespace dsv4::cuda::mv

@@ -1,0 +1,236 @@
+// The fast matrix-vector kernel skeleton (layout: mv_params.h). A format supplies a decoder
+// struct F (mv_fmt_*.cuh) with
+//   static constexpr FormatGeom kGeom;  // geometry, identical to the planner's
+//   static constexpr bool kDenormal;    // codes decoded as denormals: x staged * 2^96, sums
+//                                       // scaled back by 2^53 (kGeom.smem_x formats)
+//   template <int NB, class X> static void dot(const uint32_t (&w)[kWords], const X& x,
+//       const float* xsum, int xsum_vs, const uint32_t* tab, float (&acc)[NB]);
+// where w is the lane's unit (kWords = unit_bytes / 4 little-endian words), x.ld(v, i) returns
+// the 4 floats of vector v at values [i, i+4) of the unit (pre-scaled when kDenormal), xsum the
+// unit's per-16 sums of vector 0 (xsum_vs floats between vectors, scaled by 2^-53), tab the shared
+// lookup table and, when kGeom.table_bytes > 0, static uint32_t table_word(int i) its words.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/mv_intrin.cuh"
+#include "cuda/mv_params.h"
+
+namespace dsv4::cuda::mv {
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// cp.async of G bytes global -> shared (16: L1 bypass, 4: through L1).
+template <int G>
+__device__ __forceinline__ void cp_async(uint32_t dst, const void* src) {
+  static_assert(G == 4 || G == 16, "cp.async granule");
+  if constexpr (G == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
+  }
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+template <class F, int NB>
+__global__ void __launch_bounds__(max_threads_for_nb(NB)) mv_fast_kernel(const __grid_constant__ Params p) {
+  constexpr FormatGeom g = F::kGeom;
+  constexpr int kWords = g.unit_bytes / 4;
+  constexpr int kPer = g.unit_bytes / g.copy_bytes;  // granules per unit
+  constexpr int kStageBytes = 32 * g.slot_bytes;
+  static_assert(g.unit_bytes % g.copy_bytes == 0 && g.slot_bytes >= g.unit_bytes);
+  static_assert((g.stages & (g.stages - 1)) == 0, "stages must be a power of two");
+  static_assert(F::kDenormal == g.smem_x);
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+
+  int b = blockIdx.x;
+  const int group = b % p.groups;
+  b /= p.groups;
+  const int slot = b % p.n_slots;
+  const int mat = b / p.n_slots;
+  const int lr = 1 << p.lr_log2;
+  const int rpc = 32 >> p.lr_log2;  // rows per CTA
+  const int row0 = group * rpc;
+  const int rows_here = min(rpc, p.rows - row0);
+  float* y = p.y + mat * p.y_mat_stride + slot * p.y_slot_stride + row0;
+
+  int64_t expert = slot;
+  if (p.ids) expert = p.ids[slot];
+  if (p.n_expert > 0 && (expert < 0 || expert >= p.n_expert)) {  // CTA-uniform
+    for (int i = threadIdx.x; i < rpc * NB; i += blockDim.x) {
+      const int r = i % rpc, v = i / rpc;
+      if (r < rows_here) y[v * p.y_vec_stride + r] = __int_as_float(0x7fc00000);
+    }
+    return;
+  }
+  if (p.expert_bytes == 0) expert = 0;
+  const uint8_t* W = p.w[mat] + expert * p.expert_bytes + (int64_t)row0 * p.row_bytes;
+  const float* xg = p.x + slot * p.x_slot_stride;
+
+  unsigned char* ring = smem + p.off_ring + warp * (g.stages * kStageBytes);
+  const uint32_t ring_s = smem_addr(ring);
+
+  // Stage s of this warp: slot sl = rr*LR + kk holds unit (s*KS + warp)*LR + kk of row rr. The LR
+  // units of a row are adjacent in memory, so granule i = lane + 32*it of a stage lies at a
+  // step-invariant 32-bit offset from the step's base and consecutive lanes copy consecutive
+  // bytes. Rows past the matrix end re-read its last row (never written back); the planner makes
+  // KS*LR divide the unit count, so every unit index is valid. No per-granule predicates: they
+  // would be hoisted out of the step loop and cost registers.
+  const int last_row = rows_here - 1;
+  const int row_bytes = (int)p.row_bytes;  // 32 rows fit in 31 bits (planner)
+  auto issue = [&](int s) {
+    if (s < p.steps) {
+      const uint8_t* ws = W + (int64_t)unit_of(s, p.ks, warp, p.lr_log2, 0) * g.unit_bytes;
+      const uint32_t dst0 = ring_s + (s & (g.stages - 1)) * kStageBytes;
+#pragma unroll
+      for (int it = 0; it < kPer; ++it) {
+        const int i = lane + 32 * it;
+        const int src = granule_src<kPer, g.unit_bytes, g.copy_bytes>(i, p.lr_log2, last_row, row_bytes);
+        cp_async<g.copy_bytes>(dst0 + granule_dst<kPer, g.unit_bytes, g.slot_bytes, g.copy_bytes>(i),
+                               ws + src);
+      }
+    }
+    cp_async_commit();  // always, so that group counting stays uniform
+  };
+
+#pragma unroll
+  for (int s = 0; s < g.stages; ++s) issue(s);
+
+  // x (scaled) and its per-16 sums, lookup table: once per CTA, while the ring fills.
+  const float* xs = reinterpret_cast<const float*>(smem);
+  const float* xsum = reinterpret_cast<const float*>(smem + p.off_xsum);
+  const uint32_t* tab = reinterpret_cast<const uint32_t*>(smem + p.off_tab);
+  if constexpr (g.smem_x) {
+    // 16-value groups j of [NB][cols]: 4 float4 loads each, up to 4 groups per thread in flight
+    // (a strided loop with one load per trip would serialize L2 latencies).
+    float4* xw = reinterpret_cast<float4*>(smem);
+    float* sw = reinterpret_cast<float*>(smem + p.off_xsum);
+    const int n16 = p.cols >> 4;
+    const int ngroups = NB * n16;
+    for (int base = threadIdx.x; base < ngroups; base += 4 * blockDim.x) {
+      float4 r[4][4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int j = base + k * blockDim.x;
+        if (j < ngroups) {
+          const int v = j / n16;
+          const float4* q = reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 16 * (j - v * n16));
+#pragma unroll
+          for (int e = 0; e < 4; ++e) r[k][e] = __ldg(q + e);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int j = base + k * blockDim.x;
+        if (j < ngroups) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            xw[4 * j + e] = make_float4(r[k][e].x * kXScale, r[k][e].y * kXScale, r[k][e].z * kXScale,
+                                        r[k][e].w * kXScale);
+          if constexpr (g.xsum_group == 16) {
+            const float4 a = r[k][0], c = r[k][1], d = r[k][2], f = r[k][3];
+            const float sum = (((a.x + a.y) + (a.z + a.w)) + ((c.x + c.y) + (c.z + c.w))) +
+                              (((d.x + d.y) + (d.z + d.w)) + ((f.x + f.y) + (f.z + f.w)));
+            sw[j] = sum * kXsumScale;  // the scale of code * 2^-149 * x * 2^96
+          }
+        }
+      }
+    }
+  }
+  if constexpr (g.table_bytes > 0) {
+    uint32_t* tw = reinterpret_cast<uint32_t*>(smem + p.off_tab);
+    constexpr int kTabWords = g.table_bytes / 4;
+    for (int base = threadIdx.x; base < kTabWords; base += 8 * blockDim.x) {
+      uint32_t r[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int i = base + k * blockDim.x;
+        r[k] = i < kTabWords ? F::table_word(i) : 0u;
+      }
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int i = base + k * blockDim.x;
+        if (i < kTabWords) tw[i] = r[k];
+      }
+    }
+  }
+  if constexpr (g.smem_x || g.table_bytes > 0) __syncthreads();
+
+  const int my_k = lane & (lr - 1);
+  float acc[NB];
+#pragma unroll
+  for (int v = 0; v < NB; ++v) acc[v] = 0.0f;
+
+  for (int s = 0; s < p.steps; ++s) {
+    cp_async_wait<g.stages - 1>();  // this lane's copies of stage s have landed
+    __syncwarp();                   // ... and every lane's are visible
+    uint32_t w[kWords];
+    {
+      const unsigned char* sp = ring + (s & (g.stages - 1)) * kStageBytes + lane * g.slot_bytes;
+      if constexpr (g.copy_bytes == 16) {
+#pragma unroll
+        for (int j = 0; j < kWords / 4; ++j) {
+          const uint4 q = reinterpret_cast<const uint4*>(sp)[j];
+          w[4 * j] = q.x;
+          w[4 * j + 1] = q.y;
+          w[4 * j + 2] = q.z;
+          w[4 * j + 3] = q.w;
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kWords; ++j) w[j] = reinterpret_cast<const uint32_t*>(sp)[j];
+      }
+    }
+    __syncwarp();         // every lane has its unit in registers
+    issue(s + g.stages);  // refill the stage just read
+    const int u = unit_of(s, p.ks, warp, p.lr_log2, my_k);
+    if constexpr (g.smem_x) {
+      const XPlain xa{xs + (int64_t)u * g.unit_values, p.cols};
+      F::template dot<NB>(w, xa, xsum + (int64_t)u * (g.unit_values / 16), p.cols >> 4, tab, acc);
+    } else {
+      const XGlobal xa{xg + (int64_t)u * g.unit_values, p.x_vec_stride};
+      F::template dot<NB>(w, xa, nullptr, 0, tab, acc);
+    }
+  }
+  cp_async_wait<0>();
+
+  // Reduce over the LR lanes of a row (xor butterfly), then over the KS warps (warp order).
+#pragma unroll
+  for (int v = 0; v < NB; ++v)
+    for (int off = lr >> 1; off > 0; off >>= 1) acc[v] += __shfl_xor_sync(0xffffffffu, acc[v], off);
+  if (p.ks > 1) {
+    // This warp's ring is idle now (all its copies were waited for and read).
+    float* red = reinterpret_cast<float*>(ring);
+#pragma unroll
+    for (int v = 0; v < NB; ++v) red[v * 32 + lane] = acc[v];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int v = 0; v < NB; ++v) {
+      float t = acc[v];
+      for (int w2 = 1; w2 < p.ks; ++w2)
+        t += reinterpret_cast<const float*>(smem + p.off_ring + w2 * (g.stages * kStageBytes))[v * 32 + lane];
+      acc[v] = t;
+    }
+  }
+  const int my_r = lane >> p.lr_log2;
+  if (my_k == 0 && my_r < rows_here) {
+#pragma unroll
+    for (int v = 0; v < NB; ++v)
+      y[v * p.y_vec_stride + my_r] = F::kDenormal ? acc[v] * kDenormOutScale : acc[v];
+  }
+}
+
+}  // namespace dsv4::cuda::mv

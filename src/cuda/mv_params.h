@@ -1,0 +1,69 @@
+// Fast matrix-vector path: per-format geometry and the kernel parameter block. Shared by the
+// host planner (mv_plan.cpp) and the kernels (mv_*.cu); plain C++, no device code.
+//
+// Kernel layout ("lane = row"): a CTA owns 32/LR consecutive rows of one (matrix, slot) and KS
+// warps; each lane owns one row and LR lanes share a row. A lane consumes fixed-size "units" of
+// its row (a whole number of GGUF blocks, see FormatGeom). Warp w, lane (r, k) takes the units
+// u = (s*KS + w)*LR + k for steps s = 0, 1, ...: every step a warp streams 32 units (LR adjacent
+// units of each of its 32/LR rows) with cp.async into a private shared-memory ring of
+// `stages` stages, each lane copies its own unit into registers and decodes it while the next
+// stages are in flight. x is read as warp-uniform (broadcast) float4 loads, from global memory
+// (Q8_0, F16, BF16, F32) or from a pre-scaled copy in shared memory (Q2_K, Q4_K, IQ2_XXS).
+// Partial sums are reduced over the LR lanes (shuffles), then over the KS warps (shared memory,
+// fixed order), and written once.
+#pragma once
+#include <cstdint>
+
+namespace dsv4::cuda::mv {
+
+struct FormatGeom {
+  int unit_values;  // values per unit
+  int unit_bytes;   // bytes of a unit in global memory (whole blocks)
+  int copy_bytes;   // cp.async granule: 4 (cp.async.ca) or 16 (cp.async.cg)
+  int slot_bytes;   // shared bytes per unit slot: an odd number of granules (no bank conflicts)
+  int stages;       // ring depth per warp
+  bool smem_x;      // x staged in shared memory, scaled by 2^kXShift
+  int xsum_group;   // 16: per-16 sums of x staged too (K-quant minimums); 0: none
+  int table_bytes;  // lookup table copied to shared memory (IQ2_XXS grid)
+};
+
+inline constexpr FormatGeom kGeomQ8_0{64, 68, 4, 68, 4, false, 0, 0};        // 2 blocks
+inline constexpr FormatGeom kGeomQ4_K{256, 144, 16, 144, 2, true, 16, 0};    // 1 block
+inline constexpr FormatGeom kGeomQ2_K{256, 84, 4, 84, 2, true, 16, 0};       // 1 block
+inline constexpr FormatGeom kGeomIQ2_XXS{512, 132, 4, 132, 2, true, 0, 1024};  // 2 blocks
+inline constexpr FormatGeom kGeomF16{64, 128, 16, 144, 2, false, 0, 0};
+inline constexpr FormatGeom kGeomBF16{64, 128, 16, 144, 2, false, 0, 0};
+inline constexpr FormatGeom kGeomF32{32, 128, 16, 144, 2, false, 0, 0};
+
+// Formats with smem_x decode codes into denormal floats (code * 2^-149, exact, no offset to
+// subtract) and multiply them by x * 2^kXShift; the sums are scaled back by 2^(149-kXShift).
+// Exact as long as |x| < 2^(128-kXShift) and products |w x| above ~2^(-126+149-kXShift) (smaller
+// terms lose relative precision but are below 2^-70 in absolute value).
+inline constexpr int kXShift = 96;
+
+// Most threads per CTA for a batch size (512 threads cap registers at 128; batches need more).
+constexpr int max_threads_for_nb(int nb) { return nb <= 1 ? 512 : 256; }
+inline constexpr int kMaxNb = 8;
+
+struct Params {
+  const uint8_t* w[2];   // weight bases (mat 0, mat 1)
+  int64_t row_bytes;     // bytes per row
+  int64_t expert_bytes;  // bytes between experts of a stacked tensor (0: single matrix)
+  const int32_t* ids;    // device [n_slots] expert ids, or nullptr: slot s uses expert s
+  int64_t n_expert;      // ids must be in [0, n_expert) (0: not checked); bad id -> NaN rows
+  int n_slots, n_mats;
+  int rows, cols;
+  const float* x;  // x[slot][vec][cols]
+  int64_t x_slot_stride, x_vec_stride;
+  float* y;  // y[mat][slot][vec][rows]
+  int64_t y_mat_stride, y_slot_stride, y_vec_stride;
+  // launch geometry (from the planner)
+  int groups;     // row groups (CTAs) per (mat, slot)
+  int lr_log2;    // log2(lanes per row)
+  int ks;         // warps per CTA
+  int units;      // units per row
+  int steps;      // ceil(units / (ks << lr_log2))
+  uint32_t off_xsum, off_tab, off_ring;  // shared-memory byte offsets (x staged at 0)
+};
+
+}  // namespace dsv4::cuda::mv

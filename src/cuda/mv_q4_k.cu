@@ -1,0 +1,11 @@
+// Q4_K matrix-vector launcher (decoder: mv_fmt_q4_k.cuh, kernel skeleton: mv_kernel.cuh).
+#include "cuda/mv_fmt_q4_k.cuh"
+#include "cuda/mv_launch.cuh"
+
+namespace dsv4::cuda::mv {
+
+void launch_q4_k(const Launch& l, int nb, cudaStream_t s) {
+  launch_fast<FmtQ4_K>(l, nb, s, "mv_fast_kernel<Q4_K>");
+}
+
+}  // namespace dsv4::cuda::mv
