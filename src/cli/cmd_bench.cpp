@@ -28,8 +28,7 @@ uint64_t state_bytes(const CpuSession& s) {
 }
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -66,8 +65,9 @@ void register_bench(CLI::App& app) {
     for (auto& t : prompt) t = (int32_t)(rng() % V);
     std::printf("# dsv4 bench: backend %s, %d threads, model %s\n", o->backend.c_str(),
                 omp_get_max_threads(), sum.recognised.c_str());
-    std::printf("ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,"
-                "decode_weight_GBps\n");
+    std::printf(
+        "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,"
+        "decode_weight_GBps\n");
     CpuSession sess = cpu.new_session();
     int64_t ctx = 0, frontier = o->ctx_start;
     while (true) {
@@ -78,8 +78,8 @@ void register_bench(CLI::App& app) {
       const double t_prefill = now_s() - t0;
       ctx = frontier;
       CpuSession snap = sess;
-      int32_t tok = (int32_t)(std::max_element(r.logits.begin(), r.logits.end()) -
-                              r.logits.begin());
+      int32_t tok =
+          (int32_t)(std::max_element(r.logits.begin(), r.logits.end()) - r.logits.begin());
       const double t1 = now_s();
       for (int64_t g = 0; g < o->gen_tokens; ++g) {
         ForwardResult d;
@@ -95,8 +95,8 @@ void register_bench(CLI::App& app) {
                   gen_tps * sum.bytes_per_token / 1e9);
       std::fflush(stdout);
       if (frontier >= o->ctx_max) break;
-      int64_t next = o->step_incr > 0 ? frontier + o->step_incr
-                                      : (int64_t)std::ceil(frontier * o->step_mul);
+      int64_t next =
+          o->step_incr > 0 ? frontier + o->step_incr : (int64_t)std::ceil(frontier * o->step_mul);
       frontier = std::min(std::max(next, frontier + 1), o->ctx_max);
     }
   });

@@ -58,9 +58,10 @@ void register_logits(CLI::App& app) {
                   "also write MTP logits: MTP block on each position's final state with the next "
                   "token (last position: token 0)");
   sub->add_option("--threads", o->threads, "CPU threads (default: all cores)");
-  sub->add_option("--trace-dir", o->trace_dir,
-                  "write per-layer intermediates as L<layer>_<name>.npy (rows in emission order) and "
-                  "L<layer>_<name>_pos.npy (their positions)");
+  sub->add_option(
+      "--trace-dir", o->trace_dir,
+      "write per-layer intermediates as L<layer>_<name>.npy (rows in emission order) and "
+      "L<layer>_<name>_pos.npy (their positions)");
   sub->callback([o] {
     if (o->tokens.empty() == o->tokens_file.empty())
       fail("logits: give exactly one of --tokens and --tokens-file");

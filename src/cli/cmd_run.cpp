@@ -17,8 +17,7 @@ namespace dsv4::cli {
 namespace {
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -38,7 +37,8 @@ void register_run(CLI::App& app) {
   sub->add_option("--system", o->system, "system prompt");
   sub->add_option("-n,--n-predict", o->n_predict, "maximum tokens to generate");
   sub->add_flag("--think", o->think, "thinking mode (the model reasons before answering)");
-  sub->add_flag("--raw", o->raw, "feed the prompt as already-rendered text (special tokens honoured)");
+  sub->add_flag("--raw", o->raw,
+                "feed the prompt as already-rendered text (special tokens honoured)");
   sub->add_option("--temp", o->sp.temperature, "temperature (0 = greedy, the default)");
   sub->add_option("--top-k", o->sp.top_k, "top-k (0 = off)");
   sub->add_option("--top-p", o->sp.top_p, "top-p (1 = off)");
@@ -58,7 +58,8 @@ void register_run(CLI::App& app) {
     auto model = load_model(o->model);
     const text::Tokenizer tok = text::Tokenizer::from_gguf(*model->file);
     const auto& ct = tok.chat_tokens();
-    // Non-thinking: BOS [system] <｜User｜>prompt<｜Assistant｜></think>; thinking ends with <think>.
+    // Non-thinking: BOS [system] <｜User｜>prompt<｜Assistant｜></think>; thinking ends with
+    // <think>.
     std::vector<int32_t> ids;
     if (o->raw) {
       tok.encode_with_specials(prompt, ids);
@@ -106,7 +107,8 @@ void register_run(CLI::App& app) {
     std::fputs(dec.finish().c_str(), stdout);
     const double t_gen = now_s() - t1;
     std::printf("%s\n", reset);
-    std::fprintf(stderr, "\n[prompt %zu tokens, %.1f tok/s | generated %d tokens, %.2f tok/s | %s]\n",
+    std::fprintf(stderr,
+                 "\n[prompt %zu tokens, %.1f tok/s | generated %d tokens, %.2f tok/s | %s]\n",
                  ids.size(), ids.size() / t_prefill, n_gen, n_gen / t_gen, "cpu");
   });
 }

@@ -9,6 +9,8 @@ void register_logits(CLI::App& app);
 void register_gen_tiny(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_run(CLI::App& app);
+void register_render(CLI::App& app);
+void register_tokenize(CLI::App& app);
 
 inline void register_all(CLI::App& app) {
   register_inspect(app);
@@ -16,6 +18,8 @@ inline void register_all(CLI::App& app) {
   register_gen_tiny(app);
   register_bench(app);
   register_run(app);
+  register_render(app);
+  register_tokenize(app);
 }
 
 }  // namespace dsv4::cli

@@ -1,6 +1,5 @@
 // dsv4: the command-line tool. Subcommands live in their own files (cmd_*.cpp).
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 
 #include "cli/commands.h"

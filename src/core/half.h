@@ -34,9 +34,9 @@ inline uint16_t f32_to_f16(float f) {
   uint32_t x = f32_to_bits(f);
   const uint32_t sign = (x >> 16) & 0x8000;
   x &= 0x7fffffff;
-  if (x > 0x7f800000u) return (uint16_t)(sign | 0x7e00);  // NaN
+  if (x > 0x7f800000u) return (uint16_t)(sign | 0x7e00);   // NaN
   if (x >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);  // overflow (>= 65520) -> inf
-  if (x < 0x38800000u) {                                    // below min normal 2^-14
+  if (x < 0x38800000u) {                                   // below min normal 2^-14
     // subnormal: value / 2^-24 rounded to nearest even
     float v = bits_to_f32(x);
     float q = v * 16777216.0f;  // exact scaling by 2^24
@@ -50,7 +50,9 @@ inline uint16_t f32_to_f16(float f) {
   return (uint16_t)(sign | (x >> 13));
 }
 
-inline float bf16_to_f32(uint16_t b) { return bits_to_f32((uint32_t)b << 16); }
+inline float bf16_to_f32(uint16_t b) {
+  return bits_to_f32((uint32_t)b << 16);
+}
 
 inline uint16_t f32_to_bf16(float f) {
   uint32_t x = f32_to_bits(f);

@@ -16,7 +16,9 @@ inline int32_t ceil_log2_bits(float x) {
   const uint32_t man = b & 0x7fffff;
   return e - 127 + (man != 0 ? 1 : 0);
 }
-inline float pow2_bits(int32_t e) { return bits_to_f32((uint32_t)(e + 127) << 23); }
+inline float pow2_bits(int32_t e) {
+  return bits_to_f32((uint32_t)(e + 127) << 23);
+}
 
 // Round to the nearest e4m3fn value (ties to even); input already within [-448, 448].
 inline float round_e4m3(float v) {
@@ -27,7 +29,7 @@ inline float round_e4m3(float v) {
     quantum = 0.001953125f;  // subnormal step 2^-9
   } else {
     int e;
-    std::frexp(a, &e);              // a = m * 2^e, m in [0.5, 1)
+    std::frexp(a, &e);                  // a = m * 2^e, m in [0.5, 1)
     quantum = std::ldexp(1.0f, e - 4);  // 3 mantissa bits: step 2^(floor(log2 a) - 3)
   }
   float r = std::nearbyint(a / quantum) * quantum;

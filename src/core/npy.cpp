@@ -1,10 +1,11 @@
 #include "core/npy.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <unistd.h>
 
 #include "core/error.h"
 
@@ -15,8 +16,8 @@ std::string header_for(const std::vector<int64_t>& shape, const char* dtype) {
   std::string dims;
   for (size_t i = 0; i < shape.size(); ++i) dims += (i ? ", " : "") + std::to_string(shape[i]);
   if (shape.size() == 1) dims += ",";
-  std::string s = "{'descr': '" + std::string(dtype) + "', 'fortran_order': False, 'shape': (" +
-                  dims + "), }";
+  std::string s =
+      "{'descr': '" + std::string(dtype) + "', 'fortran_order': False, 'shape': (" + dims + "), }";
   const size_t total = 10 + s.size() + 1;  // magic+version+length, header, newline
   s.append((64 - total % 64) % 64, ' ');
   s += '\n';

@@ -9,9 +9,9 @@ namespace dsv4 {
 
 struct NpyArray {
   std::vector<int64_t> shape;
-  std::string dtype;          // "<f4" or "<i4"
-  std::vector<float> f32;     // when dtype == "<f4"
-  std::vector<int32_t> i32;   // when dtype == "<i4"
+  std::string dtype;         // "<f4" or "<i4"
+  std::vector<float> f32;    // when dtype == "<f4"
+  std::vector<int32_t> i32;  // when dtype == "<i4"
 };
 
 // Writes atomically (temp file + rename); throws naming the path on failure.

@@ -9,9 +9,13 @@ namespace {
 
 constexpr const char* kArch = "deepseek4";
 
-std::string key(const char* suffix) { return std::string(kArch) + "." + suffix; }
+std::string key(const char* suffix) {
+  return std::string(kArch) + "." + suffix;
+}
 
-bool is_pow2(uint32_t v) { return v != 0 && (v & (v - 1)) == 0; }
+bool is_pow2(uint32_t v) {
+  return v != 0 && (v & (v - 1)) == 0;
+}
 
 void expect(bool ok, const gguf::File& f, const std::string& k, const std::string& rule) {
   if (!ok) fail("{}: metadata key '{}': {}", f.path(), k, rule);
@@ -20,11 +24,11 @@ void expect(bool ok, const gguf::File& f, const std::string& k, const std::strin
 }  // namespace
 
 bool ModelConfig::is_flash_shape() const {
-  return n_layer == 43 && n_embd == 4096 && n_vocab == 129280 && n_head == 64 &&
-         head_dim == 512 && rope_dim == 64 && q_lora_rank == 1024 && o_lora_rank == 1024 &&
-         o_groups == 8 && n_expert == 256 && n_expert_used == 6 && expert_ff == 2048 &&
-         n_hash_layers == 3 && window == 128 && idx_n_head == 64 && idx_head_dim == 128 &&
-         idx_topk == 512 && hc_mult == 4;
+  return n_layer == 43 && n_embd == 4096 && n_vocab == 129280 && n_head == 64 && head_dim == 512 &&
+         rope_dim == 64 && q_lora_rank == 1024 && o_lora_rank == 1024 && o_groups == 8 &&
+         n_expert == 256 && n_expert_used == 6 && expert_ff == 2048 && n_hash_layers == 3 &&
+         window == 128 && idx_n_head == 64 && idx_head_dim == 128 && idx_topk == 512 &&
+         hc_mult == 4;
 }
 
 ModelConfig read_model_config(const gguf::File& f) {
@@ -135,8 +139,7 @@ ModelConfig read_model_config(const gguf::File& f) {
                      c.idx_head_dim, c.rope_dim));
   expect(c.idx_n_head >= 1, f, key("attention.indexer.head_count"), "must be at least 1");
   expect(c.idx_topk >= 1, f, key("attention.indexer.top_k"), "must be at least 1");
-  expect(c.hc_mult >= 1 && c.hc_mult <= 16, f, key("hyper_connection.count"),
-         "must be in 1..16");
+  expect(c.hc_mult >= 1 && c.hc_mult <= 16, f, key("hyper_connection.count"), "must be in 1..16");
   expect(c.hc_sinkhorn_iters >= 1, f, key("hyper_connection.sinkhorn_iterations"),
          "must be at least 1");
   expect(c.rope_orig_ctx >= 1, f, key("rope.scaling.original_context_length"), "must be >= 1");

@@ -10,12 +10,12 @@
 namespace dsv4 {
 
 struct ModelConfig {
-  uint32_t n_layer = 0;     // main layers (the MTP block is extra)
-  uint32_t n_embd = 0;      // hidden size D
+  uint32_t n_layer = 0;  // main layers (the MTP block is extra)
+  uint32_t n_embd = 0;   // hidden size D
   uint32_t n_vocab = 0;
-  uint32_t n_head = 0;      // attention heads
-  uint32_t head_dim = 0;    // q, k, v head size (512)
-  uint32_t rope_dim = 0;    // rotated tail of each head (64)
+  uint32_t n_head = 0;    // attention heads
+  uint32_t head_dim = 0;  // q, k, v head size (512)
+  uint32_t rope_dim = 0;  // rotated tail of each head (64)
   uint32_t q_lora_rank = 0;
   uint32_t o_lora_rank = 0;
   uint32_t o_groups = 0;
@@ -28,7 +28,7 @@ struct ModelConfig {
   uint32_t idx_n_head = 0;  // lightning indexer heads
   uint32_t idx_head_dim = 0;
   uint32_t idx_topk = 0;
-  uint32_t hc_mult = 0;     // hyper-connection streams (4)
+  uint32_t hc_mult = 0;  // hyper-connection streams (4)
   uint32_t hc_sinkhorn_iters = 0;
   std::vector<uint32_t> compress_ratio;  // per main layer: 0, 4 or 128
   std::vector<float> swiglu_clamp;       // per main layer

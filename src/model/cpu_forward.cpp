@@ -162,8 +162,8 @@ void hc_pre(const ModelConfig& c, const TensorRef& fn, const std::vector<float>&
 }
 
 // HCPost (§4.3): Y_k = post_k * f + sum_j comb[j][k] * X_j, written over X.
-void hc_post(const ModelConfig& c, const float* f, const float* post, const float* comb,
-             int64_t n, float* X) {
+void hc_post(const ModelConfig& c, const float* f, const float* post, const float* comb, int64_t n,
+             float* X) {
   const int hc = (int)c.hc_mult;
   const int64_t D = c.n_embd, HD = c.hc_dim();
   std::vector<float> y((size_t)HD);
@@ -384,8 +384,8 @@ void CpuModel::attention(const LayerWeights& L, const LayerConsts& K, LayerState
   for (int64_t g = 0; g < G; ++g) {
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(&gin[i * gs], &o[i * H * hd + g * gs], sizeof(float) * gs);
-    quant::matmul(L.o_a.type, L.o_a.data + (uint64_t)g * OL * L.o_a.row_bytes(), OL, gs,
-                  gin.data(), n, gout.data());
+    quant::matmul(L.o_a.type, L.o_a.data + (uint64_t)g * OL * L.o_a.row_bytes(), OL, gs, gin.data(),
+                  n, gout.data());
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(&u[i * G * OL + g * OL], &gout[i * OL], sizeof(float) * OL);
   }
@@ -393,9 +393,9 @@ void CpuModel::attention(const LayerWeights& L, const LayerConsts& K, LayerState
   (void)D;
 }
 
-void CpuModel::moe(const LayerWeights& L, const LayerConsts& K, float clamp,
-                   const int32_t* tokens, int64_t p0, int64_t n, const float* y, float* out,
-                   float* margin, int li, const TraceFn& trace) const {
+void CpuModel::moe(const LayerWeights& L, const LayerConsts& K, float clamp, const int32_t* tokens,
+                   int64_t p0, int64_t n, const float* y, float* out, float* margin, int li,
+                   const TraceFn& trace) const {
   const ModelConfig& c = cfg_;
   const int64_t D = c.n_embd, E = c.n_expert, k = c.n_expert_used, F = c.expert_ff;
   std::vector<float> logits((size_t)(n * E));
@@ -554,8 +554,8 @@ void CpuModel::forward(CpuSession& sess, const int32_t* tokens, int64_t n, bool 
   }
   out.tie_margin.assign((size_t)n, kInf);
   for (uint32_t l = 0; l < c.n_layer; ++l)
-    run_block(m_.w.layers[l], consts_[l], (int)l, c.swiglu_clamp[l], sess.layers[l], p0, tokens,
-              n, X.data(), out.tie_margin.data(), trace);
+    run_block(m_.w.layers[l], consts_[l], (int)l, c.swiglu_clamp[l], sess.layers[l], p0, tokens, n,
+              X.data(), out.tie_margin.data(), trace);
   sess.n_past += n;
   if (want_hc_final) out.hc_final = X;
   const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
@@ -576,8 +576,7 @@ void CpuModel::mtp_forward(CpuSession& sess, const float* hc, const int32_t* tok
   for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || (uint32_t)tokens[i] >= c.n_vocab)
       fail("MTP token id {} is outside the vocabulary", tokens[i]);
-    quant::dequantize_row(emb.type, emb.data + (uint64_t)tokens[i] * emb.row_bytes(), &e[i * D],
-                          D);
+    quant::dequantize_row(emb.type, emb.data + (uint64_t)tokens[i] * emb.row_bytes(), &e[i * D], D);
     ops::rms_norm(&e[i * D], mtp_enorm_.data(), c.rms_eps, D, &en[i * D]);
     for (int64_t s = 0; s < hc_n; ++s)
       ops::rms_norm(hc + i * HD + s * D, mtp_hnorm_.data(), c.rms_eps, D, &hn[(i * hc_n + s) * D]);
@@ -589,8 +588,8 @@ void CpuModel::mtp_forward(CpuSession& sess, const float* hc, const int32_t* tok
       for (int64_t d = 0; d < D; ++d)
         X[i * HD + s * D + d] = ep[i * D + d] + hp[(i * hc_n + s) * D + d];
   std::vector<float> margin((size_t)n, kInf);
-  run_block(t.block, mtp_consts_[0], (int)c.n_layer, c.swiglu_clamp.back(), sess.mtp, p0, tokens,
-            n, X.data(), margin.data(), nullptr);
+  run_block(t.block, mtp_consts_[0], (int)c.n_layer, c.swiglu_clamp.back(), sess.mtp, p0, tokens, n,
+            X.data(), margin.data(), nullptr);
   sess.mtp_n_past += n;
   logits.assign((size_t)(n * c.n_vocab), 0.0f);
   head(X.data(), n, t.hc_head_fn, mtp_hc_base_, mtp_hc_scale_, mtp_norm_, logits.data());

@@ -75,8 +75,8 @@ class CpuModel {
   void run_block(const LayerWeights& L, const LayerConsts& K, int layer_index, float clamp,
                  LayerState& st, int64_t p0, const int32_t* tokens, int64_t n, float* X,
                  float* margin, const TraceFn& trace) const;
-  void attention(const LayerWeights& L, const LayerConsts& K, LayerState& st, int64_t p0,
-                 int64_t n, const float* x, float* out, float* margin, int layer_index,
+  void attention(const LayerWeights& L, const LayerConsts& K, LayerState& st, int64_t p0, int64_t n,
+                 const float* x, float* out, float* margin, int layer_index,
                  const TraceFn& trace) const;
   void moe(const LayerWeights& L, const LayerConsts& K, float clamp, const int32_t* tokens,
            int64_t p0, int64_t n, const float* y, float* out, float* margin, int layer_index,

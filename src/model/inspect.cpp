@@ -7,7 +7,9 @@
 namespace dsv4 {
 namespace {
 
-bool is_routed(const std::string& name) { return name.find("_exps.weight") != std::string::npos; }
+bool is_routed(const std::string& name) {
+  return name.find("_exps.weight") != std::string::npos;
+}
 
 bool published_types(const Model& m, GgmlType gate, GgmlType down) {
   for (const auto& t : m.file->tensors()) {
@@ -79,8 +81,8 @@ ModelSummary summarize(const Model& m) {
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const uint32_t r = c.ratio(l);
     std::string attn = r == 0 ? "window only" : (r == 4 ? "ratio 4 + indexer" : "ratio 128");
-    s.layer_schedule.push_back(fmt::format("{}: {}, {} routing", l, attn,
-                                           c.is_hash_layer(l) ? "hash" : "biased top-k"));
+    s.layer_schedule.push_back(
+        fmt::format("{}: {}, {} routing", l, attn, c.is_hash_layer(l) ? "hash" : "biased top-k"));
   }
   return s;
 }

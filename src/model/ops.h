@@ -12,10 +12,16 @@ namespace dsv4::ops {
 // §2: x / sqrt(mean(x^2) + eps) * w (w may be null: unweighted).
 void rms_norm(const float* x, const float* w, float eps, int64_t n, float* out);
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float sigmoid(float x) {
+  return 1.0f / (1.0f + std::exp(-x));
+}
+inline float silu(float x) {
+  return x / (1.0f + std::exp(-x));
+}
 // torch.nn.functional.softplus with its default threshold 20.
-inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+inline float softplus(float x) {
+  return x > 20.0f ? x : std::log1p(std::exp(x));
+}
 
 // §5.3: per-pair inverse frequencies of one RoPE variant, computed in f32 like the reference.
 std::vector<float> rope_freqs(uint32_t rope_dim, double base, bool yarn, const ModelConfig& c);

@@ -23,7 +23,9 @@ uint64_t name_seed(uint64_t seed, const std::string& name) {
   uint64_t s = seed ^ h;
   return splitmix(s);
 }
-double uniform(uint64_t& s) { return (double)(splitmix(s) >> 11) * (1.0 / 9007199254740992.0); }
+double uniform(uint64_t& s) {
+  return (double)(splitmix(s) >> 11) * (1.0 / 9007199254740992.0);
+}
 double normal(uint64_t& s) {
   const double u1 = uniform(s) + 1e-300, u2 = uniform(s);
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2 * M_PI * u2);
@@ -42,10 +44,14 @@ struct TensorSpec {
 float init_scale(Init init, const std::vector<uint64_t>& ne) {
   const double fan_in = (double)ne[0];
   switch (init) {
-    case Init::kMatrix: return (float)(1.0 / std::sqrt(fan_in));
-    case Init::kHcFn: return (float)(1.0 / std::sqrt(fan_in));
-    case Init::kHead: return (float)(2.0 / std::sqrt(fan_in));
-    default: return 1.0f;
+    case Init::kMatrix:
+      return (float)(1.0 / std::sqrt(fan_in));
+    case Init::kHcFn:
+      return (float)(1.0 / std::sqrt(fan_in));
+    case Init::kHead:
+      return (float)(2.0 / std::sqrt(fan_in));
+    default:
+      return 1.0f;
   }
 }
 
@@ -57,14 +63,30 @@ std::vector<float> draw_floats(Init init, const std::vector<uint64_t>& ne, uint6
   const float sc = init_scale(init, ne);
   for (uint64_t i = 0; i < n; ++i) {
     switch (init) {
-      case Init::kNorm: v[i] = (float)(1.0 + 0.1 * normal(s)); break;
-      case Init::kHcBase: v[i] = (float)(0.5 * normal(s)); break;
-      case Init::kHcScale: v[i] = (float)(0.3 + 0.7 * uniform(s)); break;
-      case Init::kSink: v[i] = (float)normal(s); break;
-      case Init::kApe: v[i] = (float)(0.5 * normal(s)); break;
-      case Init::kBias: v[i] = (float)(0.1 * normal(s)); break;
-      case Init::kEmbed: v[i] = (float)normal(s); break;
-      default: v[i] = (float)(sc * normal(s)); break;
+      case Init::kNorm:
+        v[i] = (float)(1.0 + 0.1 * normal(s));
+        break;
+      case Init::kHcBase:
+        v[i] = (float)(0.5 * normal(s));
+        break;
+      case Init::kHcScale:
+        v[i] = (float)(0.3 + 0.7 * uniform(s));
+        break;
+      case Init::kSink:
+        v[i] = (float)normal(s);
+        break;
+      case Init::kApe:
+        v[i] = (float)(0.5 * normal(s));
+        break;
+      case Init::kBias:
+        v[i] = (float)(0.1 * normal(s));
+        break;
+      case Init::kEmbed:
+        v[i] = (float)normal(s);
+        break;
+      default:
+        v[i] = (float)(sc * normal(s));
+        break;
     }
   }
   return v;
@@ -273,10 +295,14 @@ std::string byte_token(int b) {
 
 void set_byte_vocab(uint32_t V, gguf::Writer& w) {
   using gguf::Value;
-  static const char* specials[] = {"<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
-                                   "<｜User｜>",              "<｜Assistant｜>",
-                                   "<think>",                 "</think>",
-                                   "｜DSML｜",                "<｜latest_reminder｜>"};
+  static const char* specials[] = {"<｜begin▁of▁sentence｜>",
+                                   "<｜end▁of▁sentence｜>",
+                                   "<｜User｜>",
+                                   "<｜Assistant｜>",
+                                   "<think>",
+                                   "</think>",
+                                   "｜DSML｜",
+                                   "<｜latest_reminder｜>"};
   std::vector<std::string> tokens;
   std::vector<int32_t> types;
   for (int b = 0; b < 256; ++b) {
@@ -363,7 +389,8 @@ TinySpec tiny_preset(const std::string& name) {
 
 TinyFiles build_tiny_model(const TinySpec& s) {
   std::unique_ptr<gguf::File> tok;
-  if (!s.tokenizer_gguf.empty()) tok = std::make_unique<gguf::File>(gguf::File::open(s.tokenizer_gguf));
+  if (!s.tokenizer_gguf.empty())
+    tok = std::make_unique<gguf::File>(gguf::File::open(s.tokenizer_gguf));
   const uint32_t V = vocab_size(s, tok.get());
   TinyFiles f;
   set_metadata(s, V, f.main);

@@ -34,10 +34,10 @@ struct TinySpec {
   uint32_t vocab = 0;  // 0: byte-level vocabulary (256 bytes + specials)
   bool mtp = true;
   // Types as in the published files (q2 recipe by default).
-  GgmlType attn_type = GgmlType::Q8_0;       // attention, shared experts, head, MTP projections
+  GgmlType attn_type = GgmlType::Q8_0;  // attention, shared experts, head, MTP projections
   GgmlType expert_gate_type = GgmlType::IQ2_XXS;  // routed gate and up
   GgmlType expert_down_type = GgmlType::Q2_K;
-  GgmlType f16_type = GgmlType::F16;         // embedding, compressor, indexer, router, HC fn
+  GgmlType f16_type = GgmlType::F16;  // embedding, compressor, indexer, router, HC fn
   // Writes every weight as F32 holding exactly the values of the quantized file (the same seed
   // gives the same values), for references that cannot read the block formats.
   bool all_f32 = false;

@@ -13,33 +13,42 @@ namespace {
 // which tiny reference models and converted checkpoints use. Norms, biases, scales and sinks
 // are F32 as published; the hash table is I32.
 enum class Kind {
-  kF32,         // F32 only (norms, biases, HC base/scale, sinks)
-  kFloat,       // F16 published; F32/BF16 also accepted
-  kQ8,          // Q8_0 published; F32/F16/BF16 also accepted
-  kExpert,      // IQ2_XXS / Q2_K / Q4_K published; F32/F16/BF16 also accepted
+  kF32,     // F32 only (norms, biases, HC base/scale, sinks)
+  kFloat,   // F16 published; F32/BF16 also accepted
+  kQ8,      // Q8_0 published; F32/F16/BF16 also accepted
+  kExpert,  // IQ2_XXS / Q2_K / Q4_K published; F32/F16/BF16 also accepted
   kI32,
 };
 
 bool type_allowed(Kind k, GgmlType t) {
   const bool plain = t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16;
   switch (k) {
-    case Kind::kF32: return t == GgmlType::F32;
-    case Kind::kFloat: return plain;
-    case Kind::kQ8: return plain || t == GgmlType::Q8_0;
+    case Kind::kF32:
+      return t == GgmlType::F32;
+    case Kind::kFloat:
+      return plain;
+    case Kind::kQ8:
+      return plain || t == GgmlType::Q8_0;
     case Kind::kExpert:
       return plain || t == GgmlType::IQ2_XXS || t == GgmlType::Q2_K || t == GgmlType::Q4_K;
-    case Kind::kI32: return t == GgmlType::I32;
+    case Kind::kI32:
+      return t == GgmlType::I32;
   }
   return false;
 }
 
 const char* kind_text(Kind k) {
   switch (k) {
-    case Kind::kF32: return "F32";
-    case Kind::kFloat: return "F16 (or F32/BF16)";
-    case Kind::kQ8: return "Q8_0 (or F32/F16/BF16)";
-    case Kind::kExpert: return "IQ2_XXS, Q2_K or Q4_K (or F32/F16/BF16)";
-    case Kind::kI32: return "I32";
+    case Kind::kF32:
+      return "F32";
+    case Kind::kFloat:
+      return "F16 (or F32/BF16)";
+    case Kind::kQ8:
+      return "Q8_0 (or F32/F16/BF16)";
+    case Kind::kExpert:
+      return "IQ2_XXS, Q2_K or Q4_K (or F32/F16/BF16)";
+    case Kind::kI32:
+      return "I32";
   }
   return "?";
 }
@@ -62,8 +71,8 @@ class Binder {
  private:
   TensorRef check(const gguf::TensorInfo& t, Kind kind, std::initializer_list<int64_t> shape) {
     if (!type_allowed(kind, t.type))
-      fail("{}: tensor '{}' has type {}, expected {}", f_.path(), t.name,
-           ggml_type_name(t.type), kind_text(kind));
+      fail("{}: tensor '{}' has type {}, expected {}", f_.path(), t.name, ggml_type_name(t.type),
+           kind_text(kind));
     std::vector<int64_t> want(shape);
     bool same = t.ne.size() == want.size();
     for (size_t i = 0; same && i < want.size(); ++i) same = (int64_t)t.ne[i] == want[i];
@@ -138,10 +147,11 @@ LayerWeights bind_block(Binder& b, const ModelConfig& c, const std::string& p, u
   L.up_exps = b.get(p + "ffn_up_exps.weight", Kind::kExpert, {D, F, E});
   L.down_exps = b.get(p + "ffn_down_exps.weight", Kind::kExpert, {F, D, E});
   if (L.gate_exps.type != L.up_exps.type)
-    fail("tensor '{}' has type {} but '{}' has type {}: routed gate and up experts must share a "
-         "type",
-         L.gate_exps.name, ggml_type_name(L.gate_exps.type), L.up_exps.name,
-         ggml_type_name(L.up_exps.type));
+    fail(
+        "tensor '{}' has type {} but '{}' has type {}: routed gate and up experts must share a "
+        "type",
+        L.gate_exps.name, ggml_type_name(L.gate_exps.type), L.up_exps.name,
+        ggml_type_name(L.up_exps.type));
   L.gate_shexp = b.get(p + "ffn_gate_shexp.weight", Kind::kQ8, {D, F});
   L.up_shexp = b.get(p + "ffn_up_shexp.weight", Kind::kQ8, {D, F});
   L.down_shexp = b.get(p + "ffn_down_shexp.weight", Kind::kQ8, {F, D});
@@ -181,8 +191,8 @@ std::unique_ptr<Model> bind_model(std::unique_ptr<gguf::File> main,
   m->w.output_hc_base = b.get("output_hc_base.weight", Kind::kF32, {c.hc_mult});
   m->w.output_hc_scale = b.get("output_hc_scale.weight", Kind::kF32, {1});
   for (uint32_t l = 0; l < c.n_layer; ++l) {
-    LayerWeights L = bind_block(b, c, fmt::format("blk.{}.", l), c.ratio(l), c.is_hash_layer(l),
-                                false, false);
+    LayerWeights L =
+        bind_block(b, c, fmt::format("blk.{}.", l), c.ratio(l), c.is_hash_layer(l), false, false);
     if (L.tid2eid.present()) check_tid2eid(*main, L.tid2eid, c);
     m->w.layers.push_back(std::move(L));
   }

@@ -34,9 +34,9 @@ struct LayerWeights {
   TensorRef hc_attn_fn, hc_attn_base, hc_attn_scale, hc_ffn_fn, hc_ffn_base, hc_ffn_scale;
   TensorRef attn_norm, ffn_norm;
   TensorRef q_a, q_a_norm, q_b, kv, kv_norm, sinks, o_a, o_b;
-  TensorRef comp_ape, comp_kv, comp_gate, comp_norm;                       // ratio > 0
-  TensorRef idx_q_b, idx_proj, idx_ape, idx_kv, idx_gate, idx_norm;        // ratio == 4
-  TensorRef gate_inp, exp_probs_b, tid2eid;                                // router
+  TensorRef comp_ape, comp_kv, comp_gate, comp_norm;                 // ratio > 0
+  TensorRef idx_q_b, idx_proj, idx_ape, idx_kv, idx_gate, idx_norm;  // ratio == 4
+  TensorRef gate_inp, exp_probs_b, tid2eid;                          // router
   TensorRef gate_exps, up_exps, down_exps, gate_shexp, up_shexp, down_shexp;
 };
 

@@ -64,7 +64,9 @@ TEST(Config, RejectsBadValuesNamingTheKey) {
          w.set("deepseek4.attention.compress_ratios", Value::array_u32({0, 0, 4, 64, 4, 0}));
        },
        "entry 3 is 64"},
-      {[](gguf::Writer& w) { w.set("deepseek4.swiglu_clamp_exp", Value::array_f32({10, 10})); },
+      {[](gguf::Writer& w) {
+         w.set("deepseek4.swiglu_clamp_exp", Value::array_f32({10, 10}));
+       },
        "swiglu_clamp_exp"},
       {[](gguf::Writer& w) { w.set("deepseek4.expert_gating_func", Value::u32(2)); },
        "expert_gating_func"},

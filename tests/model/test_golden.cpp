@@ -4,6 +4,7 @@
 // and argmax agreement >= 99 %; rounding on vs official: argmax >= 99 %, p99 <= 1e-3, max <= 1e-2
 // at non-tie positions. A position is a tie position when any discrete choice made for it (expert
 // or indexer top-k) lies within 1e-5 of a tie in our run or in the reference's.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,8 +12,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/npy.h"
@@ -122,7 +121,8 @@ TEST(Golden, MatchesOfficialAndHf) {
       // With the rounding on, a value within float noise of an FP8/FP4 rounding midpoint flips one
       // grid step and the change cascades (docs/NOTES.md "QAT chaos"): DeepSeek's code itself, run
       // on the CPU and on the GPU, disagrees by that much. The bar is then the larger of the spec's
-      // and the reference's own CPU-vs-GPU spread (x2: each run is one more noise realization), when that spread is recorded.
+      // and the reference's own CPU-vs-GPU spread (x2: each run is one more noise realization),
+      // when that spread is recorded.
       auto qat_bars = [&](const std::string& gpu_name, const std::string& cpu_name, double& p99_bar,
                           double& max_bar, double& agree_bar) {
         p99_bar = 1e-3;
@@ -251,7 +251,8 @@ TEST(Golden, PerStageIntermediatesQatOff) {
         ASSERT_EQ((int64_t)ours.size(), ref.shape[0]) << stage;
         for (size_t i = 0; i < ours.size(); ++i)
           for (size_t j = 0; j < ours[i].size(); ++j)
-            worst = std::max(worst, (double)std::fabs(ours[i][j] - ref.f32[i * ours[i].size() + j]));
+            worst =
+                std::max(worst, (double)std::fabs(ours[i][j] - ref.f32[i * ours[i].size() + j]));
       }
       // Expert choices (as sets) and weights (matched by expert id) at every position.
       const NpyArray rid = read_npy((dir / (pre + "router_ids.npy")).string());
@@ -290,10 +291,11 @@ TEST(Golden, PerStageIntermediatesQatOff) {
           if (a != b && r.tie_margin[(size_t)p] >= 1e-5f) ++topk_diff;
         }
       }
-      std::printf("  %s layer %d: max rel diff %.3g, expert sets differing %lld/%lld, indexer "
-                  "top-k differing %lld/%lld\n",
-                  dir.filename().c_str(), L, worst, (long long)set_diff, (long long)n,
-                  (long long)topk_diff, (long long)topk_checked);
+      std::printf(
+          "  %s layer %d: max rel diff %.3g, expert sets differing %lld/%lld, indexer "
+          "top-k differing %lld/%lld\n",
+          dir.filename().c_str(), L, worst, (long long)set_diff, (long long)n, (long long)topk_diff,
+          (long long)topk_checked);
       EXPECT_LE(worst, 1e-4);
       EXPECT_LE(set_diff, n / 100);  // near-ties only
       EXPECT_EQ(topk_diff, 0);

@@ -20,7 +20,7 @@ TEST(Layout, PublishedQ2Q4AndMtp) {
   write_layout_model("q2", q2);
   write_layout_model("q4", q4);
   write_layout_model("mtp", mtp);
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(q2.c_str(), &st), 0);
   EXPECT_LT((uint64_t)st.st_blocks * 512, 64ull << 20) << "layout file should be sparse";
 

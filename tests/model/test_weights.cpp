@@ -45,8 +45,9 @@ TEST(Weights, BindsAllF32Variant) {
 }
 
 TEST(Weights, RefusesWrongTensorsNamingThem) {
-  EXPECT_NE(bind_error([](test::TensorEdit& e) { return e.name != "blk.3.attn_kv.weight"; })
-                .find("missing tensor 'blk.3.attn_kv.weight'"),
+  EXPECT_NE(bind_error([](test::TensorEdit& e) {
+              return e.name != "blk.3.attn_kv.weight";
+            }).find("missing tensor 'blk.3.attn_kv.weight'"),
             std::string::npos);
   // Wrong shape.
   EXPECT_NE(bind_error([](test::TensorEdit& e) {
