@@ -68,6 +68,22 @@ std::vector<fs::path> golden_cases() {
   return out;
 }
 
+// The manifest of a golden case and the generator spec that rebuilds its model.
+struct GoldenCase {
+  nlohmann::json manifest;
+  TinySpec spec;
+};
+GoldenCase read_case(const fs::path& dir) {
+  std::ifstream mf(dir / "manifest.json");
+  GoldenCase c{nlohmann::json::parse(mf), {}};
+  const auto& ms = c.manifest.at("generator_spec");
+  c.spec = tiny_preset(ms.at("preset").get<std::string>());
+  if (ms.contains("seed")) c.spec.seed = ms.at("seed").get<uint64_t>();
+  c.spec.all_f32 = ms.value("f32", false);
+  c.spec.mtp = ms.value("mtp", false);
+  return c;
+}
+
 }  // namespace
 
 TEST(Golden, MatchesOfficialAndHf) {
@@ -75,13 +91,7 @@ TEST(Golden, MatchesOfficialAndHf) {
   if (cases.empty()) GTEST_SKIP() << "no golden data under " << kGoldenDir;
   for (const fs::path& dir : cases) {
     SCOPED_TRACE(dir.string());
-    std::ifstream mf(dir / "manifest.json");
-    const auto man = nlohmann::json::parse(mf);
-    const auto& ms = man.at("generator_spec");
-    TinySpec spec = tiny_preset(ms.at("preset").get<std::string>());
-    if (ms.contains("seed")) spec.seed = ms.at("seed").get<uint64_t>();
-    spec.all_f32 = ms.value("f32", false);
-    spec.mtp = ms.value("mtp", false);
+    const TinySpec spec = read_case(dir).spec;
     auto files = test::tiny_files(spec);
     auto model = bind_model(std::move(files.main), std::move(files.mtp));
     const int64_t V = model->cfg.n_vocab;
@@ -196,10 +206,9 @@ TEST(Golden, PerStageIntermediatesQatOff) {
   if (cases.empty()) GTEST_SKIP() << "no golden data under " << kGoldenDir;
   for (const fs::path& dir : cases) {
     SCOPED_TRACE(dir.string());
-    std::ifstream mf(dir / "manifest.json");
-    const auto man = nlohmann::json::parse(mf);
-    const auto& ms = man.at("generator_spec");
-    TinySpec spec = tiny_preset(ms.at("preset").get<std::string>());
+    const GoldenCase gc = read_case(dir);
+    const auto& man = gc.manifest;
+    TinySpec spec = gc.spec;
     spec.mtp = false;
     auto files = test::tiny_files(spec);
     auto model = bind_model(std::move(files.main));
