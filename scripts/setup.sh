@@ -13,6 +13,7 @@ PKGS=(
   clang libclang-rt-14-dev                       # libFuzzer target
   python3-numpy                                  # gguf-py oracle (Debian's python3)
   nodejs npm                                     # npm-installed oracles (llama.cpp, tokenizer)
+  libedit-dev                                    # dsv4 chat: line editing and history (BSD)
   tmux                                           # terminal-level chat test
 )
 

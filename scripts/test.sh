@@ -18,4 +18,4 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 
 echo "== release build (CUDA code compiled if a toolkit is present), oracle/golden/fuzz tests" >&2
 scripts/build.sh release
-ctest --test-dir build -L "oracle|golden|fuzz" --output-on-failure
+ctest --test-dir build -L "oracle|golden|fuzz|cli" --output-on-failure

@@ -28,7 +28,12 @@ void register_run(CLI::App& app) {
     std::string model, prompt, prompt_file, system;
     int n_predict = 256;
     bool think = false, raw = false, qat = true;
-    SamplerParams sp{.temperature = 0.0f};
+    SamplerParams sp = greedy();
+    static SamplerParams greedy() {
+      SamplerParams p;
+      p.temperature = 0.0f;  // greedy by default
+      return p;
+    }
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("-m,--model", o->model, "GGUF model")->required();

@@ -11,6 +11,8 @@ void register_bench(CLI::App& app);
 void register_run(CLI::App& app);
 void register_render(CLI::App& app);
 void register_tokenize(CLI::App& app);
+void register_chat(CLI::App& app);
+void register_pull(CLI::App& app);
 
 inline void register_all(CLI::App& app) {
   register_inspect(app);
@@ -20,6 +22,8 @@ inline void register_all(CLI::App& app) {
   register_run(app);
   register_render(app);
   register_tokenize(app);
+  register_chat(app);
+  register_pull(app);
 }
 
 }  // namespace dsv4::cli
