@@ -3,9 +3,10 @@
 // generation without leaving the program.
 //
 // Turns are appended to the session token by token in the official format:
-//   BOS [Think-Max prefix] [system] <｜User｜>text<｜Assistant｜></think> answer <｜end▁of▁sentence｜>
-//   <｜User｜>... (thinking mode: <think> instead of </think>; the reasoning stays in the context,
-//   unlike the server's stateless re-rendering, which drops earlier reasoning).
+//   BOS [Think-Max prefix] [system] <｜User｜>text<｜Assistant｜></think> answer
+//   <｜end▁of▁sentence｜> <｜User｜>... (thinking mode: <think> instead of </think>; the reasoning
+//   stays in the context, unlike the server's stateless re-rendering, which drops earlier
+//   reasoning).
 #include <editline/readline.h>
 #include <signal.h>
 #include <unistd.h>
@@ -29,11 +30,12 @@ namespace dsv4::cli {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
+void on_sigint(int) {
+  g_interrupted = true;
+}
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::string read_file(const std::string& path) {
@@ -72,6 +74,7 @@ void run_turn(ChatState& st, std::vector<int32_t> ids) {
   st.fed.insert(st.fed.end(), ids.begin(), ids.end());
 
   Sampler sampler(st.sp);
+  sampler.add_prompt(st.fed);
   text::StreamDecoder dec(*st.tok, true);
   const bool tty = isatty(STDOUT_FILENO);
   const char* dim = tty ? "\x1b[2m" : "";
@@ -153,8 +156,7 @@ bool handle_command(ChatState& st, const std::string& line, std::string& user_te
   } else if (cmd == "/think-max") {
     st.thinking = st.think_max = true;
     std::printf("[Think-Max: applies from the start of a conversation (/clear)%s]\n",
-                st.ctx < 393216 ? "; DeepSeek recommends a context of at least 393216 (/ctx)"
-                                : "");
+                st.ctx < 393216 ? "; DeepSeek recommends a context of at least 393216 (/ctx)" : "");
   } else if (cmd == "/ctx") {
     const long long v = std::atoll(arg.c_str());
     if (v < 16) {
@@ -208,6 +210,10 @@ void register_chat(CLI::App& app) {
   sub->add_option("--top-p", o->sp.top_p, "top-p");
   sub->add_option("--min-p", o->sp.min_p, "min-p");
   sub->add_option("--seed", o->sp.seed, "sampling seed");
+  sub->add_option("--repeat-penalty", o->sp.repetition_penalty, "repetition penalty (1 = off)");
+  sub->add_option("--repeat-last-n", o->sp.repeat_last_n, "repetition penalty window (-1 = all)");
+  sub->add_option("--frequency-penalty", o->sp.frequency_penalty, "frequency penalty [-2, 2]");
+  sub->add_option("--presence-penalty", o->sp.presence_penalty, "presence penalty [-2, 2]");
   sub->callback([o] {
     auto model = load_model(o->model);
     const text::Tokenizer tok = text::Tokenizer::from_gguf(*model->file);
@@ -222,15 +228,17 @@ void register_chat(CLI::App& app) {
     st.n_predict = o->n_predict;
     st.system = o->system;
     st.sp = o->sp;
+    validate(st.sp, (int64_t)model->cfg.n_vocab);
 
     struct sigaction sa {};
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     const bool tty = isatty(STDIN_FILENO);
-    std::printf("dsv4 chat: %s (%s). Type /help for commands, Ctrl-C stops an answer, Ctrl-D or "
-                "/quit leaves.\n",
-                o->model.c_str(), model->cfg.name.c_str());
+    std::printf(
+        "dsv4 chat: %s (%s). Type /help for commands, Ctrl-C stops an answer, Ctrl-D or "
+        "/quit leaves.\n",
+        o->model.c_str(), model->cfg.name.c_str());
     while (true) {
       std::string line;
       if (tty) {

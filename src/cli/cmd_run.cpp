@@ -49,6 +49,10 @@ void register_run(CLI::App& app) {
   sub->add_option("--top-p", o->sp.top_p, "top-p (1 = off)");
   sub->add_option("--min-p", o->sp.min_p, "min-p (0 = off)");
   sub->add_option("--seed", o->sp.seed, "sampling seed");
+  sub->add_option("--repeat-penalty", o->sp.repetition_penalty, "repetition penalty (1 = off)");
+  sub->add_option("--repeat-last-n", o->sp.repeat_last_n, "repetition penalty window (-1 = all)");
+  sub->add_option("--frequency-penalty", o->sp.frequency_penalty, "frequency penalty [-2, 2]");
+  sub->add_option("--presence-penalty", o->sp.presence_penalty, "presence penalty [-2, 2]");
   sub->callback([o] {
     if (o->prompt.empty() == o->prompt_file.empty())
       fail("run: give exactly one of -p/--prompt and --prompt-file");
@@ -78,7 +82,9 @@ void register_run(CLI::App& app) {
     }
     CpuModel cpu(*model, CpuOptions{o->qat});
     CpuSession sess = cpu.new_session();
+    validate(o->sp, (int64_t)model->cfg.n_vocab);
     Sampler sampler(o->sp);
+    sampler.add_prompt(ids);  // the repetition window starts with the prompt
     const bool tty = isatty(STDOUT_FILENO);
     const char* dim = tty ? "\x1b[2m" : "";
     const char* reset = tty ? "\x1b[0m" : "";

@@ -98,7 +98,7 @@ LayerState get_layer(In& in) {
 
 uint64_t model_fingerprint(const Model& m) {
   uint64_t h = fnv1a(m.cfg.compress_ratio.data(), m.cfg.compress_ratio.size() * 4);
-  const uint32_t dims[] = {m.cfg.n_layer, m.cfg.n_embd, m.cfg.n_vocab, m.cfg.n_head,
+  const uint32_t dims[] = {m.cfg.n_layer,  m.cfg.n_embd,   m.cfg.n_vocab,  m.cfg.n_head,
                            m.cfg.head_dim, m.cfg.n_expert, m.cfg.idx_topk, m.cfg.window};
   h = fnv1a(dims, sizeof dims, h);
   for (const auto& t : m.file->tensors()) {
@@ -108,8 +108,8 @@ uint64_t model_fingerprint(const Model& m) {
   return h;
 }
 
-void save_session(const std::string& path, uint64_t fingerprint,
-                  const std::vector<int32_t>& tokens, const CpuSession& s) {
+void save_session(const std::string& path, uint64_t fingerprint, const std::vector<int32_t>& tokens,
+                  const CpuSession& s) {
   Out o;
   o.bytes(kMagic, sizeof kMagic);
   o.put(kVersion);
@@ -155,7 +155,8 @@ void load_session(const std::string& path, uint64_t fingerprint, std::vector<int
   out.mtp_n_past = in.get<int64_t>();
   std::vector<int32_t> toks = in.vec<int32_t>();
   const uint64_t n_layers = in.get<uint64_t>();
-  if (n_layers != s.layers.size()) fail("{}: {} layers, model has {}", path, n_layers, s.layers.size());
+  if (n_layers != s.layers.size())
+    fail("{}: {} layers, model has {}", path, n_layers, s.layers.size());
   for (uint64_t l = 0; l < n_layers; ++l) {
     LayerState st = get_layer(in);
     const LayerState& ref = s.layers[l];
