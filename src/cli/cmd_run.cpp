@@ -10,7 +10,9 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "model/cpu_forward.h"
+#include "sample/dsml_greedy.h"
 #include "sample/sampler.h"
+#include "sample/stop.h"
 #include "text/tokenizer.h"
 
 namespace dsv4::cli {
@@ -28,6 +30,7 @@ void register_run(CLI::App& app) {
     std::string model, prompt, prompt_file, system;
     int n_predict = 256;
     bool think = false, raw = false, qat = true;
+    std::vector<std::string> stops;
     SamplerParams sp = greedy();
     static SamplerParams greedy() {
       SamplerParams p;
@@ -49,6 +52,7 @@ void register_run(CLI::App& app) {
   sub->add_option("--top-p", o->sp.top_p, "top-p (1 = off)");
   sub->add_option("--min-p", o->sp.min_p, "min-p (0 = off)");
   sub->add_option("--seed", o->sp.seed, "sampling seed");
+  sub->add_option("--stop", o->stops, "stop string (repeatable); not printed");
   sub->add_option("--repeat-penalty", o->sp.repetition_penalty, "repetition penalty (1 = off)");
   sub->add_option("--repeat-last-n", o->sp.repeat_last_n, "repetition penalty window (-1 = all)");
   sub->add_option("--frequency-penalty", o->sp.frequency_penalty, "frequency penalty [-2, 2]");
@@ -99,23 +103,34 @@ void register_run(CLI::App& app) {
     const double t1 = now_s();
     int n_gen = 0;
     std::string out;
+    // DSML markup is sampled greedily, argument payloads with the settings (spec/SERVER.md §3.3);
+    // stop strings are withheld from the output, also when split across tokens.
+    DsmlGreedyTracker dsml(o->think);
+    StopParams stp;
+    stp.stop_tokens = {ct.eos};
+    stp.stop_strings = o->stops;
+    StopChecker stop(stp);
     while (n_gen < o->n_predict) {
-      const int32_t next = sampler.sample(r.logits.data(), model->cfg.n_vocab);
+      const int32_t next = sampler.sample(r.logits.data(), model->cfg.n_vocab, dsml.force_greedy());
       ++n_gen;
-      if (next == ct.eos) break;
+      if (stop.on_token(next) == Finish::kStopToken) break;
+      dsml.on_text(tok.token_bytes(next));
       if (thinking && next == ct.think_end) {
         thinking = false;
         std::printf("%s\n", reset);
       } else {
         out.clear();
         dec.push(next, out);
-        std::fputs(out.c_str(), stdout);
+        const bool stopped = stop.on_text(out) == Finish::kStopString;
+        std::fputs(stop.take_safe().c_str(), stdout);
         std::fflush(stdout);
+        if (stopped) break;
       }
       if (n_gen >= o->n_predict) break;
       cpu.forward(sess, &next, 1, false, false, r);
     }
-    std::fputs(dec.finish().c_str(), stdout);
+    if (stop.finish() != Finish::kStopString) stop.on_text(dec.finish());
+    std::fputs(stop.take_all().c_str(), stdout);
     const double t_gen = now_s() - t1;
     std::printf("%s\n", reset);
     std::fprintf(stderr,
