@@ -224,7 +224,7 @@ void CpuModel::attention(const LayerWeights& L, const LayerConsts& K, LayerState
                          int64_t n, const float* x, float* out, float* margin, int li,
                          const TraceFn& trace) const {
   const ModelConfig& c = cfg_;
-  const int64_t D = c.n_embd, H = c.n_head, hd = c.head_dim, rd = c.rope_dim, nope = hd - rd;
+  const int64_t H = c.n_head, hd = c.head_dim, rd = c.rope_dim, nope = hd - rd;
   const int64_t QL = c.q_lora_rank, W = c.window;
   const uint32_t ratio = L.ratio;
   const std::vector<float>& rope = *K.rope;
@@ -390,7 +390,6 @@ void CpuModel::attention(const LayerWeights& L, const LayerConsts& K, LayerState
       std::memcpy(&u[i * G * OL + g * OL], &gout[i * OL], sizeof(float) * OL);
   }
   mm(L.o_b, u.data(), n, out);
-  (void)D;
 }
 
 void CpuModel::moe(const LayerWeights& L, const LayerConsts& K, float clamp, const int32_t* tokens,

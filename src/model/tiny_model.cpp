@@ -328,8 +328,7 @@ void set_byte_vocab(uint32_t V, gguf::Writer& w) {
   w.set("tokenizer.ggml.eos_token_id", Value::u32(257));
 }
 
-void add_all(const std::vector<TensorSpec>& ts, const TinySpec& s, bool zeros, gguf::Writer& w,
-             const gguf::File* tok, uint32_t V) {
+void add_all(const std::vector<TensorSpec>& ts, const TinySpec& s, bool zeros, gguf::Writer& w) {
   for (const auto& t : ts) {
     const GgmlType out_type = s.all_f32 && t.type != GgmlType::I32 ? GgmlType::F32 : t.type;
     if (zeros) {
@@ -355,8 +354,6 @@ void add_all(const std::vector<TensorSpec>& ts, const TinySpec& s, bool zeros, g
     }
     w.add_tensor(t.name, t.ne, out_type, make_data(t, seed, s.all_f32));
   }
-  (void)tok;
-  (void)V;
 }
 
 }  // namespace
@@ -400,10 +397,10 @@ TinyFiles build_tiny_model(const TinySpec& s) {
   } else {
     set_byte_vocab(V, f.main);
   }
-  add_all(list_main(s, V), s, false, f.main, tok.get(), V);
+  add_all(list_main(s, V), s, false, f.main);
   if (s.mtp) {
     set_metadata(s, V, f.mtp);
-    add_all(list_mtp(s), s, false, f.mtp, tok.get(), V);
+    add_all(list_mtp(s), s, false, f.mtp);
   }
   return f;
 }
@@ -433,11 +430,11 @@ void write_layout_model(const std::string& recipe, const std::string& path) {
   if (recipe == "q2" || recipe == "q4") {
     if (recipe == "q4") s.expert_gate_type = s.expert_down_type = GgmlType::Q4_K;
     set_metadata(s, s.vocab, w);
-    add_all(list_main(s, s.vocab), s, true, w, nullptr, s.vocab);
+    add_all(list_main(s, s.vocab), s, true, w);
   } else if (recipe == "mtp") {
     s.expert_gate_type = s.expert_down_type = GgmlType::Q4_K;
     set_metadata(s, s.vocab, w);
-    add_all(list_mtp(s), s, true, w, nullptr, s.vocab);
+    add_all(list_mtp(s), s, true, w);
   } else {
     fail("unknown layout recipe '{}' (known: q2, q4, mtp)", recipe);
   }

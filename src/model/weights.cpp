@@ -95,16 +95,15 @@ class Binder {
 
 // Binds one block's tensors under `prefix` ("blk.N." or "mtp.0.").
 LayerWeights bind_block(Binder& b, const ModelConfig& c, const std::string& p, uint32_t ratio,
-                        bool hash, bool require_bias, bool hc_fn_any_float) {
+                        bool hash, bool require_bias) {
   const int64_t D = c.n_embd, hd = c.head_dim, H = c.n_head;
   const int64_t mix = c.hc_mix(), hcd = c.hc_dim();
-  const Kind hc_kind = hc_fn_any_float ? Kind::kFloat : Kind::kFloat;
   LayerWeights L;
   L.ratio = ratio;
-  L.hc_attn_fn = b.get(p + "hc_attn_fn.weight", hc_kind, {hcd, mix});
+  L.hc_attn_fn = b.get(p + "hc_attn_fn.weight", Kind::kFloat, {hcd, mix});
   L.hc_attn_base = b.get(p + "hc_attn_base.weight", Kind::kF32, {mix});
   L.hc_attn_scale = b.get(p + "hc_attn_scale.weight", Kind::kF32, {3});
-  L.hc_ffn_fn = b.get(p + "hc_ffn_fn.weight", hc_kind, {hcd, mix});
+  L.hc_ffn_fn = b.get(p + "hc_ffn_fn.weight", Kind::kFloat, {hcd, mix});
   L.hc_ffn_base = b.get(p + "hc_ffn_base.weight", Kind::kF32, {mix});
   L.hc_ffn_scale = b.get(p + "hc_ffn_scale.weight", Kind::kF32, {3});
   L.attn_norm = b.get(p + "attn_norm.weight", Kind::kF32, {D});
@@ -192,7 +191,7 @@ std::unique_ptr<Model> bind_model(std::unique_ptr<gguf::File> main,
   m->w.output_hc_scale = b.get("output_hc_scale.weight", Kind::kF32, {1});
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     LayerWeights L =
-        bind_block(b, c, fmt::format("blk.{}.", l), c.ratio(l), c.is_hash_layer(l), false, false);
+        bind_block(b, c, fmt::format("blk.{}.", l), c.ratio(l), c.is_hash_layer(l), false);
     if (L.tid2eid.present()) check_tid2eid(*main, L.tid2eid, c);
     m->w.layers.push_back(std::move(L));
   }
@@ -202,7 +201,7 @@ std::unique_ptr<Model> bind_model(std::unique_ptr<gguf::File> main,
     Binder mb(*mf);
     MtpWeights t;
     const std::string p = "mtp.0.";
-    t.block = bind_block(mb, c, p, 0, false, true, true);
+    t.block = bind_block(mb, c, p, 0, false, true);
     t.hc_head_fn = mb.get(p + "hc_head_fn.weight", Kind::kFloat, {hcd, c.hc_mult});
     t.hc_head_base = mb.get(p + "hc_head_base.weight", Kind::kF32, {c.hc_mult});
     t.hc_head_scale = mb.get(p + "hc_head_scale.weight", Kind::kF32, {1});
