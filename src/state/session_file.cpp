@@ -28,6 +28,7 @@ class Out {
     bytes(&v, sizeof v);
   }
   void bytes(const void* p, size_t n) {
+    if (n == 0) return;  // empty vectors may hand us a null pointer
     const auto* b = (const uint8_t*)p;
     buf_.insert(buf_.end(), b, b + n);
   }
@@ -58,7 +59,7 @@ class In {
     const uint64_t n = get<uint64_t>();
     if (n > (b_.size() - off_) / sizeof(T)) fail("{}: truncated session file", path_);
     std::vector<T> v((size_t)n);
-    std::memcpy(v.data(), b_.data() + off_, (size_t)n * sizeof(T));
+    if (n > 0) std::memcpy(v.data(), b_.data() + off_, (size_t)n * sizeof(T));
     off_ += (size_t)n * sizeof(T);
     return v;
   }
