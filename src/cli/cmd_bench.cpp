@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <random>
 
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "model/cpu_forward.h"
@@ -25,10 +26,6 @@ uint64_t state_bytes(const CpuSession& s) {
   };
   for (const auto& l : s.layers) add(l);
   return b;
-}
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace

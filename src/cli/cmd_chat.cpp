@@ -18,6 +18,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "model/cpu_forward.h"
@@ -32,10 +33,6 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 void on_sigint(int) {
   g_interrupted = true;
-}
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::string read_file(const std::string& path) {
@@ -193,12 +190,7 @@ void register_chat(CLI::App& app) {
     int64_t ctx = 65536;
     int n_predict = 1024;
     bool think = false;
-    SamplerParams sp = greedy();
-    static SamplerParams greedy() {
-      SamplerParams p;
-      p.temperature = 0.0f;  // greedy by default
-      return p;
-    }
+    SamplerParams sp = greedy_params();
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("-m,--model", o->model, "GGUF model")->required();
@@ -206,14 +198,7 @@ void register_chat(CLI::App& app) {
   sub->add_option("--ctx", o->ctx, "context limit in tokens");
   sub->add_option("-n,--n-predict", o->n_predict, "maximum tokens per answer");
   sub->add_flag("--think", o->think, "start in thinking mode");
-  sub->add_option("--temp", o->sp.temperature, "temperature (0 = greedy)");
-  sub->add_option("--top-p", o->sp.top_p, "top-p");
-  sub->add_option("--min-p", o->sp.min_p, "min-p");
-  sub->add_option("--seed", o->sp.seed, "sampling seed");
-  sub->add_option("--repeat-penalty", o->sp.repetition_penalty, "repetition penalty (1 = off)");
-  sub->add_option("--repeat-last-n", o->sp.repeat_last_n, "repetition penalty window (-1 = all)");
-  sub->add_option("--frequency-penalty", o->sp.frequency_penalty, "frequency penalty [-2, 2]");
-  sub->add_option("--presence-penalty", o->sp.presence_penalty, "presence penalty [-2, 2]");
+  add_sampling_options(sub, o->sp);
   sub->callback([o] {
     auto model = load_model(o->model);
     const text::Tokenizer tok = text::Tokenizer::from_gguf(*model->file);

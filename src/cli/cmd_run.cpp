@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "model/cpu_forward.h"
@@ -16,14 +17,6 @@
 #include "text/tokenizer.h"
 
 namespace dsv4::cli {
-namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
-
 void register_run(CLI::App& app) {
   auto* sub = app.add_subcommand("run", "Answer one prompt (streamed)");
   struct Opts {
@@ -31,12 +24,7 @@ void register_run(CLI::App& app) {
     int n_predict = 256;
     bool think = false, raw = false, qat = true;
     std::vector<std::string> stops;
-    SamplerParams sp = greedy();
-    static SamplerParams greedy() {
-      SamplerParams p;
-      p.temperature = 0.0f;  // greedy by default
-      return p;
-    }
+    SamplerParams sp = greedy_params();
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("-m,--model", o->model, "GGUF model")->required();
@@ -47,16 +35,8 @@ void register_run(CLI::App& app) {
   sub->add_flag("--think", o->think, "thinking mode (the model reasons before answering)");
   sub->add_flag("--raw", o->raw,
                 "feed the prompt as already-rendered text (special tokens honoured)");
-  sub->add_option("--temp", o->sp.temperature, "temperature (0 = greedy, the default)");
-  sub->add_option("--top-k", o->sp.top_k, "top-k (0 = off)");
-  sub->add_option("--top-p", o->sp.top_p, "top-p (1 = off)");
-  sub->add_option("--min-p", o->sp.min_p, "min-p (0 = off)");
-  sub->add_option("--seed", o->sp.seed, "sampling seed");
+  add_sampling_options(sub, o->sp);
   sub->add_option("--stop", o->stops, "stop string (repeatable); not printed");
-  sub->add_option("--repeat-penalty", o->sp.repetition_penalty, "repetition penalty (1 = off)");
-  sub->add_option("--repeat-last-n", o->sp.repeat_last_n, "repetition penalty window (-1 = all)");
-  sub->add_option("--frequency-penalty", o->sp.frequency_penalty, "frequency penalty [-2, 2]");
-  sub->add_option("--presence-penalty", o->sp.presence_penalty, "presence penalty [-2, 2]");
   sub->callback([o] {
     if (o->prompt.empty() == o->prompt_file.empty())
       fail("run: give exactly one of -p/--prompt and --prompt-file");

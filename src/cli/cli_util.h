@@ -1,0 +1,34 @@
+// Small pieces shared by the dsv4 subcommands.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <chrono>
+
+#include "sample/sampler.h"
+
+namespace dsv4::cli {
+
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The CLI samples greedily unless asked otherwise.
+inline SamplerParams greedy_params() {
+  SamplerParams p;
+  p.temperature = 0.0f;
+  return p;
+}
+
+// The sampling flags of `run` and `chat`.
+inline void add_sampling_options(CLI::App* sub, SamplerParams& sp) {
+  sub->add_option("--temp", sp.temperature, "temperature (0 = greedy, the default)");
+  sub->add_option("--top-k", sp.top_k, "top-k (0 = off)");
+  sub->add_option("--top-p", sp.top_p, "top-p (1 = off)");
+  sub->add_option("--min-p", sp.min_p, "min-p (0 = off)");
+  sub->add_option("--seed", sp.seed, "sampling seed");
+  sub->add_option("--repeat-penalty", sp.repetition_penalty, "repetition penalty (1 = off)");
+  sub->add_option("--repeat-last-n", sp.repeat_last_n, "repetition penalty window (-1 = all)");
+  sub->add_option("--frequency-penalty", sp.frequency_penalty, "frequency penalty [-2, 2]");
+  sub->add_option("--presence-penalty", sp.presence_penalty, "presence penalty [-2, 2]");
+}
+
+}  // namespace dsv4::cli
