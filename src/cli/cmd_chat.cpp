@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include "cli/cli_util.h"
@@ -189,7 +190,7 @@ void register_chat(CLI::App& app) {
     std::string model, system;
     int64_t ctx = 65536;
     int n_predict = 1024;
-    bool think = false;
+    bool think = false, ignore_eos = false;
     SamplerParams sp = greedy_params();
   };
   auto o = std::make_shared<Opts>();
@@ -198,6 +199,7 @@ void register_chat(CLI::App& app) {
   sub->add_option("--ctx", o->ctx, "context limit in tokens");
   sub->add_option("-n,--n-predict", o->n_predict, "maximum tokens per answer");
   sub->add_flag("--think", o->think, "start in thinking mode");
+  sub->add_flag("--ignore-eos", o->ignore_eos, "never end an answer by itself (tests, demos)");
   add_sampling_options(sub, o->sp);
   sub->callback([o] {
     auto model = load_model(o->model);
@@ -213,6 +215,8 @@ void register_chat(CLI::App& app) {
     st.n_predict = o->n_predict;
     st.system = o->system;
     st.sp = o->sp;
+    if (o->ignore_eos)
+      st.sp.logit_bias[tok.chat_tokens().eos] = -std::numeric_limits<float>::infinity();
     validate(st.sp, (int64_t)model->cfg.n_vocab);
 
     struct sigaction sa {};

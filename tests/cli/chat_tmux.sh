@@ -15,7 +15,7 @@ cleanup() { tmux -S "$SOCK" kill-server 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 "$DSV4" gen-tiny -o "$TMP/tiny.gguf" --no-mtp >/dev/null
 tmux -S "$SOCK" new-session -d -s $S -x 200 -y 50 \
-  "$DSV4 chat -m $TMP/tiny.gguf -n 100000 --ctx 1000000 --temp 1.0 --seed 7 2>&1; echo CHAT-EXITED; sleep 60"
+  "$DSV4 chat -m $TMP/tiny.gguf -n 100000 --ctx 1000000 --temp 1.0 --seed 7 --ignore-eos 2>&1; echo CHAT-EXITED; sleep 60"
 pane() { tmux -S "$SOCK" capture-pane -t $S -p -S -2000; }
 wait_for() {  # wait_for REGEX TIMEOUT_S
   local t=0
@@ -42,11 +42,16 @@ done
 send C-c
 wait_for "\[interrupted\]" 60
 wait_for "reused 0 cached, prefilled [0-9]+ new at [0-9.]+ tok/s \| generated [1-9]" 30
-# Turn 2 must reuse the session: "reused N cached" with N > 0.
+# Turn 2 must reuse the session: "reused N cached" with N > 0 (printed when it is stopped).
 send "and now a second turn" Enter
+t=0
+until [ "$(pane | grep -A1 'and now a second turn' | tail -1 | wc -c)" -gt 8 ]; do
+  sleep 0.5
+  t=$((t + 1))
+  [ $t -lt 240 ] || { echo "chat_tmux: FAIL: no second answer streamed"; pane | tail -20; exit 1; }
+done
+send C-c
 wait_for "reused [1-9][0-9]* cached" 120
-send C-c  # stop it if it is still generating (harmless otherwise)
-sleep 1
 send "/save $TMP/s.bin" Enter
 wait_for "saved [0-9]+ tokens" 30
 send "/clear" Enter
