@@ -28,29 +28,26 @@ wait_for() {  # wait_for REGEX TIMEOUT_S
   done
 }
 send() { tmux -S "$SOCK" send-keys -t $S "$@"; }
+# ask_and_interrupt PROMPT: sends a turn and presses Ctrl-C once its answer is streaming (some
+# text on the line after the prompt).
+ask_and_interrupt() {
+  send "$1" Enter
+  local t=0
+  until [ "$(pane | grep -A1 "$1" | tail -1 | wc -c)" -gt 8 ]; do
+    sleep 0.5
+    t=$((t + 1))
+    [ $t -lt 240 ] || { echo "chat_tmux: FAIL: no answer streamed for '$1'"; pane | tail -20; exit 1; }
+  done
+  send C-c
+}
 
 wait_for "Type /help" 60
 # Turn 1, interrupted by Ctrl-C once some answer text has streamed.
-send "tell me a very long story" Enter
-# Interrupt only once the answer is streaming (some text on the line after the prompt).
-t=0
-until [ "$(pane | grep -A1 'tell me a very long story' | tail -1 | wc -c)" -gt 8 ]; do
-  sleep 0.5
-  t=$((t + 1))
-  [ $t -lt 240 ] || { echo "chat_tmux: FAIL: no answer streamed"; pane | tail -20; exit 1; }
-done
-send C-c
+ask_and_interrupt "tell me a very long story"
 wait_for "\[interrupted\]" 60
 wait_for "reused 0 cached, prefilled [0-9]+ new at [0-9.]+ tok/s \| generated [1-9]" 30
 # Turn 2 must reuse the session: "reused N cached" with N > 0 (printed when it is stopped).
-send "and now a second turn" Enter
-t=0
-until [ "$(pane | grep -A1 'and now a second turn' | tail -1 | wc -c)" -gt 8 ]; do
-  sleep 0.5
-  t=$((t + 1))
-  [ $t -lt 240 ] || { echo "chat_tmux: FAIL: no second answer streamed"; pane | tail -20; exit 1; }
-done
-send C-c
+ask_and_interrupt "and now a second turn"
 wait_for "reused [1-9][0-9]* cached" 120
 send "/save $TMP/s.bin" Enter
 wait_for "saved [0-9]+ tokens" 30
