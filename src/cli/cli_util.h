@@ -2,8 +2,12 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdio>
+#include <string>
+#include <string_view>
 
 #include "sample/sampler.h"
+#include "text/utf8.h"
 
 namespace dsv4::cli {
 
@@ -29,6 +33,20 @@ inline void add_sampling_options(CLI::App* sub, SamplerParams& sp) {
   sub->add_option("--repeat-last-n", sp.repeat_last_n, "repetition penalty window (-1 = all)");
   sub->add_option("--frequency-penalty", sp.frequency_penalty, "frequency penalty [-2, 2]");
   sub->add_option("--presence-penalty", sp.presence_penalty, "presence penalty [-2, 2]");
+}
+
+// Writes generated text to stdout and flushes. On a terminal, control characters are shown
+// as symbols (utf8::append_terminal_safe): a raw escape sequence from the model must not
+// take over the user's terminal. Piped output stays byte-exact.
+inline void write_model_text(std::string_view text, bool tty) {
+  if (tty) {
+    std::string safe;
+    text::utf8::append_terminal_safe(text, safe);
+    std::fwrite(safe.data(), 1, safe.size(), stdout);
+  } else {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  }
+  std::fflush(stdout);
 }
 
 }  // namespace dsv4::cli

@@ -98,13 +98,12 @@ void run_turn(ChatState& st, std::vector<int32_t> ids) {
     } else {
       out.clear();
       dec.push(next, out);
-      std::fputs(out.c_str(), stdout);
-      std::fflush(stdout);
+      write_model_text(out, tty);
     }
     st.cpu->forward(st.sess, &next, 1, false, false, r);
     st.fed.push_back(next);
   }
-  std::fputs(dec.finish().c_str(), stdout);
+  write_model_text(dec.finish(), tty);
   const double t_gen = now_s() - t1;
   // Close the assistant turn in the session, as the format's history does.
   st.cpu->forward(st.sess, &ct.eos, 1, false, false, r);

@@ -102,15 +102,14 @@ void register_run(CLI::App& app) {
         out.clear();
         dec.push(next, out);
         const bool stopped = stop.on_text(out) == Finish::kStopString;
-        std::fputs(stop.take_safe().c_str(), stdout);
-        std::fflush(stdout);
+        write_model_text(stop.take_safe(), tty);
         if (stopped) break;
       }
       if (n_gen >= o->n_predict) break;
       cpu.forward(sess, &next, 1, false, false, r);
     }
     if (stop.finish() != Finish::kStopString) stop.on_text(dec.finish());
-    std::fputs(stop.take_all().c_str(), stdout);
+    write_model_text(stop.take_all(), tty);
     const double t_gen = now_s() - t1;
     std::printf("%s\n", reset);
     std::fprintf(stderr,

@@ -138,4 +138,24 @@ size_t append_lossy(std::string_view in, std::string& out, bool final) {
   return i;
 }
 
+void append_terminal_safe(std::string_view in, std::string& out) {
+  for (size_t i = 0; i < in.size();) {
+    const auto b = (unsigned char)in[i];
+    if (b < 0x20 && b != '\n' && b != '\t') {
+      append(out, 0x2400 + b);
+      ++i;
+    } else if (b == 0x7F) {
+      append(out, 0x2421);
+      ++i;
+    } else if (b == 0xC2 && i + 1 < in.size() && (unsigned char)in[i + 1] >= 0x80 &&
+               (unsigned char)in[i + 1] <= 0x9F) {
+      out.append(kReplacement);
+      i += 2;
+    } else {
+      out.push_back((char)b);
+      ++i;
+    }
+  }
+}
+
 }  // namespace dsv4::text::utf8

@@ -32,4 +32,12 @@ char32_t decode(std::string_view s, size_t* len);
 // still complete is not consumed. Returns the number of bytes of `in` consumed.
 size_t append_lossy(std::string_view in, std::string& out, bool final);
 
+// For text written to a terminal: appends valid UTF-8 `in` to `out` with every control
+// character except newline and tab made visible and inert. C0 controls (ESC, CR, SO, BEL...)
+// become their Unicode Control Pictures (U+2400 + c, so ESC shows as U+241B), DEL becomes
+// U+2421 and C1 controls (U+0080..U+009F) become U+FFFD. Model output can contain any token,
+// and an escape sequence written raw would reconfigure the user's terminal (charset switches,
+// cursor moves, title changes) rather than show what the model produced.
+void append_terminal_safe(std::string_view in, std::string& out);
+
 }  // namespace dsv4::text::utf8

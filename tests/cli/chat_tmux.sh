@@ -17,9 +17,11 @@ trap cleanup EXIT
 tmux -S "$SOCK" new-session -d -s $S -x 200 -y 50 \
   "$DSV4 chat -m $TMP/tiny.gguf -n 100000 --ctx 1000000 --temp 1.0 --seed 7 --ignore-eos 2>&1; echo CHAT-EXITED; sleep 60"
 pane() { tmux -S "$SOCK" capture-pane -t $S -p -S -2000; }
+# Characters of the pane after the last line holding $1 (whitespace not counted).
+text_after() { pane | awk -v p="$1" 'index($0, p) { n = 0; next } { gsub(/[[:space:]]/, ""); n += length($0) } END { print n + 0 }'; }
 wait_for() {  # wait_for REGEX TIMEOUT_S
   local t=0
-  until pane | grep -Eq "$1"; do
+  until pane | grep -aEq "$1"; do
     sleep 0.5
     t=$((t + 1))
     if [ $t -gt $(($2 * 2)) ]; then
@@ -29,11 +31,11 @@ wait_for() {  # wait_for REGEX TIMEOUT_S
 }
 send() { tmux -S "$SOCK" send-keys -t $S "$@"; }
 # ask_and_interrupt PROMPT: sends a turn and presses Ctrl-C once its answer is streaming (some
-# text on the line after the prompt).
+# text after the prompt's line; the answer may start with newlines).
 ask_and_interrupt() {
   send "$1" Enter
   local t=0
-  until [ "$(pane | grep -A1 "$1" | tail -1 | wc -c)" -gt 8 ]; do
+  until [ "$(text_after "$1")" -gt 8 ]; do
     sleep 0.5
     t=$((t + 1))
     [ $t -lt 240 ] || { echo "chat_tmux: FAIL: no answer streamed for '$1'"; pane | tail -20; exit 1; }
@@ -57,6 +59,6 @@ send "/load $TMP/s.bin" Enter
 wait_for "loaded [0-9]+ tokens" 30
 send "/quit" Enter
 wait_for "CHAT-EXITED" 30
-if pane | grep -q "error"; then echo "chat_tmux: FAIL: an error was printed"; pane | tail -30; exit 1; fi
+if pane | grep -aq "\[error:"; then echo "chat_tmux: FAIL: an error was printed"; pane | tail -30; exit 1; fi
 echo "chat_tmux: PASS"
-pane | grep -E "context [0-9]+ tokens|interrupted|saved|loaded" | sed 's/^/  /'
+pane | grep -aE "context [0-9]+ tokens|interrupted|saved|loaded" | sed 's/^/  /'

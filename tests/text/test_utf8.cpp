@@ -65,3 +65,23 @@ TEST(Utf8, LossyStreamingHoldsIncompleteTail) {
   EXPECT_EQ(lossy("\x80", false, &used), R);
   EXPECT_EQ(used, 1u);
 }
+
+TEST(Utf8, TerminalSafeNeutralisesControls) {
+  auto safe = [](std::string_view in) {
+    std::string out;
+    u::append_terminal_safe(in, out);
+    return out;
+  };
+  EXPECT_EQ(safe("plain text\n\ttab, caf\xC3\xA9 \xE2\x82\xAC"), "plain text\n\ttab, caf\xC3\xA9 \xE2\x82\xAC");
+  EXPECT_EQ(safe("\x1b[2J"), "\xE2\x90\x9B[2J");       // ESC -> U+241B
+  EXPECT_EQ(safe("a\x0e" "b"), "a\xE2\x90\x8E" "b");    // SO (charset switch) -> U+240E
+  EXPECT_EQ(safe("\r"), "\xE2\x90\x8D");                // CR -> U+240D
+  EXPECT_EQ(safe(std::string_view("\0", 1)), "\xE2\x90\x80");
+  EXPECT_EQ(safe("\x7f"), "\xE2\x90\xA1");              // DEL -> U+2421
+  EXPECT_EQ(safe("\xC2\x9B" "31m"), R + "31m");         // C1 CSI -> U+FFFD
+  EXPECT_EQ(safe("\xC2\xA0"), "\xC2\xA0");              // U+00A0 is not a control
+  // Nothing written contains a control byte other than \n and \t.
+  std::string all;
+  for (int c = 0; c < 0x80; ++c) all.push_back((char)c);
+  for (unsigned char c : safe(all)) EXPECT_TRUE(c >= 0x20 || c == '\n' || c == '\t') << (int)c;
+}
