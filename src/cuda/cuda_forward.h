@@ -1,0 +1,60 @@
+// The whole DeepSeek V4 Flash forward pass on one GPU (spec/ARCH.md §3-§9), the same contract as
+// the CPU reference (src/model/cpu_forward.h), which is its correctness oracle. Session state
+// (raw window, compressed rows, indexer rows, compressor frontiers) lives in device memory.
+// Decode (n == 1) replays a captured CUDA graph; nothing is allocated per token and only the
+// logits (or, with sample_greedy, one token id) cross to the host.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "cuda/device_model.h"
+
+namespace dsv4::cuda {
+
+struct CudaOptions {
+  bool qat = true;             // FP8 KV / FP4 indexer rounding, as CpuOptions::qat
+  int64_t max_ctx = 1 << 16;   // session capacity in tokens (device state is sized for it)
+  int64_t max_batch = 512;     // most tokens per forward() call (prefill chunk); scratch size
+  bool use_graph = true;       // CUDA-graph replay of the decode step
+};
+
+class CudaSession;
+
+class CudaModel {
+ public:
+  CudaModel(const DeviceModel& dm, CudaOptions opt);
+  ~CudaModel();
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  std::unique_ptr<CudaSession> new_session() const;
+
+  // Runs `n` tokens (host ids) at positions sess.n_past().. and advances the session; longer
+  // inputs than max_batch are processed in chunks. Writes logits of every token
+  // ([n][vocab]) when all_logits, else of the last one ([vocab]), to host `logits` (resized).
+  void forward(CudaSession& sess, const int32_t* tokens, int64_t n, bool all_logits,
+               std::vector<float>& logits) const;
+
+  // One decode step that returns the argmax token (lowest id among equal maxima) without
+  // copying logits to the host: what benchmarks and greedy decoding use.
+  int32_t decode_greedy(CudaSession& sess, int32_t token) const;
+
+  // Device bytes of one session's state per token of context, and in total for max_ctx.
+  uint64_t session_bytes() const;
+
+  const ModelConfig& config() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+class CudaSession {
+ public:
+  virtual ~CudaSession() = default;
+  virtual int64_t n_past() const = 0;
+};
+
+}  // namespace dsv4::cuda
