@@ -1,5 +1,6 @@
 # Sourced on the GPU machines (no package registry there): unpacks the carried Debian packages in
-# .debs/ (fmt, GoogleTest, nlohmann-json, CLI11, PCRE2, utf8proc, pkgconf) into a private sysroot
+# .debs/ (fmt, GoogleTest, nlohmann-json, CLI11, PCRE2, utf8proc, pkgconf, cpp-httplib and the
+# -dev packages its pkg-config file requires: OpenSSL, zlib, brotli) into a private sysroot
 # and points CMake, pkg-config and the loader at it. Usage: source tools/gpu_env.sh
 SYSROOT=/tmp/dsv4-sysroot
 if [ ! -d "$SYSROOT/usr" ]; then
