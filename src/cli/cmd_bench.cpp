@@ -9,6 +9,9 @@
 #include <cstdio>
 #include <random>
 
+#if DSV4_HAVE_CUDA
+#include "cli/bench_gpu.h"
+#endif
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/error.h"
@@ -38,9 +41,14 @@ void register_bench(CLI::App& app) {
     double step_mul = 2.0;
     int threads = 0;
     bool qat = true;
+    bool gpu = false;
+    std::string synthetic, prompt_file;
+    uint64_t seed = 1;
+    double expert_host_fraction = -1, reserve_gib = 6;
+    int64_t batch = 512;
   };
   auto o = std::make_shared<Opts>();
-  sub->add_option("-m,--model", o->model, "GGUF model")->required();
+  sub->add_option("-m,--model", o->model, "GGUF model");
   sub->add_option("--backend", o->backend, "cpu")->check(CLI::IsMember({"cpu"}));
   sub->add_option("--ctx-start", o->ctx_start, "first frontier (tokens)");
   sub->add_option("--ctx-max", o->ctx_max, "last frontier (tokens)");
@@ -48,7 +56,44 @@ void register_bench(CLI::App& app) {
   sub->add_option("--step-mul", o->step_mul, "geometric step between frontiers (default 2)");
   sub->add_option("--gen-tokens", o->gen_tokens, "greedy tokens timed at each frontier");
   sub->add_option("--threads", o->threads, "CPU threads (default: all cores)");
+  sub->add_flag("--gpu", o->gpu, "run on the CUDA backend");
+  sub->add_option("--synthetic", o->synthetic,
+                  "GPU: random weights of the published layout, built in device memory")
+      ->check(CLI::IsMember({"q2", "q4"}));
+  sub->add_option("--seed", o->seed, "GPU: seed of the synthetic weights");
+  sub->add_option("--expert-host-fraction", o->expert_host_fraction,
+                  "GPU: routed-expert fraction in pinned host memory (< 0: automatic)");
+  sub->add_option("--reserve-gib", o->reserve_gib,
+                  "GPU: device memory left free for sessions and scratch (GiB, default 6)");
+  sub->add_option("--batch", o->batch, "GPU: most tokens per forward call (default 512)");
+  sub->add_option("--prompt-file", o->prompt_file,
+                  "GPU: prompt text (default ../shared/conformance/corpora/promessi_sposi.txt "
+                  "when present; used when the model has a tokenizer)");
   sub->callback([o] {
+    if (o->gpu) {
+#if DSV4_HAVE_CUDA
+      GpuBenchOptions g;
+      g.model = o->model;
+      g.synthetic = o->synthetic;
+      g.seed = o->seed;
+      g.expert_host_fraction = o->expert_host_fraction;
+      g.reserve_gib = o->reserve_gib;
+      g.ctx_start = o->ctx_start;
+      g.ctx_max = o->ctx_max;
+      g.step_incr = o->step_incr;
+      g.step_mul = o->step_mul;
+      g.gen_tokens = o->gen_tokens;
+      g.max_batch = o->batch;
+      g.qat = o->qat;
+      g.prompt_file = o->prompt_file;
+      run_gpu_bench(g);
+      return;
+#else
+      fail("bench --gpu: this build has no CUDA backend (configure with -DDSV4_CUDA=ON)");
+#endif
+    }
+    if (!o->synthetic.empty()) fail("bench: --synthetic needs --gpu");
+    if (o->model.empty()) fail("bench: -m MODEL is required");
     if (o->ctx_start < 1 || o->ctx_max < o->ctx_start)
       fail("bench: need 1 <= --ctx-start <= --ctx-max");
     if (o->threads > 0) omp_set_num_threads(o->threads);

@@ -13,6 +13,7 @@ void register_render(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_pull(CLI::App& app);
+void register_serve(CLI::App& app);
 
 inline void register_all(CLI::App& app) {
   register_inspect(app);
@@ -24,6 +25,7 @@ inline void register_all(CLI::App& app) {
   register_tokenize(app);
   register_chat(app);
   register_pull(app);
+  register_serve(app);
 }
 
 }  // namespace dsv4::cli

@@ -411,7 +411,9 @@ void write_tiny_model(const TinySpec& s, const std::string& path, const std::str
   if (s.mtp && !mtp_path.empty()) f.mtp.write_file(mtp_path);
 }
 
-void write_layout_model(const std::string& recipe, const std::string& path) {
+namespace {
+
+TinySpec flash_spec(const std::string& recipe) {
   TinySpec s;
   s.name = "DeepSeek V4 Flash layout (" + recipe + ", zero weights)";
   s.n_embd = 4096;
@@ -426,18 +428,60 @@ void write_layout_model(const std::string& recipe, const std::string& path) {
   s.idx_n_head = 64;
   s.idx_topk = 512;
   s.vocab = 129280;
-  gguf::Writer w;
-  if (recipe == "q2" || recipe == "q4") {
-    if (recipe == "q4") s.expert_gate_type = s.expert_down_type = GgmlType::Q4_K;
-    set_metadata(s, s.vocab, w);
-    add_all(list_main(s, s.vocab), s, true, w);
-  } else if (recipe == "mtp") {
-    s.expert_gate_type = s.expert_down_type = GgmlType::Q4_K;
-    set_metadata(s, s.vocab, w);
-    add_all(list_mtp(s), s, true, w);
-  } else {
+  if (recipe == "q4" || recipe == "mtp") s.expert_gate_type = s.expert_down_type = GgmlType::Q4_K;
+  if (recipe != "q2" && recipe != "q4" && recipe != "mtp")
     fail("unknown layout recipe '{}' (known: q2, q4, mtp)", recipe);
+  return s;
+}
+
+std::vector<gguf::TensorInfo> to_infos(const std::vector<TensorSpec>& ts) {
+  std::vector<gguf::TensorInfo> out;
+  out.reserve(ts.size());
+  for (const auto& t : ts) {
+    gguf::TensorInfo i;
+    i.name = t.name;
+    i.ne = t.ne;
+    i.type = t.type;
+    uint64_t rows = 1;
+    for (size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
+    i.nbytes = ggml_row_bytes(t.type, t.ne[0]) * rows;
+    out.push_back(std::move(i));
   }
+  return out;
+}
+
+}  // namespace
+
+LayoutModel build_layout_model(const std::string& recipe) {
+  const TinySpec s = flash_spec(recipe);
+  LayoutModel m;
+  set_metadata(s, s.vocab, m.meta);
+  m.tensors = to_infos(recipe == "mtp" ? list_mtp(s) : list_main(s, s.vocab));
+  return m;
+}
+
+ModelConfig layout_config(const LayoutModel& m) {
+  const gguf::File f = gguf::File::parse(MappedFile::from_bytes(m.meta.to_bytes(), "layout"));
+  return read_model_config(f);
+}
+
+LayoutModel layout_of_spec(const TinySpec& s) {
+  std::unique_ptr<gguf::File> tok;
+  if (!s.tokenizer_gguf.empty())
+    tok = std::make_unique<gguf::File>(gguf::File::open(s.tokenizer_gguf));
+  const uint32_t V = vocab_size(s, tok.get());
+  LayoutModel m;
+  set_metadata(s, V, m.meta);
+  if (!tok) set_byte_vocab(V, m.meta);
+  m.tensors = to_infos(list_main(s, V));
+  return m;
+}
+
+void write_layout_model(const std::string& recipe, const std::string& path) {
+  const TinySpec s = flash_spec(recipe);
+  gguf::Writer w;
+  set_metadata(s, s.vocab, w);
+  add_all(recipe == "mtp" ? list_mtp(s) : list_main(s, s.vocab), s, true, w);
   w.write_file(path);
 }
 

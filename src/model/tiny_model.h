@@ -8,6 +8,7 @@
 
 #include "core/ggml_type.h"
 #include "gguf/gguf.h"
+#include "model/config.h"
 
 namespace dsv4 {
 
@@ -56,6 +57,21 @@ struct TinyFiles {
 TinyFiles build_tiny_model(const TinySpec& spec);
 // Writes `path` and, when spec.mtp, `mtp_path` (if non-empty).
 void write_tiny_model(const TinySpec& spec, const std::string& path, const std::string& mtp_path);
+
+// A model's layout without data: the metadata (as a tensor-less GGUF, for read_model_config) and
+// every tensor's name, type and shape in file order (TensorInfo::data null, offset 0, nbytes
+// computed). What synthetic device models are built from.
+struct LayoutModel {
+  gguf::Writer meta;  // metadata only, no tensors
+  std::vector<gguf::TensorInfo> tensors;
+};
+// The published full-size layouts ("q2", "q4", "mtp"), in memory.
+LayoutModel build_layout_model(const std::string& recipe);
+// The config in a layout's metadata (read_model_config over the tensor-less GGUF).
+ModelConfig layout_config(const LayoutModel& m);
+// The layout of a tiny model (same tensors as build_tiny_model(spec).main, no data, byte vocab
+// metadata included); `spec.mtp` is ignored.
+LayoutModel layout_of_spec(const TinySpec& spec);
 
 // The full-size published layouts ("q2", "q4", "mtp") with all-zero tensor data, written as a
 // sparse file: proves layout acceptance and `inspect` figures without the real weights.

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <map>
 
 #include "core/error.h"
 
@@ -53,9 +54,29 @@ const char* kind_text(Kind k) {
   return "?";
 }
 
+// Where tensors are looked up: a parsed file, or a data-less layout (tensor list).
+class TensorSource {
+ public:
+  explicit TensorSource(const gguf::File& f) : file_(&f), name_(f.path()) {}
+  TensorSource(const std::vector<gguf::TensorInfo>& ts, std::string name) : name_(std::move(name)) {
+    for (const auto& t : ts) index_.emplace(t.name, &t);
+  }
+  const gguf::TensorInfo* find_tensor(const std::string& n) const {
+    if (file_) return file_->find_tensor(n);
+    auto it = index_.find(n);
+    return it == index_.end() ? nullptr : it->second;
+  }
+  const std::string& path() const { return name_; }
+
+ private:
+  const gguf::File* file_ = nullptr;
+  std::string name_;
+  std::map<std::string, const gguf::TensorInfo*> index_;
+};
+
 class Binder {
  public:
-  explicit Binder(const gguf::File& f) : f_(f) {}
+  explicit Binder(const TensorSource& f) : f_(f) {}
 
   TensorRef get(const std::string& name, Kind kind, std::initializer_list<int64_t> shape) {
     const gguf::TensorInfo* t = f_.find_tensor(name);
@@ -90,7 +111,7 @@ class Binder {
     r.nbytes = t.nbytes;
     return r;
   }
-  const gguf::File& f_;
+  const TensorSource& f_;
 };
 
 // Binds one block's tensors under `prefix` ("blk.N." or "mtp.0.").
@@ -162,7 +183,8 @@ LayerWeights bind_block(Binder& b, const ModelConfig& c, const std::string& p, u
   return L;
 }
 
-void check_tid2eid(const gguf::File& f, const TensorRef& t, const ModelConfig& c) {
+void check_tid2eid(const TensorSource& f, const TensorRef& t, const ModelConfig& c) {
+  if (!t.data) return;  // layout only
   const int32_t* ids = (const int32_t*)t.data;
   const uint64_t n = (uint64_t)c.n_vocab * c.n_expert_used;
   for (uint64_t i = 0; i < n; ++i) {
@@ -174,29 +196,25 @@ void check_tid2eid(const gguf::File& f, const TensorRef& t, const ModelConfig& c
   }
 }
 
-}  // namespace
-
-std::unique_ptr<Model> bind_model(std::unique_ptr<gguf::File> main,
-                                  std::unique_ptr<gguf::File> mtp) {
-  auto m = std::make_unique<Model>();
-  m->cfg = read_model_config(*main);
-  const ModelConfig& c = m->cfg;
-  Binder b(*main);
+ModelWeights bind_weights(const ModelConfig& c, const TensorSource& main_src,
+                          const TensorSource* mtp_src) {
+  ModelWeights w;
+  Binder b(main_src);
   const int64_t D = c.n_embd, V = c.n_vocab, hcd = c.hc_dim();
-  m->w.tok_embd = b.get("token_embd.weight", Kind::kFloat, {D, V});
-  m->w.output = b.get("output.weight", Kind::kQ8, {D, V});
-  m->w.output_norm = b.get("output_norm.weight", Kind::kF32, {D});
-  m->w.output_hc_fn = b.get("output_hc_fn.weight", Kind::kFloat, {hcd, c.hc_mult});
-  m->w.output_hc_base = b.get("output_hc_base.weight", Kind::kF32, {c.hc_mult});
-  m->w.output_hc_scale = b.get("output_hc_scale.weight", Kind::kF32, {1});
+  w.tok_embd = b.get("token_embd.weight", Kind::kFloat, {D, V});
+  w.output = b.get("output.weight", Kind::kQ8, {D, V});
+  w.output_norm = b.get("output_norm.weight", Kind::kF32, {D});
+  w.output_hc_fn = b.get("output_hc_fn.weight", Kind::kFloat, {hcd, c.hc_mult});
+  w.output_hc_base = b.get("output_hc_base.weight", Kind::kF32, {c.hc_mult});
+  w.output_hc_scale = b.get("output_hc_scale.weight", Kind::kF32, {1});
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     LayerWeights L =
         bind_block(b, c, fmt::format("blk.{}.", l), c.ratio(l), c.is_hash_layer(l), false);
-    if (L.tid2eid.present()) check_tid2eid(*main, L.tid2eid, c);
-    m->w.layers.push_back(std::move(L));
+    if (L.tid2eid.present()) check_tid2eid(main_src, L.tid2eid, c);
+    w.layers.push_back(std::move(L));
   }
   // MTP: a separate file (published layout) or mtp.0.* inside the main file.
-  const gguf::File* mf = mtp ? mtp.get() : (b.has("mtp.0.e_proj.weight") ? main.get() : nullptr);
+  const TensorSource* mf = mtp_src ? mtp_src : (b.has("mtp.0.e_proj.weight") ? &main_src : nullptr);
   if (mf) {
     Binder mb(*mf);
     MtpWeights t;
@@ -210,11 +228,33 @@ std::unique_ptr<Model> bind_model(std::unique_ptr<gguf::File> main,
     t.enorm = mb.get(p + "enorm.weight", Kind::kF32, {D});
     t.hnorm = mb.get(p + "hnorm.weight", Kind::kF32, {D});
     t.norm = mb.get(p + "norm.weight", Kind::kF32, {D});
-    m->w.mtp = std::move(t);
+    w.mtp = std::move(t);
   }
+  return w;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> bind_model(std::unique_ptr<gguf::File> main,
+                                  std::unique_ptr<gguf::File> mtp) {
+  auto m = std::make_unique<Model>();
+  m->cfg = read_model_config(*main);
+  const TensorSource ms(*main);
+  std::optional<TensorSource> ts;
+  if (mtp) ts.emplace(*mtp);
+  m->w = bind_weights(m->cfg, ms, ts ? &*ts : nullptr);
   m->file = std::move(main);
   m->mtp_file = std::move(mtp);
   return m;
+}
+
+ModelWeights bind_layout(const ModelConfig& cfg, const std::vector<gguf::TensorInfo>& tensors,
+                         const std::vector<gguf::TensorInfo>* mtp_tensors,
+                         const std::string& name) {
+  const TensorSource ms(tensors, name);
+  std::optional<TensorSource> ts;
+  if (mtp_tensors) ts.emplace(*mtp_tensors, name + " (MTP)");
+  return bind_weights(cfg, ms, ts ? &*ts : nullptr);
 }
 
 std::unique_ptr<Model> load_model(const std::string& path, const std::string& mtp_path) {

@@ -66,6 +66,13 @@ std::unique_ptr<Model> load_model(const std::string& path, const std::string& mt
 std::unique_ptr<Model> bind_model(std::unique_ptr<gguf::File> main,
                                   std::unique_ptr<gguf::File> mtp = nullptr);
 
+// Binds a data-less layout (e.g. build_layout_model's tensors): names, types and shapes are
+// checked as for a file; every TensorRef.data is null, to be pointed at real storage by the
+// caller (synthetic device models). `name` appears in error messages.
+ModelWeights bind_layout(const ModelConfig& cfg, const std::vector<gguf::TensorInfo>& tensors,
+                         const std::vector<gguf::TensorInfo>* mtp_tensors = nullptr,
+                         const std::string& name = "layout");
+
 // Which routed-expert recipe a model uses, e.g. "IQ2_XXS/IQ2_XXS/Q2_K".
 std::string expert_recipe(const ModelWeights& w);
 

@@ -532,7 +532,15 @@ Prompt render(const Conversation& conv, const RenderOptions& opt) {
           r.tmpl(special::kThinkEnd);
         }
         r.data(it.msg->content);
-        append_tool_calls_dsml(it.msg->tool_calls, p.pieces);
+        std::optional<std::string> replay;
+        if (opt.replay_tool_calls && !it.msg->tool_calls.empty()) {
+          replay = opt.replay_tool_calls(it.msg->tool_calls);
+        }
+        if (replay) {
+          r.tmpl(*replay);
+        } else {
+          append_tool_calls_dsml(it.msg->tool_calls, p.pieces);
+        }
         if (!it.msg->wo_eos) r.tmpl(special::kEos);
         break;
       }

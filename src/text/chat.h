@@ -24,6 +24,9 @@
 //    `<｜query｜>`); the assistant message after a task message has no reasoning part.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,10 +76,17 @@ enum class ThinkingMode : uint8_t { kChat, kThinking };
 // (The official encoder's reasoning_effort None / "high" / "max".)
 enum class ReasoningEffort : uint8_t { kNone, kHigh, kMax };
 
+// Exact replay of generated tool calls: given an assistant message's tool calls, the exact text
+// that stood for them when the model generated them (the whole tool_calls block, leading "\n\n"
+// included), or nullopt to render them canonically (append_tool_calls_dsml). The text is
+// template text: its special-token strings become special tokens, as when it was generated.
+using ToolCallReplay = std::function<std::optional<std::string>(std::span<const ToolCall>)>;
+
 struct RenderOptions {
   ThinkingMode mode = ThinkingMode::kThinking;
   ReasoningEffort effort = ReasoningEffort::kNone;
   bool drop_thinking = true;
+  ToolCallReplay replay_tool_calls;  // empty: always canonical
 };
 
 // The Think-Max text (ends with "\n\n").

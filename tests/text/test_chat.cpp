@@ -501,3 +501,33 @@ TEST(ChatParse, LenientForms) {
   EXPECT_EQ(role_name(c.messages[1].role), "assistant");
   EXPECT_EQ(task_name(Task::kReadUrl), "read_url");
 }
+
+TEST(ChatRender, ToolCallReplayUsesTheExactText) {
+  const char* in =
+      R"([{"role":"user","content":"go"},)"
+      R"({"role":"assistant","content":"c","tool_calls":[)"
+      R"({"id":"a","type":"function","function":{"name":"f","arguments":"{\"x\":1}"}}]},)"
+      R"({"role":"tool","tool_call_id":"a","content":"A"}])";
+  const std::string exact =
+      "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n"
+      "<｜DSML｜parameter name=\"x\" string=\"false\"> 1 </｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+      "</｜DSML｜tool_calls>";
+  RenderOptions o = kChat;
+  int calls = 0;
+  o.replay_tool_calls = [&](std::span<const ToolCall> tc) -> std::optional<std::string> {
+    ++calls;
+    if (tc.size() == 1 && tc[0].id == "a") return exact;
+    return std::nullopt;
+  };
+  const Prompt p = render(parse_conversation(in), o);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(p.text(), kBos + kUser + "go" + kAsst + kThinkEnd + "c" + exact + kEos + kUser +
+                          "<tool_result>A</tool_result>" + kAsst + kThinkEnd);
+  // The replayed text is template text: its DSML strings become special tokens.
+  const Tokenizer& tok = small();
+  const Ids ids = p.tokens(tok);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.chat_tokens().dsml), 6);
+  // nullopt: canonical rendering.
+  o.replay_tool_calls = [](std::span<const ToolCall>) { return std::optional<std::string>(); };
+  EXPECT_EQ(render(parse_conversation(in), o).text(), render(parse_conversation(in), kChat).text());
+}

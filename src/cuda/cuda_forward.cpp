@@ -1,0 +1,650 @@
+// The GPU forward pass (cuda/cuda_forward.h): the CPU reference's layer loop
+// (src/model/cpu_forward.cpp) with every step a kernel of src/cuda/fwd_*.cu or a quantized matvec.
+// All scratch is allocated in the constructor for max_batch tokens; the session's state is sized
+// for max_ctx. Kernels read the chunk's first position and the token ids from device memory, and
+// no launch geometry depends on the position in the capture path, so the one-token step is
+// captured once per session as a CUDA graph and replayed.
+#include "cuda/cuda_forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "cuda/device.h"
+#include "cuda/fwd_kernels.h"
+#include "cuda/matvec.h"
+#include "model/ops.h"
+#include "quant/quant.h"
+
+namespace dsv4::cuda {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+const float* fptr(const TensorRef& t) {
+  return t.present() ? reinterpret_cast<const float*>(t.data) : nullptr;
+}
+
+// A small float tensor as f32 in device memory (a copy when stored as F16/BF16).
+DeviceBuffer to_f32_device(const TensorRef& t) {
+  const int64_t n = t.ne[0] * t.ne[1] * t.ne[2];
+  std::vector<uint8_t> raw(t.nbytes);
+  DSV4_CUDA_CHECK(cudaMemcpy(raw.data(), t.data, t.nbytes, cudaMemcpyDeviceToHost));
+  std::vector<float> v((size_t)n);
+  quant::dequantize_row(t.type, raw.data(), v.data(), n);
+  DeviceBuffer b(sizeof(float) * (size_t)n);
+  b.upload(v.data(), sizeof(float) * (size_t)n);
+  return b;
+}
+
+DeviceBuffer upload_floats(const std::vector<float>& v) {
+  DeviceBuffer b(sizeof(float) * std::max<size_t>(v.size(), 1));
+  if (!v.empty()) b.upload(v.data(), sizeof(float) * v.size());
+  return b;
+}
+
+template <typename T>
+DeviceBuffer scratch(int64_t n) {
+  return DeviceBuffer(sizeof(T) * (size_t)std::max<int64_t>(n, 1));
+}
+
+}  // namespace
+
+// DSV4_CUDA_PROFILE=1: events around every stage of the non-graph path, summed per stage name
+// over layers and chunks, separately for one-token (decode) and multi-token (prefill) chunks; the
+// table goes to stderr every DSV4_CUDA_PROFILE_EVERY decode tokens (default 0: never) and when the
+// model is destroyed.
+class StageProfiler {
+ public:
+  bool on = false;
+  int64_t every = 0;
+
+  StageProfiler() {
+    const char* e = std::getenv("DSV4_CUDA_PROFILE");
+    on = e && *e && std::strcmp(e, "0") != 0;
+    const char* ev = std::getenv("DSV4_CUDA_PROFILE_EVERY");
+    if (ev) every = std::max<long long>(0, std::atoll(ev));
+  }
+  ~StageProfiler() {
+    if (on) report();
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+  }
+  // The interval from this mark to the next one is charged to `name`.
+  void mark(const char* name, cudaStream_t s) {
+    if (!on) return;
+    if (used_ == pool_.size()) {
+      cudaEvent_t e;
+      DSV4_CUDA_CHECK(cudaEventCreate(&e));
+      pool_.push_back(e);
+    }
+    DSV4_CUDA_CHECK(cudaEventRecord(pool_[used_], s));
+    names_.push_back(name);
+    ++used_;
+  }
+  // After the chunk's stream work finished (stream synchronized): collect the intervals.
+  void end_chunk(int64_t tokens, cudaStream_t s) {
+    if (!on || used_ == 0) return;
+    mark("", s);
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+    Phase& ph = tokens == 1 ? decode_ : prefill_;
+    for (size_t i = 0; i + 1 < used_; ++i) {
+      float ms = 0;
+      DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, pool_[i], pool_[i + 1]));
+      ph.ms[names_[i]] += ms;
+      ph.total += ms;
+    }
+    ph.tokens += tokens;
+    used_ = 0;
+    names_.clear();
+    if (tokens == 1 && every > 0 && decode_.tokens % every == 0) report();
+  }
+  void report() const {
+    print("decode", decode_);
+    print("prefill", prefill_);
+  }
+
+ private:
+  struct Phase {
+    std::map<std::string, double> ms;
+    double total = 0;
+    int64_t tokens = 0;
+  };
+  static void print(const char* what, const Phase& ph) {
+    if (ph.tokens == 0) return;
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [k, v] : ph.ms) rows.emplace_back(v, k);
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr,
+                 "# cuda profile (%s): %lld tokens, %.3f ms/token in events, %.1f tok/s\n"
+                 "# %-18s %12s %7s\n",
+                 what, (long long)ph.tokens, ph.total / (double)ph.tokens,
+                 ph.total > 0 ? 1e3 * (double)ph.tokens / ph.total : 0.0, "stage", "ms/token",
+                 "%");
+    for (const auto& [v, k] : rows)
+      std::fprintf(stderr, "# %-18s %12.4f %6.1f%%\n", k.c_str(), v / (double)ph.tokens,
+                   ph.total > 0 ? 100.0 * v / ph.total : 0.0);
+  }
+  std::vector<cudaEvent_t> pool_;
+  std::vector<const char*> names_;
+  size_t used_ = 0;
+  Phase decode_, prefill_;
+};
+
+class SessionImpl final : public CudaSession {
+ public:
+  struct Layer {
+    DeviceBuffer raw, comp, idx, ckv, csc, ikv, isc;
+  };
+  ~SessionImpl() override {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+  }
+  int64_t n_past() const override { return n_past_; }
+
+  const void* owner = nullptr;
+  int64_t n_past_ = 0;
+  std::vector<Layer> layers;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+};
+
+struct CudaModel::Impl {
+  struct LayerDev {
+    const LayerWeights* L = nullptr;
+    uint32_t ratio = 0;
+    const float* freqs = nullptr;
+    DeviceBuffer comp_ape, idx_ape;  // f32 copies
+    float clamp = 0;
+  };
+
+  const DeviceModel& dm;
+  ModelConfig c;
+  CudaOptions opt;
+  Stream stream;
+  mutable StageProfiler prof;
+  DeviceBuffer rope_plain, rope_yarn;
+  std::vector<LayerDev> layers;
+  int64_t B = 0;        // max tokens per chunk
+  int64_t idx_cap = 0;  // indexer rows per ratio-4 layer (= max_ctx / 4)
+  int max_keys = 0;     // most keys one attention query visits
+  float idx_wscale = 0;
+
+  // Scratch (max_batch tokens).
+  DeviceBuffer tok, p0, X, mixes, post, comb, xin, qa, qr, q, kv, kvn, ckv, csc, pooled, ikv, isc,
+      ipooled, iq, iw, scores, sel, o, u, f, rlog, ids, wts, xrep, gu, h, contrib, shout, z, logits,
+      amax;
+
+  Impl(const DeviceModel& m, CudaOptions op) : dm(m), c(m.cfg), opt(op) {
+    if (opt.max_ctx <= 0 || opt.max_batch <= 0)
+      fail("CudaModel: max_ctx and max_batch must be > 0");
+    if (opt.max_ctx > (int64_t)1 << 30) fail("CudaModel: max_ctx {} too large", opt.max_ctx);
+    if (c.head_dim > 1024 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0)
+      fail("CudaModel: head_dim {} / rope_dim {} unsupported", c.head_dim, c.rope_dim);
+    if (c.hc_mult > 16 || c.n_expert_used > 16) fail("CudaModel: hc_mult or n_expert_used > 16");
+    if (opt.max_batch > 8192) fail("CudaModel: max_batch {} > 8192", opt.max_batch);
+    B = std::min(opt.max_batch, opt.max_ctx);
+    if (prof.on) opt.use_graph = false;  // events need the direct path
+    rope_plain = upload_floats(ops::rope_freqs(c.rope_dim, c.rope_base, false, c));
+    rope_yarn = upload_floats(ops::rope_freqs(c.rope_dim, c.compress_rope_base, true, c));
+    idx_cap = opt.max_ctx / 4;
+    idx_wscale =
+        (float)(std::pow((double)c.idx_head_dim, -0.5) * std::pow((double)c.idx_n_head, -0.5));
+    int64_t comp_keys = 0;
+    layers.resize(c.n_layer);
+    for (uint32_t l = 0; l < c.n_layer; ++l) {
+      LayerDev& d = layers[l];
+      d.L = &dm.w.layers[l];
+      d.ratio = d.L->ratio;
+      d.freqs = d.ratio ? rope_yarn.as<float>() : rope_plain.as<float>();
+      d.clamp = c.swiglu_clamp.at(l);
+      if (d.ratio) d.comp_ape = to_f32_device(d.L->comp_ape);
+      if (d.ratio == 4) {
+        d.idx_ape = to_f32_device(d.L->idx_ape);
+        comp_keys = std::max<int64_t>(comp_keys, std::min<int64_t>(c.idx_topk, opt.max_ctx / 4));
+      } else if (d.ratio) {
+        comp_keys = std::max<int64_t>(comp_keys, opt.max_ctx / d.ratio);
+      }
+    }
+    max_keys = (int)(comp_keys + c.window);
+    const int64_t D = c.n_embd, HD = c.hc_dim(), hd = c.head_dim, H = c.n_head;
+    const int64_t ID = c.idx_head_dim, IH = c.idx_n_head, F = c.expert_ff, k = c.n_expert_used;
+    tok = scratch<int32_t>(B);
+    p0 = scratch<int32_t>(1);
+    X = scratch<float>(B * HD);
+    mixes = scratch<float>(B * c.hc_mix());
+    post = scratch<float>(B * c.hc_mult);
+    comb = scratch<float>(B * c.hc_mult * c.hc_mult);
+    xin = scratch<float>(B * D);
+    qa = scratch<float>(B * c.q_lora_rank);
+    qr = scratch<float>(B * c.q_lora_rank);
+    q = scratch<float>(B * H * hd);
+    kv = scratch<float>(B * hd);
+    kvn = scratch<float>(B * hd);
+    ckv = scratch<float>(B * 2 * hd);
+    csc = scratch<float>(B * 2 * hd);
+    pooled = scratch<float>(B * hd);
+    ikv = scratch<float>(B * 2 * ID);
+    isc = scratch<float>(B * 2 * ID);
+    ipooled = scratch<float>(B * ID);
+    iq = scratch<float>(B * IH * ID);
+    iw = scratch<float>(B * IH);
+    scores = scratch<float>(B * idx_cap);
+    sel = scratch<int32_t>(B * c.idx_topk);
+    o = scratch<float>(B * H * hd);
+    u = scratch<float>(B * c.o_groups * c.o_lora_rank);
+    f = scratch<float>(B * D);
+    rlog = scratch<float>(B * c.n_expert);
+    ids = scratch<int32_t>(B * k);
+    wts = scratch<float>(B * k);
+    gu = scratch<float>(2 * k * B * F);
+    h = scratch<float>(k * B * F);
+    xrep = scratch<float>(k * B * D);
+    contrib = scratch<float>(k * B * D);
+    shout = scratch<float>(B * D);
+    z = scratch<float>(B * D);
+    logits = scratch<float>(B * c.n_vocab);
+    amax = scratch<int32_t>(1);
+    // Poison (NaN) every float scratch buffer: a kernel reading what no step wrote shows up as
+    // NaN logits in the tests.
+    for (DeviceBuffer* b :
+         {&X,    &mixes,  &post, &comb, &xin,     &qa,      &qr,    &q,      &kv,    &kvn, &ckv,
+          &csc,  &pooled, &ikv,  &isc,  &ipooled, &iq,      &iw,    &scores, &o,     &u,   &f,
+          &rlog, &wts,    &xrep, &gu,   &h,       &contrib, &shout, &z,      &logits})
+      b->fill_bytes(0xff);
+    sel.fill_bytes(0);
+    ids.fill_bytes(0);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  // y[n][rows] = W x[n][cols], in launches of 8 vectors per slot.
+  void mv(const TensorRef& w, const float* x, int64_t n, float* y) const {
+    const int64_t rows = w.rows(), cols = w.cols();
+    int64_t done = 0;
+    while (done < n) {
+      MatvecOp op;
+      op.type = w.type;
+      op.w[0] = w.data;
+      op.rows = rows;
+      op.cols = cols;
+      op.x = x + done * cols;
+      op.y = y + done * rows;
+      const int64_t groups = (n - done) / 8;
+      if (groups > 0) {
+        op.n_slots = (int)groups;
+        op.nb = 8;
+        op.x_slot_stride = 8 * cols;
+        done += groups * 8;
+      } else {
+        op.nb = (int)(n - done);
+        done = n;
+      }
+      matvec_run(op, stream.get());
+    }
+  }
+
+  void layer(SessionImpl& s, uint32_t li, int n, bool capture, int64_t host_p0) {
+    const LayerDev& d = layers[li];
+    const LayerWeights& L = *d.L;
+    SessionImpl::Layer& st = s.layers[li];
+    cudaStream_t cs = stream.get();
+    const int D = (int)c.n_embd, hc = (int)c.hc_mult, hd = (int)c.head_dim, rd = (int)c.rope_dim;
+    const int H = (int)c.n_head, QL = (int)c.q_lora_rank, W = (int)c.window;
+    const int ID = (int)c.idx_head_dim, IH = (int)c.idx_n_head, topk = (int)c.idx_topk;
+    const int F = (int)c.expert_ff, E = (int)c.n_expert, k = (int)c.n_expert_used;
+    const float eps = c.rms_eps;
+    const int32_t* P = p0.as<int32_t>();
+    auto M = [&](const char* name) { prof.mark(name, cs); };
+
+    // Attention sublayer.
+    M("attn_hc_fn");
+    mv(L.hc_attn_fn, X.as<float>(), n, mixes.as<float>());
+    M("hc_pre");
+    fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(L.hc_attn_base), fptr(L.hc_attn_scale),
+                fptr(L.attn_norm), n, D, hc, (int)c.hc_sinkhorn_iters, eps, c.hc_eps,
+                post.as<float>(), comb.as<float>(), xin.as<float>(), cs);
+    M("q_a");
+    mv(L.q_a, xin.as<float>(), n, qa.as<float>());
+    M("q_a_norm");
+    fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
+    M("q_b");
+    mv(L.q_b, qr.as<float>(), n, q.as<float>());
+    M("q_norm_rope");
+    fwd::q_norm_rope(q.as<float>(), n, H, hd, rd, d.freqs, P, eps, cs);
+    M("kv");
+    mv(L.kv, xin.as<float>(), n, kv.as<float>());
+    M("kv_norm_rope");
+    fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
+                      kvn.as<float>(), cs);
+    if (d.ratio) {
+      M("comp_kv_gate");
+      mv(L.comp_kv, xin.as<float>(), n, ckv.as<float>());
+      mv(L.comp_gate, xin.as<float>(), n, csc.as<float>());
+      M("compressor");
+      fwd::compressor(ckv.as<float>(), csc.as<float>(), d.comp_ape.as<float>(), n, (int)d.ratio, hd,
+                      P, st.ckv.as<float>(), st.csc.as<float>(), pooled.as<float>(), cs);
+      M("compressor_emit");
+      fwd::compressor_emit(pooled.as<float>(), fptr(L.comp_norm), n, (int)d.ratio, hd, rd, d.freqs,
+                           P, eps, 0, opt.qat, st.comp.as<float>(), cs);
+    }
+    if (d.ratio == 4) {
+      M("idx_kv_gate");
+      mv(L.idx_kv, xin.as<float>(), n, ikv.as<float>());
+      mv(L.idx_gate, xin.as<float>(), n, isc.as<float>());
+      M("idx_compressor");
+      fwd::compressor(ikv.as<float>(), isc.as<float>(), d.idx_ape.as<float>(), n, 4, ID, P,
+                      st.ikv.as<float>(), st.isc.as<float>(), ipooled.as<float>(), cs);
+      fwd::compressor_emit(ipooled.as<float>(), fptr(L.idx_norm), n, 4, ID, rd, d.freqs, P, eps, 1,
+                           opt.qat, st.idx.as<float>(), cs);
+      const int64_t max_visible = (host_p0 + n) / 4;
+      if (capture || max_visible > topk) {
+        M("idx_q_proj");
+        mv(L.idx_q_b, qr.as<float>(), n, iq.as<float>());
+        mv(L.idx_proj, xin.as<float>(), n, iw.as<float>());
+        M("idx_q");
+        fwd::idx_q(iq.as<float>(), n, IH, ID, rd, d.freqs, P, opt.qat, cs);
+        const int grid_rows = (int)(capture ? idx_cap : max_visible);
+        M("idx_scores");
+        fwd::idx_scores(iq.as<float>(), iw.as<float>(), st.idx.as<float>(), n, IH, ID, topk,
+                        idx_wscale, P, grid_rows, (int)idx_cap, scores.as<float>(), cs);
+        M("idx_topk");
+        fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs);
+      }
+    }
+    M("attention");
+    fwd::attention(q.as<float>(), kvn.as<float>(), st.raw.as<float>(),
+                   d.ratio ? st.comp.as<float>() : nullptr, sel.as<int32_t>(), fptr(L.sinks), n, H,
+                   hd, rd, W, (int)d.ratio, topk, d.freqs, P, max_keys, o.as<float>(), cs);
+    M("ring_store");
+    fwd::ring_store(kvn.as<float>(), n, hd, W, P, st.raw.as<float>(), cs);
+    // Grouped output projection (§5.7).
+    M("o_a");
+    const int64_t G = c.o_groups, OL = c.o_lora_rank, gs = (int64_t)H * hd / G;
+    for (int t0 = 0; t0 < n; t0 += 8) {
+      MatvecOp op;
+      op.type = L.o_a.type;
+      op.w[0] = L.o_a.data;
+      op.rows = OL;
+      op.cols = gs;
+      op.expert_stride_bytes = OL * (int64_t)L.o_a.row_bytes();
+      op.n_slots = (int)G;
+      op.x = o.as<float>() + (int64_t)t0 * H * hd;
+      op.x_slot_stride = gs;
+      op.x_vec_stride = (int64_t)H * hd;
+      op.nb = std::min(8, n - t0);
+      op.y = u.as<float>() + (int64_t)t0 * G * OL;
+      op.y_slot_stride = OL;
+      op.y_vec_stride = G * OL;
+      matvec_run(op, cs);
+    }
+    M("o_b");
+    mv(L.o_b, u.as<float>(), n, f.as<float>());
+    M("hc_post");
+    fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
+
+    // MoE sublayer.
+    M("ffn_hc_fn");
+    mv(L.hc_ffn_fn, X.as<float>(), n, mixes.as<float>());
+    M("hc_pre");
+    fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(L.hc_ffn_base), fptr(L.hc_ffn_scale),
+                fptr(L.ffn_norm), n, D, hc, (int)c.hc_sinkhorn_iters, eps, c.hc_eps,
+                post.as<float>(), comb.as<float>(), xin.as<float>(), cs);
+    M("gate_inp");
+    mv(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
+    M("router");
+    fwd::router(rlog.as<float>(), fptr(L.exp_probs_b),
+                L.tid2eid.present() ? reinterpret_cast<const int32_t*>(L.tid2eid.data) : nullptr,
+                tok.as<int32_t>(), n, E, k, c.expert_weights_scale, ids.as<int32_t>(),
+                wts.as<float>(), cs);
+    // Routed experts: all k * n (slot, token) pairs in one launch each for gate+up and down,
+    // slot-major (s = j * n + i, the router's id layout), reading replicated inputs.
+    M("replicate");
+    fwd::replicate(xin.as<float>(), (int64_t)n * D, k, xrep.as<float>(), cs);
+    {
+      MatvecOp op;
+      op.type = L.gate_exps.type;
+      op.w[0] = L.gate_exps.data;
+      op.w[1] = L.up_exps.data;
+      op.n_mats = 2;
+      op.rows = F;
+      op.cols = D;
+      op.expert_stride_bytes = (int64_t)F * (int64_t)L.gate_exps.row_bytes();
+      op.n_expert = E;
+      op.ids = ids.as<int32_t>();
+      op.n_slots = k * n;
+      op.x = xrep.as<float>();
+      op.x_slot_stride = D;
+      op.y = gu.as<float>();
+      M("exp_gate_up");
+      matvec_run(op, cs);
+      M("swiglu");
+      fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)k * n * F, wts.as<float>(), n, k, k * n,
+                  F, d.clamp, h.as<float>(), cs);
+      MatvecOp dn;
+      dn.type = L.down_exps.type;
+      dn.w[0] = L.down_exps.data;
+      dn.rows = D;
+      dn.cols = F;
+      dn.expert_stride_bytes = (int64_t)D * (int64_t)L.down_exps.row_bytes();
+      dn.n_expert = E;
+      dn.ids = ids.as<int32_t>();
+      dn.n_slots = k * n;
+      dn.x = h.as<float>();
+      dn.x_slot_stride = F;
+      dn.y = contrib.as<float>();
+      M("exp_down");
+      matvec_run(dn, cs);
+    }
+    M("shexp_gate_up");
+    mv(L.gate_shexp, xin.as<float>(), n, gu.as<float>());
+    mv(L.up_shexp, xin.as<float>(), n, gu.as<float>() + (int64_t)n * F);
+    M("swiglu");
+    fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)n * F, nullptr, n, k, n, F, d.clamp,
+                h.as<float>(), cs);
+    M("shexp_down");
+    mv(L.down_shexp, h.as<float>(), n, shout.as<float>());
+    M("moe_combine");
+    fwd::moe_combine(contrib.as<float>(), shout.as<float>(), ids.as<int32_t>(), n, k, D,
+                     f.as<float>(), cs);
+    M("hc_post");
+    fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
+  }
+
+  // Everything of one chunk after the inputs are in `tok` / `p0`: embedding, layers, head for
+  // rows [first, n) (none when first >= n), and the argmax of the first head row.
+  void run_chunk(SessionImpl& s, int n, int first, bool capture, int64_t host_p0) {
+    cudaStream_t cs = stream.get();
+    const TensorRef& emb = dm.w.tok_embd;
+    prof.mark("embed", cs);
+    fwd::embed(emb.data, (uint32_t)emb.type, (int64_t)emb.row_bytes(), tok.as<int32_t>(), n,
+               (int)c.n_embd, (int)c.hc_mult, X.as<float>(), cs);
+    for (uint32_t l = 0; l < c.n_layer; ++l) layer(s, l, n, capture, host_p0);
+    if (first >= n) {
+      prof.end_chunk(n, cs);
+      return;
+    }
+    prof.mark("head_hc", cs);
+    const int rows = n - first;
+    const int64_t HD = c.hc_dim();
+    const float* Xr = X.as<float>() + (int64_t)first * HD;
+    mv(dm.w.output_hc_fn, Xr, rows, mixes.as<float>());
+    fwd::hc_head(Xr, mixes.as<float>(), fptr(dm.w.output_hc_base), fptr(dm.w.output_hc_scale),
+                 fptr(dm.w.output_norm), rows, (int)c.n_embd, (int)c.hc_mult, c.rms_eps, c.hc_eps,
+                 z.as<float>(), cs);
+    prof.mark("output", cs);
+    mv(dm.w.output, z.as<float>(), rows, logits.as<float>());
+    prof.mark("argmax", cs);
+    fwd::argmax(logits.as<float>(), (int)c.n_vocab, amax.as<int32_t>(), cs);
+    prof.end_chunk(n, cs);
+  }
+
+  void set_inputs(const int32_t* tokens, int n, int64_t pos) {
+    const int32_t p = (int32_t)pos;
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(tok.data(), tokens, sizeof(int32_t) * (size_t)n,
+                                    cudaMemcpyHostToDevice, stream.get()));
+    DSV4_CUDA_CHECK(
+        cudaMemcpyAsync(p0.data(), &p, sizeof(int32_t), cudaMemcpyHostToDevice, stream.get()));
+    // The source values live on this stack frame: make sure they were read.
+    stream.sync();
+  }
+
+  // One token through the captured graph (or directly): logits of it in `logits`, argmax in amax.
+  void step1(SessionImpl& s, int32_t token) {
+    set_inputs(&token, 1, s.n_past_);
+    if (!opt.use_graph) {
+      run_chunk(s, 1, 0, false, s.n_past_);
+      return;
+    }
+    if (!s.exec) {
+      DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+      try {
+        run_chunk(s, 1, 0, true, s.n_past_);
+      } catch (...) {
+        cudaGraph_t g = nullptr;
+        cudaStreamEndCapture(stream.get(), &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      DSV4_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &s.graph));
+      DSV4_CUDA_CHECK(cudaGraphInstantiate(&s.exec, s.graph, 0));
+    }
+    DSV4_CUDA_CHECK(cudaGraphLaunch(s.exec, stream.get()));
+  }
+
+  void check_tokens(const SessionImpl& s, const int32_t* tokens, int64_t n) const {
+    if (n <= 0) fail("cuda forward: empty token batch");
+    if (s.n_past_ + n > opt.max_ctx)
+      fail("cuda forward: {} + {} tokens exceed the session capacity max_ctx = {}", s.n_past_, n,
+           opt.max_ctx);
+    for (int64_t i = 0; i < n; ++i)
+      if (tokens[i] < 0 || (uint32_t)tokens[i] >= c.n_vocab)
+        fail("token id {} at position {} is outside the vocabulary (0..{})", tokens[i],
+             s.n_past_ + i, c.n_vocab - 1);
+  }
+
+  SessionImpl& session(CudaSession& cs) const {
+    auto* s = dynamic_cast<SessionImpl*>(&cs);
+    if (!s || s->owner != this) fail("cuda forward: session belongs to another model");
+    return *s;
+  }
+};
+
+CudaModel::CudaModel(const DeviceModel& dm, CudaOptions opt)
+    : impl_(std::make_unique<Impl>(dm, opt)) {}
+CudaModel::~CudaModel() = default;
+
+const ModelConfig& CudaModel::config() const {
+  return impl_->c;
+}
+
+std::unique_ptr<CudaSession> CudaModel::new_session() const {
+  const Impl& m = *impl_;
+  const ModelConfig& c = m.c;
+  auto s = std::make_unique<SessionImpl>();
+  s->owner = &m;
+  s->layers.resize(c.n_layer);
+  const int64_t hd = c.head_dim, ID = c.idx_head_dim;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const uint32_t r = c.ratio(l);
+    SessionImpl::Layer& L = s->layers[l];
+    L.raw = scratch<float>((int64_t)c.window * hd);
+    L.raw.fill_bytes(0xff);  // NaN: ring slots are read only after they are written
+    if (r > 0) {
+      const int64_t lanes = ModelConfig::compressor_lanes(r);
+      const int64_t fr = lanes * r * lanes * hd;
+      L.comp = scratch<float>(m.opt.max_ctx / r * hd);
+      L.comp.fill_bytes(0xff);  // NaN: rows are read only after they are written
+      L.ckv = scratch<float>(fr);
+      L.ckv.fill_bytes(0);
+      std::vector<float> ninf((size_t)fr, kNegInf);
+      L.csc = scratch<float>(fr);
+      L.csc.upload(ninf.data(), sizeof(float) * ninf.size());
+    }
+    if (r == 4) {
+      const int64_t fr = 8 * 2 * ID;
+      L.idx = scratch<float>(m.idx_cap * ID);
+      L.idx.fill_bytes(0xff);
+      L.ikv = scratch<float>(fr);
+      L.ikv.fill_bytes(0);
+      std::vector<float> ninf((size_t)fr, kNegInf);
+      L.isc = scratch<float>(fr);
+      L.isc.upload(ninf.data(), sizeof(float) * ninf.size());
+    }
+  }
+  // cudaMemset on the legacy stream does not order with the model's non-blocking stream.
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  return s;
+}
+
+void CudaModel::forward(CudaSession& cs, const int32_t* tokens, int64_t n, bool all_logits,
+                        std::vector<float>& out) const {
+  Impl& m = *impl_;
+  SessionImpl& s = m.session(cs);
+  m.check_tokens(s, tokens, n);
+  const int64_t V = m.c.n_vocab;
+  out.resize((size_t)((all_logits ? n : 1) * V));
+  int64_t done = 0;
+  while (done < n) {
+    const int64_t cnt = std::min(m.B, n - done);
+    const bool last = done + cnt == n;
+    int first = (int)cnt;  // no logits
+    if (all_logits)
+      first = 0;
+    else if (last)
+      first = (int)cnt - 1;
+    if (cnt == 1 && first == 0) {
+      m.step1(s, tokens[done]);
+    } else {
+      m.set_inputs(tokens + done, (int)cnt, s.n_past_);
+      m.run_chunk(s, (int)cnt, first, false, s.n_past_);
+    }
+    if (first < cnt) {
+      float* dst = all_logits ? out.data() + done * V : out.data();
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(dst, m.logits.data(),
+                                      sizeof(float) * (size_t)((cnt - first) * V),
+                                      cudaMemcpyDeviceToHost, m.stream.get()));
+    }
+    m.stream.sync();
+    s.n_past_ += cnt;
+    done += cnt;
+  }
+}
+
+int32_t CudaModel::decode_greedy(CudaSession& cs, int32_t token) const {
+  Impl& m = *impl_;
+  SessionImpl& s = m.session(cs);
+  m.check_tokens(s, &token, 1);
+  m.step1(s, token);
+  int32_t id = 0;
+  DSV4_CUDA_CHECK(
+      cudaMemcpyAsync(&id, m.amax.data(), sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream.get()));
+  m.stream.sync();
+  s.n_past_ += 1;
+  return id;
+}
+
+uint64_t CudaModel::session_bytes() const {
+  const Impl& m = *impl_;
+  const ModelConfig& c = m.c;
+  const uint64_t hd = c.head_dim, ID = c.idx_head_dim, ctx = (uint64_t)m.opt.max_ctx;
+  uint64_t b = 0;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const uint64_t r = c.ratio(l);
+    b += (uint64_t)c.window * hd * 4;
+    if (r > 0) {
+      const uint64_t lanes = ModelConfig::compressor_lanes((uint32_t)r);
+      b += ctx / r * hd * 4 + 2 * lanes * r * lanes * hd * 4;
+    }
+    if (r == 4) b += ctx / 4 * ID * 4 + 2 * 8 * 2 * ID * 4;
+  }
+  return b;
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,397 @@
+// Attention sublayer kernels: q/kv normalisation + RoPE (+FP8 sim), the compressors with their
+// frontier state, sparse attention with sinks, and the raw-window ring update.
+#include "cuda/fwd_common.cuh"
+#include "cuda/fwd_kernels.h"
+
+namespace dsv4::cuda::fwd {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kMaxWidth = 1024;  // head dims handled by the emit kernel's shared buffer
+
+__global__ void q_norm_rope_kernel(float* q, int H, int hd, int rd, const float* freqs,
+                                   const int32_t* p0, float eps) {
+  __shared__ float red[33];
+  const int h = blockIdx.x, i = blockIdx.y;
+  float* qh = q + ((int64_t)i * H + h) * hd;
+  float ss = 0.0f;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) ss += qh[d] * qh[d];
+  ss = block_sum(ss, red);
+  const float r = 1.0f / sqrtf(ss / (float)hd + eps);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) qh[d] = qh[d] * r;
+  __syncthreads();
+  const int64_t pos = (int64_t)p0[0] + i;
+  for (int k = threadIdx.x; k < rd / 2; k += blockDim.x)
+    rope_pair(qh + (hd - rd), freqs, k, pos, false);
+}
+
+__global__ void kv_norm_rope_kernel(const float* kv, const float* w, int hd, int rd,
+                                    const float* freqs, const int32_t* p0, float eps, bool qat,
+                                    float* kvn) {
+  __shared__ float red[33];
+  const int i = blockIdx.x;
+  const float* x = kv + (int64_t)i * hd;
+  float* r = kvn + (int64_t)i * hd;
+  float ss = 0.0f;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) ss += x[d] * x[d];
+  ss = block_sum(ss, red);
+  const float rs = 1.0f / sqrtf(ss / (float)hd + eps);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) r[d] = w[d] * (x[d] * rs);
+  __syncthreads();
+  const int64_t pos = (int64_t)p0[0] + i;
+  for (int k = threadIdx.x; k < rd / 2; k += blockDim.x)
+    rope_pair(r + (hd - rd), freqs, k, pos, false);
+  __syncthreads();
+  if (qat)
+    for (int b = threadIdx.x * 64; b < hd - rd; b += blockDim.x * 64) fp8_sim_block_d(r + b, 64);
+}
+
+// One thread per dimension d < width; it owns columns d and width + d of every slot.
+__global__ void compressor_kernel(const float* kv, const float* score, const float* ape, int n,
+                                  int ratio, int width, const int32_t* p0, float* skv, float* ssc,
+                                  float* pooled) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= width) return;
+  const bool overlap = ratio == 4;
+  const int lanes = overlap ? 2 : 1;
+  const int slot_w = lanes * width;
+  for (int i = 0; i < n; ++i) {
+    const int64_t pos = (int64_t)p0[0] + i;
+    const int j = (int)(pos % ratio);
+    const int slot = overlap ? ratio + j : j;
+    for (int L = 0; L < lanes; ++L) {
+      const int c = L * width + d;
+      skv[(int64_t)slot * slot_w + c] = kv[(int64_t)i * slot_w + c];
+      ssc[(int64_t)slot * slot_w + c] =
+          score[(int64_t)i * slot_w + c] + ape[(int64_t)j * slot_w + c];
+    }
+    if (j != ratio - 1) continue;
+    const int n_cand = overlap ? 2 * ratio : ratio;
+    float mx = -INFINITY;
+    for (int c = 0; c < n_cand; ++c) {
+      const int64_t off = (int64_t)c * slot_w + (overlap && c >= ratio ? width : 0) + d;
+      mx = fmaxf(mx, ssc[off]);
+    }
+    float den = 0.0f, num = 0.0f;
+    for (int c = 0; c < n_cand; ++c) {
+      const int64_t off = (int64_t)c * slot_w + (overlap && c >= ratio ? width : 0) + d;
+      const float e = expf(ssc[off] - mx);
+      den += e;
+      num += e * skv[off];
+    }
+    pooled[(int64_t)i * width + d] = num / den;
+    if (overlap) {
+      for (int sl = 0; sl < ratio; ++sl)
+        for (int L = 0; L < lanes; ++L) {
+          const int c = L * width + d;
+          skv[(int64_t)sl * slot_w + c] = skv[(int64_t)(ratio + sl) * slot_w + c];
+          ssc[(int64_t)sl * slot_w + c] = ssc[(int64_t)(ratio + sl) * slot_w + c];
+        }
+    }
+  }
+}
+
+__global__ void compressor_emit_kernel(const float* pooled, const float* w, int ratio, int width,
+                                       int rd, const float* freqs, const int32_t* p0, float eps,
+                                       int mode, bool qat, float* rows) {
+  __shared__ float red[33];
+  __shared__ float r[kMaxWidth];
+  const int i = blockIdx.x;
+  const int64_t pos = (int64_t)p0[0] + i;
+  if ((pos + 1) % ratio != 0) return;
+  const int64_t row = (pos + 1) / ratio - 1;
+  const float* x = pooled + (int64_t)i * width;
+  float ss = 0.0f;
+  for (int d = threadIdx.x; d < width; d += blockDim.x) ss += x[d] * x[d];
+  ss = block_sum(ss, red);
+  const float rs = 1.0f / sqrtf(ss / (float)width + eps);
+  for (int d = threadIdx.x; d < width; d += blockDim.x) r[d] = w[d] * (x[d] * rs);
+  __syncthreads();
+  for (int k = threadIdx.x; k < rd / 2; k += blockDim.x)
+    rope_pair(r + (width - rd), freqs, k, pos + 1 - ratio, false);
+  __syncthreads();
+  if (mode == 0) {
+    if (qat)
+      for (int b = threadIdx.x * 64; b < width - rd; b += blockDim.x * 64)
+        fp8_sim_block_d(r + b, 64);
+  } else {
+    hadamard_block(r, width);
+    if (qat)
+      for (int b = threadIdx.x * 32; b < width; b += blockDim.x * 32) fp4_sim_block_d(r + b, 32);
+  }
+  __syncthreads();
+  float* out = rows + row * width;
+  for (int d = threadIdx.x; d < width; d += blockDim.x) out[d] = r[d];
+}
+
+// One block per (head, token). Dynamic shared memory: hd floats (q, then the output) + max_keys
+// floats (scores, then weights).
+__global__ void attention_kernel(const float* q, const float* kvn, const float* ring,
+                                 const float* comp, const int32_t* sel, const float* sinks, int H,
+                                 int hd, int rd, int W, int ratio, int topk, const float* freqs,
+                                 const int32_t* p0, float* o) {
+  extern __shared__ float smem[];
+  __shared__ float red[33];
+  __shared__ float den_sh;
+  float* qs = smem;
+  float* sc = smem + hd;
+  const int h = blockIdx.x, i = blockIdx.y;
+  const int64_t base = p0[0];
+  const int64_t p = base + i;
+  const int64_t visible = ratio ? (p + 1) / ratio : 0;
+  const bool use_sel = ratio == 4 && visible > topk;
+  const int n_comp = (int)(use_sel ? topk : visible);
+  const int64_t raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
+  const int n_raw = (int)(p - raw_start + 1);
+  const int nk = n_comp + n_raw;
+  const float* qh = q + ((int64_t)i * H + h) * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = qh[d];
+  __syncthreads();
+  auto key = [&](int j) -> const float* {
+    if (j < n_comp) {
+      const int64_t r = use_sel ? sel[(int64_t)i * topk + j] : j;
+      return comp + r * hd;
+    }
+    const int64_t t = raw_start + (j - n_comp);
+    return t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
+  };
+  const float scale = 1.0f / sqrtf((float)hd);
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (int j = wid; j < nk; j += nw) {
+    const float* k = key(j);
+    float acc = 0.0f;
+    for (int d = lane; d < hd; d += 32) acc += qs[d] * k[d];
+    acc = warp_sum(acc);
+    if (lane == 0) sc[j] = acc * scale;
+  }
+  __syncthreads();
+  const float sink = sinks[h];
+  float mx = sink;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) mx = fmaxf(mx, sc[j]);
+  mx = block_max(mx, red);
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) sc[j] = expf(sc[j] - mx);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float den = expf(sink - mx);
+    for (int j = 0; j < nk; ++j) den += sc[j];
+    den_sh = den;
+  }
+  __syncthreads();
+  const float den = den_sh;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int j = 0; j < nk; ++j) acc += sc[j] * key(j)[d];
+    qs[d] = acc / den;
+  }
+  __syncthreads();
+  for (int k = threadIdx.x; k < rd / 2; k += blockDim.x)
+    rope_pair(qs + (hd - rd), freqs, k, p, true);
+  __syncthreads();
+  float* oh = o + ((int64_t)i * H + h) * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) oh[d] = qs[d];
+}
+
+// The same attention, faster: key row pointers resolved once into shared memory, float4 loads,
+// 4 keys in flight per warp for the scores, a parallel softmax denominator, and the weighted sum
+// split over kAttGroups key groups per output element (combined in a fixed order).
+// Needs hd % 4 == 0 and hd / 4 <= blockDim.x. Dynamic shared memory (attention_v4_smem):
+// pointers [round_up(max_keys, 2)], q/out [hd], partial sums [G * hd], scores [max_keys].
+constexpr int kAttThreads = 256;
+
+size_t attention_v4_smem(int hd, int max_keys) {
+  const int G = kAttThreads / (hd / 4);
+  return sizeof(const float*) * (size_t)((max_keys + 1) & ~1) + sizeof(float) * (size_t)hd +
+         sizeof(float) * (size_t)G * (size_t)hd + sizeof(float) * (size_t)max_keys;
+}
+
+__global__ void __launch_bounds__(kAttThreads)
+    attention_v4_kernel(const float* q, const float* kvn, const float* ring, const float* comp,
+                        const int32_t* sel, const float* sinks, int H, int hd, int rd, int W,
+                        int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys,
+                        float* o) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ float red[33];
+  const float** kp = reinterpret_cast<const float**>(smem_raw);
+  float* qs = reinterpret_cast<float*>(kp + ((max_keys + 1) & ~1));
+  const int nd4 = hd / 4;
+  const int G = (int)blockDim.x / nd4;
+  float* part = qs + hd;
+  float* sc = part + (size_t)G * hd;
+  const int h = blockIdx.x, i = blockIdx.y;
+  const int64_t base = p0[0];
+  const int64_t p = base + i;
+  const int64_t visible = ratio ? (p + 1) / ratio : 0;
+  const bool use_sel = ratio == 4 && visible > topk;
+  const int n_comp = (int)(use_sel ? topk : visible);
+  const int64_t raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
+  const int n_raw = (int)(p - raw_start + 1);
+  const int nk = n_comp + n_raw;
+  const float* qh = q + ((int64_t)i * H + h) * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = qh[d];
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
+    const float* k;
+    if (j < n_comp) {
+      const int64_t r = use_sel ? sel[(int64_t)i * topk + j] : j;
+      k = comp + r * hd;
+    } else {
+      const int64_t t = raw_start + (j - n_comp);
+      k = t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
+    }
+    kp[j] = k;
+  }
+  __syncthreads();
+  const float scale = 1.0f / sqrtf((float)hd);
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  const float4* q4 = reinterpret_cast<const float4*>(qs);
+  for (int j0 = wid * 4; j0 < nk; j0 += nw * 4) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const float4* k4[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      k4[u] = reinterpret_cast<const float4*>(kp[j0 + u < nk ? j0 + u : j0]);
+    for (int d = lane; d < nd4; d += 32) {
+      const float4 qv = q4[d];
+      float4 kv[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) kv[u] = __ldg(k4[u] + d);
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        acc[u] += qv.x * kv[u].x + qv.y * kv[u].y + qv.z * kv[u].z + qv.w * kv[u].w;
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const float a = warp_sum(acc[u]);
+      if (lane == 0 && j0 + u < nk) sc[j0 + u] = a * scale;
+    }
+  }
+  __syncthreads();
+  const float sink = sinks[h];
+  float mx = sink;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) mx = fmaxf(mx, sc[j]);
+  mx = block_max(mx, red);
+  float part_den = 0.0f;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
+    const float e = expf(sc[j] - mx);
+    sc[j] = e;
+    part_den += e;
+  }
+  const float den = block_sum(part_den, red) + expf(sink - mx);  // syncs: sc complete
+  const int g = (int)threadIdx.x / nd4, d4 = (int)threadIdx.x % nd4;
+  if (g < G) {
+    float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    int j = g;
+    for (; j + 3 * G < nk; j += 4 * G) {
+      float4 kv[4];
+      float w[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        kv[u] = __ldg(reinterpret_cast<const float4*>(kp[j + u * G]) + d4);
+        w[u] = sc[j + u * G];
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        a.x += w[u] * kv[u].x;
+        a.y += w[u] * kv[u].y;
+        a.z += w[u] * kv[u].z;
+        a.w += w[u] * kv[u].w;
+      }
+    }
+    for (; j < nk; j += G) {
+      const float4 kv = __ldg(reinterpret_cast<const float4*>(kp[j]) + d4);
+      const float w = sc[j];
+      a.x += w * kv.x;
+      a.y += w * kv.y;
+      a.z += w * kv.z;
+      a.w += w * kv.w;
+    }
+    reinterpret_cast<float4*>(part + (size_t)g * hd)[d4] = a;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int gg = 0; gg < G; ++gg) acc += part[(size_t)gg * hd + d];
+    qs[d] = acc / den;
+  }
+  __syncthreads();
+  for (int k = threadIdx.x; k < rd / 2; k += blockDim.x)
+    rope_pair(qs + (hd - rd), freqs, k, p, true);
+  __syncthreads();
+  float* oh = o + ((int64_t)i * H + h) * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) oh[d] = qs[d];
+}
+
+__global__ void ring_store_kernel(const float* kvn, int n, int hd, int W, const int32_t* p0,
+                                  float* ring) {
+  const int i = blockIdx.x;
+  if (i < n - W) return;
+  const int64_t pos = (int64_t)p0[0] + i;
+  float* dst = ring + (pos % W) * hd;
+  const float* src = kvn + (int64_t)i * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) dst[d] = src[d];
+}
+
+}  // namespace
+
+void q_norm_rope(float* q, int n, int H, int hd, int rd, const float* freqs, const int32_t* p0,
+                 float eps, cudaStream_t s) {
+  q_norm_rope_kernel<<<dim3((unsigned)H, (unsigned)n), kThreads, 0, s>>>(q, H, hd, rd, freqs, p0,
+                                                                         eps);
+  FWD_LAUNCH_CHECK("q_norm_rope_kernel");
+}
+
+void kv_norm_rope(const float* kv, const float* w, int n, int hd, int rd, const float* freqs,
+                  const int32_t* p0, float eps, bool qat, float* kvn, cudaStream_t s) {
+  kv_norm_rope_kernel<<<n, kThreads, 0, s>>>(kv, w, hd, rd, freqs, p0, eps, qat, kvn);
+  FWD_LAUNCH_CHECK("kv_norm_rope_kernel");
+}
+
+void compressor(const float* kv, const float* score, const float* ape, int n, int ratio, int width,
+                const int32_t* p0, float* skv, float* ssc, float* pooled, cudaStream_t s) {
+  compressor_kernel<<<(unsigned)((width + kThreads - 1) / kThreads), kThreads, 0, s>>>(
+      kv, score, ape, n, ratio, width, p0, skv, ssc, pooled);
+  FWD_LAUNCH_CHECK("compressor_kernel");
+}
+
+void compressor_emit(const float* pooled, const float* w, int n, int ratio, int width, int rd,
+                     const float* freqs, const int32_t* p0, float eps, int mode, bool qat,
+                     float* rows, cudaStream_t s) {
+  if (width > kMaxWidth || (mode == 1 && (width & (width - 1)) != 0))
+    throw_invalid_argument("cuda forward: compressor row width unsupported");
+  compressor_emit_kernel<<<n, kThreads, 0, s>>>(pooled, w, ratio, width, rd, freqs, p0, eps, mode,
+                                                qat, rows);
+  FWD_LAUNCH_CHECK("compressor_emit_kernel");
+}
+
+void attention(const float* q, const float* kvn, const float* ring, const float* comp,
+               const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
+               int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
+               cudaStream_t s) {
+  const size_t smem4 = attention_v4_smem(hd, max_keys);
+  if (hd % 4 == 0 && hd / 4 <= kAttThreads && smem4 <= 200 * 1024) {
+    if (smem4 > 48 * 1024) {
+      DSV4_CUDA_CHECK(cudaFuncSetAttribute(
+          attention_v4_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem4));
+    }
+    attention_v4_kernel<<<dim3((unsigned)H, (unsigned)n), kAttThreads, smem4, s>>>(
+        q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, max_keys, o);
+    FWD_LAUNCH_CHECK("attention_v4_kernel");
+    return;
+  }
+  const size_t smem = sizeof(float) * ((size_t)hd + (size_t)max_keys);
+  if (smem > 48 * 1024) {
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  }
+  attention_kernel<<<dim3((unsigned)H, (unsigned)n), kThreads, smem, s>>>(
+      q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, o);
+  FWD_LAUNCH_CHECK("attention_kernel");
+}
+
+void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float* ring,
+                cudaStream_t s) {
+  ring_store_kernel<<<n, kThreads, 0, s>>>(kvn, n, hd, W, p0, ring);
+  FWD_LAUNCH_CHECK("ring_store_kernel");
+}
+
+}  // namespace dsv4::cuda::fwd

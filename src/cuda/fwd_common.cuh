@@ -1,0 +1,151 @@
+// Device helpers shared by the forward-pass kernels: reductions, RoPE, Hadamard and the QAT
+// rounding functions, each a line-by-line port of its CPU definition (src/model/ops.cpp,
+// src/core/lowp.h) so that the same inputs give the same floats.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/cuda_check.h"
+
+namespace dsv4::cuda::fwd {
+
+#define FWD_LAUNCH_CHECK(name) ::dsv4::cuda::check_launch((name), __FILE__, __LINE__)
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+// `sh` holds >= 33 floats; the call synchronizes the block.
+__device__ __forceinline__ float block_sum(float v, float* sh) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  if (wid == 0) {
+    float t = lane < nw ? sh[lane] : 0.0f;
+    t = warp_sum(t);
+    if (lane == 0) sh[32] = t;
+  }
+  __syncthreads();
+  return sh[32];
+}
+__device__ __forceinline__ float block_max(float v, float* sh) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  if (wid == 0) {
+    float t = lane < nw ? sh[lane] : -INFINITY;
+    t = warp_max(t);
+    if (lane == 0) sh[32] = t;
+  }
+  __syncthreads();
+  return sh[32];
+}
+
+__device__ __forceinline__ float sigmoid_f(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
+__device__ __forceinline__ float silu_f(float x) {
+  return x / (1.0f + expf(-x));
+}
+__device__ __forceinline__ float softplus_f(float x) {
+  return x > 20.0f ? x : log1pf(expf(x));
+}
+
+// ops::rope_apply on one pair k (x points at the rotated tail).
+__device__ __forceinline__ void rope_pair(float* x, const float* freqs, int k, int64_t pos,
+                                          bool inverse) {
+  const float p = (float)pos;
+  const float ang = p * freqs[k];
+  const float c = (float)cos((double)ang);
+  float s = (float)sin((double)ang);
+  if (inverse) s = -s;
+  const float a = x[2 * k], b = x[2 * k + 1];
+  x[2 * k] = a * c - b * s;
+  x[2 * k + 1] = a * s + b * c;
+}
+
+// lowp.h ports.
+__device__ __forceinline__ int32_t ceil_log2_bits_d(float x) {
+  const uint32_t b = __float_as_uint(x);
+  const int32_t e = (int32_t)((b >> 23) & 0xff);
+  const uint32_t man = b & 0x7fffff;
+  return e - 127 + (man != 0 ? 1 : 0);
+}
+__device__ __forceinline__ float pow2_bits_d(int32_t e) {
+  return __uint_as_float((uint32_t)(e + 127) << 23);
+}
+__device__ __forceinline__ float round_e4m3_d(float v) {
+  const float a = fabsf(v);
+  if (a == 0.0f) return v;
+  float quantum;
+  if (a < 0.015625f) {
+    quantum = 0.001953125f;
+  } else {
+    int e;
+    frexpf(a, &e);
+    quantum = ldexpf(1.0f, e - 4);
+  }
+  float r = rintf(a / quantum) * quantum;
+  if (r > 448.0f) r = 448.0f;
+  return copysignf(r, v);
+}
+__device__ __forceinline__ float round_e2m1_d(float v) {
+  const float a = fabsf(v);
+  const float quantum = a < 2.0f ? 0.5f : (a < 4.0f ? 1.0f : 2.0f);
+  float r = rintf(a / quantum) * quantum;
+  if (r > 6.0f) r = 6.0f;
+  return copysignf(r, v);
+}
+// One thread rounds one block (sequential, exactly as fp8_sim_block / fp4_sim_block).
+__device__ __forceinline__ void fp8_sim_block_d(float* v, int n) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  amax = fmaxf(amax, 1e-4f);
+  const float s = pow2_bits_d(ceil_log2_bits_d(amax * (float)(1.0 / 448.0)));
+  for (int i = 0; i < n; ++i) {
+    float x = v[i] / s;
+    x = fminf(fmaxf(x, -448.0f), 448.0f);
+    v[i] = round_e4m3_d(x) * s;
+  }
+}
+__device__ __forceinline__ void fp4_sim_block_d(float* v, int n) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  amax = fmaxf(amax, 6.0f * 1.1754943508222875e-38f);
+  const float s = pow2_bits_d(ceil_log2_bits_d(amax * (float)(1.0 / 6.0)));
+  for (int i = 0; i < n; ++i) {
+    float x = v[i] / s;
+    x = fminf(fmaxf(x, -6.0f), 6.0f);
+    v[i] = round_e2m1_d(x) * s;
+  }
+}
+
+// ops::hadamard on a shared-memory vector of n (power of 2) by the whole block.
+__device__ __forceinline__ void hadamard_block(float* x, int n) {
+  for (int h = 1; h < n; h *= 2) {
+    __syncthreads();
+    for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
+      const int i = (t / h) * 2 * h, j = i + (t % h);
+      const float a = x[j], b = x[j + h];
+      x[j] = a + b;
+      x[j + h] = a - b;
+    }
+  }
+  __syncthreads();
+  const float s = 1.0f / sqrtf((float)n);
+  for (int t = threadIdx.x; t < n; t += blockDim.x) x[t] *= s;
+  __syncthreads();
+}
+
+}  // namespace dsv4::cuda::fwd

@@ -1,0 +1,314 @@
+// Embedding, hyper-connections (HCPre with Sinkhorn, HCPost, HCHead), row RMSNorm, argmax.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "cuda/fwd_common.cuh"
+#include "cuda/fwd_kernels.h"
+
+namespace dsv4::cuda::fwd {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxHc = 16;
+
+__global__ void embed_kernel(const uint8_t* table, uint32_t type, int64_t row_bytes,
+                             const int32_t* tokens, int D, int hc, float* X) {
+  const int i = blockIdx.x;
+  const uint8_t* row = table + (int64_t)tokens[i] * row_bytes;
+  float* x = X + (int64_t)i * hc * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float v;
+    if (type == 0) {
+      v = reinterpret_cast<const float*>(row)[d];
+    } else if (type == 1) {
+      v = __half2float(reinterpret_cast<const __half*>(row)[d]);
+    } else {
+      const uint16_t b = reinterpret_cast<const uint16_t*>(row)[d];
+      v = __uint_as_float((uint32_t)b << 16);
+    }
+    for (int s = 0; s < hc; ++s) x[s * D + d] = v;
+  }
+}
+
+// ops::sinkhorn, one thread.
+__device__ void sinkhorn_d(float* m, int hc, int iters, float eps) {
+  for (int j = 0; j < hc; ++j) {
+    float mx = m[j * hc];
+    for (int k = 1; k < hc; ++k) mx = fmaxf(mx, m[j * hc + k]);
+    float sum = 0.0f;
+    for (int k = 0; k < hc; ++k) {
+      m[j * hc + k] = expf(m[j * hc + k] - mx);
+      sum += m[j * hc + k];
+    }
+    for (int k = 0; k < hc; ++k) m[j * hc + k] = m[j * hc + k] / sum + eps;
+  }
+  auto col_norm = [&] {
+    for (int k = 0; k < hc; ++k) {
+      float s = 0.0f;
+      for (int j = 0; j < hc; ++j) s += m[j * hc + k];
+      for (int j = 0; j < hc; ++j) m[j * hc + k] /= (s + eps);
+    }
+  };
+  auto row_norm = [&] {
+    for (int j = 0; j < hc; ++j) {
+      float s = 0.0f;
+      for (int k = 0; k < hc; ++k) s += m[j * hc + k];
+      for (int k = 0; k < hc; ++k) m[j * hc + k] /= (s + eps);
+    }
+  };
+  col_norm();
+  for (int it = 1; it < iters; ++it) {
+    row_norm();
+    col_norm();
+  }
+}
+
+__global__ void hc_pre_kernel(const float* X, const float* mixes, const float* base,
+                              const float* scale, const float* norm_w, int D, int hc, int iters,
+                              float rms_eps, float hc_eps, float* post, float* comb, float* xin) {
+  __shared__ float red[33];
+  __shared__ float pre[kMaxHc];
+  __shared__ float cm[kMaxHc * kMaxHc];
+  const int i = blockIdx.x;
+  const int HD = hc * D, mix = (2 + hc) * hc;
+  const float* x = X + (int64_t)i * HD;
+  float ss = 0.0f;
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) ss += x[d] * x[d];
+  ss = block_sum(ss, red);
+  if (hc * hc <= 32) {
+    // Warp 0, one lane per matrix element: the same float operations in the same order as the
+    // one-thread sinkhorn_d, so the result is identical.
+    if (threadIdx.x < 32) {
+      const int t = threadIdx.x;
+      const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
+      const float* mi = mixes + (int64_t)i * mix;
+      if (t < hc) {
+        pre[t] = sigmoid_f(mi[t] * r * scale[0] + base[t]) + hc_eps;
+        post[i * hc + t] = 2.0f * sigmoid_f(mi[hc + t] * r * scale[1] + base[hc + t]);
+      }
+      const bool act = t < hc * hc;
+      const int row = act ? t / hc : 0, col = act ? t % hc : 0;
+      float v = 0.0f;
+      if (act) {
+        v = mi[2 * hc + t] * r * scale[2] + base[2 * hc + t];
+        cm[t] = v;
+      }
+      __syncwarp();
+      if (act) {
+        float mx = cm[row * hc];
+        for (int q = 1; q < hc; ++q) mx = fmaxf(mx, cm[row * hc + q]);
+        v = expf(v - mx);
+      }
+      __syncwarp();
+      if (act) cm[t] = v;
+      __syncwarp();
+      if (act) {
+        float sum = 0.0f;
+        for (int q = 0; q < hc; ++q) sum += cm[row * hc + q];
+        v = v / sum + hc_eps;
+      }
+      __syncwarp();
+      if (act) cm[t] = v;
+      __syncwarp();
+      for (int it = 0; it < (iters > 1 ? iters : 1); ++it) {
+        if (it > 0) {  // row normalisation
+          float sr = 0.0f;
+          if (act)
+            for (int q = 0; q < hc; ++q) sr += cm[row * hc + q];
+          __syncwarp();
+          if (act) cm[t] = v = v / (sr + hc_eps);
+          __syncwarp();
+        }
+        float sc = 0.0f;  // column normalisation
+        if (act)
+          for (int q = 0; q < hc; ++q) sc += cm[q * hc + col];
+        __syncwarp();
+        if (act) cm[t] = v = v / (sc + hc_eps);
+        __syncwarp();
+      }
+      if (act) comb[(int64_t)i * hc * hc + t] = v;
+    }
+  } else if (threadIdx.x == 0) {
+    const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
+    const float* mi = mixes + (int64_t)i * mix;
+    float m[(2 + kMaxHc) * kMaxHc];
+    for (int j = 0; j < mix; ++j) m[j] = mi[j] * r;
+    for (int s = 0; s < hc; ++s) {
+      pre[s] = sigmoid_f(m[s] * scale[0] + base[s]) + hc_eps;
+      post[i * hc + s] = 2.0f * sigmoid_f(m[hc + s] * scale[1] + base[hc + s]);
+    }
+    for (int j = 0; j < hc * hc; ++j) cm[j] = m[2 * hc + j] * scale[2] + base[2 * hc + j];
+    sinkhorn_d(cm, hc, iters, hc_eps);
+    for (int j = 0; j < hc * hc; ++j) comb[(int64_t)i * hc * hc + j] = cm[j];
+  }
+  __syncthreads();
+  float* out = xin + (int64_t)i * D;
+  float ss2 = 0.0f;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int s = 0; s < hc; ++s) acc += pre[s] * x[s * D + d];
+    out[d] = acc;
+    ss2 += acc * acc;
+  }
+  ss2 = block_sum(ss2, red);
+  const float r2 = 1.0f / sqrtf(ss2 / (float)D + rms_eps);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) out[d] = norm_w[d] * (out[d] * r2);
+}
+
+__global__ void hc_post_kernel(const float* f, const float* post, const float* comb, int D, int hc,
+                               float* X) {
+  const int i = blockIdx.y;
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= D) return;
+  float* x = X + (int64_t)i * hc * D;
+  const float* cm = comb + (int64_t)i * hc * hc;
+  float xs[kMaxHc], y[kMaxHc];
+  for (int j = 0; j < hc; ++j) xs[j] = x[j * D + d];
+  const float fv = f[(int64_t)i * D + d];
+  for (int k = 0; k < hc; ++k) {
+    float acc = 0.0f;
+    for (int j = 0; j < hc; ++j) acc += cm[j * hc + k] * xs[j];
+    y[k] = post[i * hc + k] * fv + acc;
+  }
+  for (int k = 0; k < hc; ++k) x[k * D + d] = y[k];
+}
+
+__global__ void hc_head_kernel(const float* X, const float* mixes, const float* base,
+                               const float* scale, const float* norm_w, int D, int hc,
+                               float rms_eps, float hc_eps, float* z) {
+  __shared__ float red[33];
+  __shared__ float w[kMaxHc];
+  const int i = blockIdx.x;
+  const int HD = hc * D;
+  const float* x = X + (int64_t)i * HD;
+  float ss = 0.0f;
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) ss += x[d] * x[d];
+  ss = block_sum(ss, red);
+  if (threadIdx.x == 0) {
+    const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
+    for (int s = 0; s < hc; ++s)
+      w[s] = sigmoid_f(mixes[(int64_t)i * hc + s] * r * scale[0] + base[s]) + hc_eps;
+  }
+  __syncthreads();
+  float* out = z + (int64_t)i * D;
+  float ss2 = 0.0f;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int s = 0; s < hc; ++s) acc += w[s] * x[s * D + d];
+    out[d] = acc;
+    ss2 += acc * acc;
+  }
+  ss2 = block_sum(ss2, red);
+  const float r2 = 1.0f / sqrtf(ss2 / (float)D + rms_eps);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) out[d] = norm_w[d] * (out[d] * r2);
+}
+
+__global__ void rms_rows_kernel(const float* x, const float* w, int dim, float eps, float* out) {
+  __shared__ float red[33];
+  const int i = blockIdx.x;
+  const float* xi = x + (int64_t)i * dim;
+  float* oi = out + (int64_t)i * dim;
+  float ss = 0.0f;
+  for (int d = threadIdx.x; d < dim; d += blockDim.x) ss += xi[d] * xi[d];
+  ss = block_sum(ss, red);
+  const float r = 1.0f / sqrtf(ss / (float)dim + eps);
+  for (int d = threadIdx.x; d < dim; d += blockDim.x) oi[d] = w ? w[d] * (xi[d] * r) : xi[d] * r;
+}
+
+__global__ void argmax_kernel(const float* x, int n, int32_t* out) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  float best = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int t = threadIdx.x; t < n; t += blockDim.x) {
+    const float v = x[t];
+    if (v > best || (v == best && t < bi)) {
+      best = v;
+      bi = t;
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ov > best || (ov == best && oi < bi)) {
+      best = ov;
+      bi = oi;
+    }
+  }
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  if (lane == 0) {
+    sv[wid] = best;
+    si[wid] = bi;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float b = sv[0];
+    int id = si[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); ++w)
+      if (sv[w] > b || (sv[w] == b && si[w] < id)) {
+        b = sv[w];
+        id = si[w];
+      }
+    out[0] = id == 0x7fffffff ? 0 : id;
+  }
+}
+
+__global__ void fill_kernel(float* p, int64_t n, float v) {
+  const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t < n) p[t] = v;
+}
+
+}  // namespace
+
+void embed(const void* table, uint32_t type, int64_t row_bytes, const int32_t* tokens, int n, int D,
+           int hc, float* X, cudaStream_t s) {
+  if (type != 0 && type != 1 && type != 30)
+    throw_invalid_argument("cuda forward: token embedding must be F32, F16 or BF16");
+  if (hc > kMaxHc) throw_invalid_argument("cuda forward: hc_mult > 16");
+  embed_kernel<<<n, kThreads, 0, s>>>(static_cast<const uint8_t*>(table), type, row_bytes, tokens,
+                                      D, hc, X);
+  FWD_LAUNCH_CHECK("embed_kernel");
+}
+
+void hc_pre(const float* X, const float* mixes, const float* base, const float* scale,
+            const float* norm_w, int n, int D, int hc, int iters, float rms_eps, float hc_eps,
+            float* post, float* comb, float* xin, cudaStream_t s) {
+  if (hc > kMaxHc) throw_invalid_argument("cuda forward: hc_mult > 16");
+  hc_pre_kernel<<<n, kThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, iters, rms_eps, hc_eps,
+                                       post, comb, xin);
+  FWD_LAUNCH_CHECK("hc_pre_kernel");
+}
+
+void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,
+             cudaStream_t s) {
+  dim3 grid((unsigned)((D + kThreads - 1) / kThreads), (unsigned)n);
+  hc_post_kernel<<<grid, kThreads, 0, s>>>(f, post, comb, D, hc, X);
+  FWD_LAUNCH_CHECK("hc_post_kernel");
+}
+
+void hc_head(const float* X, const float* mixes, const float* base, const float* scale,
+             const float* norm_w, int n, int D, int hc, float rms_eps, float hc_eps, float* z,
+             cudaStream_t s) {
+  hc_head_kernel<<<n, kThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, rms_eps, hc_eps, z);
+  FWD_LAUNCH_CHECK("hc_head_kernel");
+}
+
+void rms_rows(const float* x, const float* w, int n, int dim, float eps, float* out,
+              cudaStream_t s) {
+  rms_rows_kernel<<<n, kThreads, 0, s>>>(x, w, dim, eps, out);
+  FWD_LAUNCH_CHECK("rms_rows_kernel");
+}
+
+void argmax(const float* x, int n, int32_t* out, cudaStream_t s) {
+  argmax_kernel<<<1, 1024, 0, s>>>(x, n, out);
+  FWD_LAUNCH_CHECK("argmax_kernel");
+}
+
+void fill(float* p, int64_t n, float v, cudaStream_t s) {
+  if (n <= 0) return;
+  fill_kernel<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(p, n, v);
+  FWD_LAUNCH_CHECK("fill_kernel");
+}
+
+}  // namespace dsv4::cuda::fwd

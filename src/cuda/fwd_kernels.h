@@ -1,0 +1,108 @@
+// Host-callable launchers of the GPU forward-pass kernels (src/cuda/fwd_*.cu), one per step of
+// spec/ARCH.md §3-§7. Each mirrors the matching routine of the CPU reference
+// (src/model/cpu_forward.cpp, src/model/ops.cpp, src/core/lowp.h) element by element; only the
+// order of long f32 sums may differ. Positions are read from device memory (`p0`: the absolute
+// position of the chunk's first token), so the same launches replay inside a CUDA graph. All
+// launches are asynchronous on `s`.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace dsv4::cuda::fwd {
+
+// X[i][s*D + d] = embedding row tokens[i] (F32 = 0, F16 = 1, BF16 = 30 ggml type ids), s < hc.
+void embed(const void* table, uint32_t type, int64_t row_bytes, const int32_t* tokens, int n, int D,
+           int hc, float* X, cudaStream_t s);
+
+// HCPre (§4.1) + RMSNorm: from the state X [n][hc*D] and its mixes [n][mix] (= fn · X), writes
+// post [n][hc], comb [n][hc*hc] and xin = RMS(sum_s pre_s X_s, norm_w) [n][D].
+void hc_pre(const float* X, const float* mixes, const float* base, const float* scale,
+            const float* norm_w, int n, int D, int hc, int iters, float rms_eps, float hc_eps,
+            float* post, float* comb, float* xin, cudaStream_t s);
+
+// HCPost (§4.3), in place on X.
+void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,
+             cudaStream_t s);
+
+// HCHead (§4.4) + RMSNorm(output_norm): z [n][D].
+void hc_head(const float* X, const float* mixes, const float* base, const float* scale,
+             const float* norm_w, int n, int D, int hc, float rms_eps, float hc_eps, float* z,
+             cudaStream_t s);
+
+// out[i] = RMS(x[i], w) for n rows of `dim` (w may be null).
+void rms_rows(const float* x, const float* w, int n, int dim, float eps, float* out,
+              cudaStream_t s);
+
+// Per-head RMS (no weight) + RoPE of the tail, in place on q [n][H][hd].
+void q_norm_rope(float* q, int n, int H, int hd, int rd, const float* freqs, const int32_t* p0,
+                 float eps, cudaStream_t s);
+
+// kvn[i] = FP8sim(RoPE(RMS(kv[i], w))) (§5.2; FP8 only when qat).
+void kv_norm_rope(const float* kv, const float* w, int n, int hd, int rd, const float* freqs,
+                  const int32_t* p0, float eps, bool qat, float* kvn, cudaStream_t s);
+
+// Compressor frontier steps (§5.4) for n consecutive tokens. kv/score [n][lanes*width] (score
+// without ape), ape [ratio][lanes*width]; state skv/ssc [lanes*ratio][lanes*width]. For a token
+// that closes a window, the pooled row goes to pooled[i][width].
+void compressor(const float* kv, const float* score, const float* ape, int n, int ratio, int width,
+                const int32_t* p0, float* skv, float* ssc, float* pooled, cudaStream_t s);
+
+// For each token that closed a window: row = RMS(pooled, w), RoPE at position p+1-ratio, then
+// mode 0 (attention rows): FP8sim of the nope part; mode 1 (indexer rows): Hadamard + FP4sim.
+// Written to rows[(p+1)/ratio - 1].
+void compressor_emit(const float* pooled, const float* w, int n, int ratio, int width, int rd,
+                     const float* freqs, const int32_t* p0, float eps, int mode, bool qat,
+                     float* rows, cudaStream_t s);
+
+// Indexer queries in place (§5.5): RoPE of the tail, Hadamard, FP4sim (qat). iq [n][IH][ID].
+void idx_q(float* iq, int n, int IH, int ID, int rd, const float* freqs, const int32_t* p0,
+           bool qat, cudaStream_t s);
+
+// Indexer scores of every visible row for tokens whose visible count exceeds topk:
+// scores[i][r] = sum_h max(q_ih · K_r, 0) * (iw[i][h] * wscale). Rows r < grid_rows are visited.
+void idx_scores(const float* iq, const float* iw, const float* krows, int n, int IH, int ID,
+                int topk, float wscale, const int32_t* p0, int grid_rows, int score_stride,
+                float* scores, cudaStream_t s);
+
+// Top-k (score descending, ties to the lower index) of each such token, sorted by index:
+// sel[i][0..topk).
+void idx_topk(const float* scores, int n, int score_stride, int topk, const int32_t* p0,
+              int32_t* sel, cudaStream_t s);
+
+// Sparse attention with sinks (§5.6) + inverse RoPE of the output (§5.7): o [n][H][hd].
+// Keys: compressed rows (selected or all visible), then the raw window (positions before the
+// chunk from the ring, the chunk's own rows from kvn).
+void attention(const float* q, const float* kvn, const float* ring, const float* comp,
+               const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
+               int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
+               cudaStream_t s);
+
+// Appends the chunk's last min(n, W) rows of kvn to the raw ring.
+void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float* ring,
+                cudaStream_t s);
+
+// Router (§6.1): scores sqrt(softplus(logits)); hash table or biased top-k; weights.
+// ids are written [k][n] (slot-major), weights [n][k].
+void router(const float* logits, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
+            int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s);
+
+// h[s][f] = w_s * silu(min(g, c)) * clamp(u, -c, c) for `rows` rows. wts null: weight 1 (shared
+// expert, rows = tokens); else routed rows s = j * n_tok + i (slot-major) with w = wts[i][j].
+void swiglu(const float* g, const float* u, const float* wts, int n_tok, int k, int rows, int F,
+            float clamp, float* h, cudaStream_t s);
+
+// out[c][t] = x[t] for c < copies, t < count.
+void replicate(const float* x, int64_t count, int copies, float* out, cudaStream_t s);
+
+// out[i][d] = sum over slots in ascending expert id of contrib[j][i][d], + shared[i][d].
+void moe_combine(const float* contrib, const float* shared, const int32_t* ids, int n, int k, int D,
+                 float* out, cudaStream_t s);
+
+// out[0] = argmax of x[0..n) (lowest index among equal maxima).
+void argmax(const float* x, int n, int32_t* out, cudaStream_t s);
+
+// Fills n floats with v.
+void fill(float* p, int64_t n, float v, cudaStream_t s);
+
+}  // namespace dsv4::cuda::fwd

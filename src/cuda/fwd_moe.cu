@@ -1,0 +1,158 @@
+// MoE sublayer kernels (spec/ARCH.md §6): router (hash or biased top-k), clamped SwiGLU, and the
+// per-token sum of expert contributions in ascending expert id plus the shared expert.
+#include "cuda/fwd_common.cuh"
+#include "cuda/fwd_kernels.h"
+
+namespace dsv4::cuda::fwd {
+
+namespace {
+
+constexpr int kMaxK = 16;
+constexpr int kMaxE = 4096;
+
+// One block per token; dynamic shared memory: 2 * E floats.
+__global__ void router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
+                              const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
+                              float* wts) {
+  extern __shared__ float sm[];
+  float* s = sm;
+  float* biased = sm + E;
+  const int i = blockIdx.x;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    const float v = sqrtf(softplus_f(logits[(int64_t)i * E + e]));
+    s[e] = v;
+    biased[e] = bias ? v + bias[e] : v;
+  }
+  __syncthreads();
+  __shared__ int sel[kMaxK];
+  __shared__ float bv[32];
+  __shared__ int bi[32];
+  if (tid2eid) {
+    if (threadIdx.x < k) sel[threadIdx.x] = tid2eid[(int64_t)tokens[i] * k + threadIdx.x];
+  } else {
+    // k passes of a block argmax: descending score, ties to the lower index (the CPU's
+    // partial_sort order). Taken experts are skipped by id.
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int j = 0; j < k; ++j) {
+      float best = -INFINITY;
+      int id = 0x7fffffff;
+      for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        bool taken = false;
+        for (int t = 0; t < j; ++t) taken = taken || sel[t] == e;
+        if (taken) continue;
+        const float v = biased[e];
+        if (id == 0x7fffffff || v > best) {
+          best = v;
+          id = e;
+        }
+      }
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, id, o);
+        if (oi != 0x7fffffff && (id == 0x7fffffff || ov > best || (ov == best && oi < id))) {
+          best = ov;
+          id = oi;
+        }
+      }
+      if (lane == 0) {
+        bv[wid] = best;
+        bi[wid] = id;
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        float b = bv[0];
+        int bid = bi[0];
+        for (int w = 1; w < nw; ++w)
+          if (bi[w] != 0x7fffffff &&
+              (bid == 0x7fffffff || bv[w] > b || (bv[w] == b && bi[w] < bid))) {
+            b = bv[w];
+            bid = bi[w];
+          }
+        sel[j] = bid;
+      }
+      __syncthreads();
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) sum += s[sel[j]];
+  for (int j = 0; j < k; ++j) {
+    ids[(int64_t)j * n + i] = sel[j];
+    wts[(int64_t)i * k + j] = s[sel[j]] / sum * scale;
+  }
+}
+
+// Row s of `rows`; routed rows are slot-major (s = j * n_tok + i) and take weight wts[i][j].
+__global__ void swiglu_kernel(const float* g, const float* u, const float* wts, int n_tok, int k,
+                              int F, float clamp, float* h) {
+  const int s = blockIdx.y;
+  const int f = blockIdx.x * blockDim.x + threadIdx.x;
+  if (f >= F) return;
+  const int64_t t = (int64_t)s * F + f;
+  const float gv = fminf(g[t], clamp);
+  const float uv = fminf(fmaxf(u[t], -clamp), clamp);
+  const float v = silu_f(gv) * uv;
+  h[t] = wts ? wts[(int64_t)(s % n_tok) * k + s / n_tok] * v : v;
+}
+
+__global__ void replicate_kernel(const float* x, int64_t count, int copies, float* out) {
+  const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= count) return;
+  const float v = x[t];
+  for (int c = 0; c < copies; ++c) out[(int64_t)c * count + t] = v;
+}
+
+__global__ void moe_combine_kernel(const float* contrib, const float* shared, const int32_t* ids,
+                                   int n, int k, int D, float* out) {
+  const int i = blockIdx.y;
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= D) return;
+  int order[kMaxK], id[kMaxK];
+  for (int j = 0; j < k; ++j) {
+    order[j] = j;
+    id[j] = ids[(int64_t)j * n + i];
+  }
+  for (int a = 1; a < k; ++a)  // insertion sort by expert id (stable)
+    for (int b = a; b > 0 && id[order[b]] < id[order[b - 1]]; --b) {
+      const int t = order[b];
+      order[b] = order[b - 1];
+      order[b - 1] = t;
+    }
+  float o = 0.0f;
+  for (int j = 0; j < k; ++j) o += contrib[((int64_t)order[j] * n + i) * D + d];
+  o += shared[(int64_t)i * D + d];
+  out[(int64_t)i * D + d] = o;
+}
+
+}  // namespace
+
+void router(const float* logits, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
+            int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s) {
+  if (k > kMaxK || k > E || E > kMaxE)
+    throw_invalid_argument("cuda forward: expert counts unsupported (k <= 16, E <= 4096)");
+  router_kernel<<<n, 128, sizeof(float) * 2 * (size_t)E, s>>>(logits, bias, tid2eid, tokens, n, E,
+                                                              k, scale, ids, wts);
+  FWD_LAUNCH_CHECK("router_kernel");
+}
+
+void swiglu(const float* g, const float* u, const float* wts, int n_tok, int k, int rows, int F,
+            float clamp, float* h, cudaStream_t s) {
+  swiglu_kernel<<<dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s>>>(g, u, wts, n_tok,
+                                                                                  k, F, clamp, h);
+  FWD_LAUNCH_CHECK("swiglu_kernel");
+}
+
+void replicate(const float* x, int64_t count, int copies, float* out, cudaStream_t s) {
+  replicate_kernel<<<(unsigned)((count + 255) / 256), 256, 0, s>>>(x, count, copies, out);
+  FWD_LAUNCH_CHECK("replicate_kernel");
+}
+
+void moe_combine(const float* contrib, const float* shared, const int32_t* ids, int n, int k, int D,
+                 float* out, cudaStream_t s) {
+  moe_combine_kernel<<<dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s>>>(
+      contrib, shared, ids, n, k, D, out);
+  FWD_LAUNCH_CHECK("moe_combine_kernel");
+}
+
+}  // namespace dsv4::cuda::fwd

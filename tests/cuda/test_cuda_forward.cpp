@@ -1,0 +1,339 @@
+// The GPU forward pass (src/cuda/cuda_forward.h) against the CPU reference (CpuModel) on the tiny
+// models: all-logits prefill of a prompt longer than the raw window and several compression
+// blocks, 50 decode steps, chunking invariance, graph == non-graph decode, QAT on.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "cuda/cuda_forward.h"
+#include "cuda/device.h"
+#include "cuda/device_model.h"
+#include "model/cpu_forward.h"
+#include "model/tiny_model.h"
+#include "model/weights.h"
+
+namespace dsv4 {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr int kPrompt = 300;
+constexpr int kDecode = 50;
+
+struct Loaded {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<cuda::DeviceModel> dev;
+};
+
+Loaded& loaded(const std::string& preset) {
+  static std::map<std::string, Loaded> cache;
+  auto it = cache.find(preset);
+  if (it != cache.end()) return it->second;
+  TinySpec spec = tiny_preset(preset);
+  spec.mtp = false;
+  const auto path =
+      std::filesystem::temp_directory_path() /
+      ("dsv4_test_cuda_forward_" + preset + "_" + std::to_string(::getpid()) + ".gguf");
+  write_tiny_model(spec, path.string(), "");
+  Loaded l;
+  l.model = load_model(path.string());
+  l.dev = cuda::upload_model(*l.model, {});
+  std::filesystem::remove(path);  // the mapping stays valid
+  return cache.emplace(preset, std::move(l)).first->second;
+}
+
+std::vector<int32_t> random_tokens(uint32_t vocab, int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t((size_t)n);
+  for (auto& x : t) x = (int32_t)(rng() % std::min<uint32_t>(vocab, 256));
+  return t;
+}
+
+int argmax(const float* x, int64_t n) {
+  int64_t b = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (x[i] > x[b]) b = i;
+  return (int)b;
+}
+
+struct Cmp {
+  double max_abs = 0, max_ref = 0;
+  int agree = 0, counted = 0, excluded = 0;
+  bool finite = true;
+  void add(const float* gpu, const float* cpu, int64_t V, bool exclude) {
+    if (exclude) {
+      ++excluded;
+      return;
+    }
+    for (int64_t v = 0; v < V; ++v) {
+      if (!std::isfinite(gpu[v])) finite = false;
+      max_abs = std::max(max_abs, (double)std::fabs(gpu[v] - cpu[v]));
+      max_ref = std::max(max_ref, (double)std::fabs(cpu[v]));
+    }
+    ++counted;
+    agree += argmax(gpu, V) == argmax(cpu, V);
+  }
+  double rel() const { return max_ref > 0 ? max_abs / max_ref : 0; }
+  double agreement() const { return counted ? (double)agree / counted : 1.0; }
+  void print(const char* what) const {
+    std::printf(
+        "  %-34s max|dlogit| %.3g (rel %.3g of max|logit| %.3g), argmax %d/%d, excluded %d\n", what,
+        max_abs, rel(), max_ref, agree, counted, excluded);
+  }
+};
+
+#define SKIP_WITHOUT_GPU() \
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device"
+
+cuda::CudaOptions small_opts(bool qat, bool graph = true) {
+  cuda::CudaOptions o;
+  o.qat = qat;
+  o.max_ctx = 512;
+  o.max_batch = 512;
+  o.use_graph = graph;
+  return o;
+}
+
+// Prefill of kPrompt tokens (all logits) and kDecode greedy decode steps (CPU's choice fed to
+// both) on CPU and GPU.
+void compare_with_cpu(const std::string& preset, bool qat, Cmp& prefill, Cmp& decode,
+                      int& greedy_agree) {
+  Loaded& l = loaded(preset);
+  const ModelConfig& c = l.model->cfg;
+  const int64_t V = c.n_vocab;
+  CpuModel cpu(*l.model, CpuOptions{qat});
+  cuda::CudaModel gpu(*l.dev, small_opts(qat));
+  auto cs = cpu.new_session();
+  auto gs = gpu.new_session();
+  const auto toks = random_tokens(c.n_vocab, kPrompt, 1234);
+  ForwardResult ref;
+  cpu.forward(cs, toks.data(), kPrompt, true, false, ref);
+  std::vector<float> got((size_t)(kPrompt * V), kNaN);
+  gpu.forward(*gs, toks.data(), kPrompt, true, got);
+  ASSERT_EQ(got.size(), (size_t)(kPrompt * V));
+  for (int i = 0; i < kPrompt; ++i)
+    prefill.add(&got[(size_t)i * V], &ref.logits[(size_t)i * V], V, ref.tie_margin[i] < 1e-4f);
+  int32_t next = argmax(&ref.logits[(size_t)(kPrompt - 1) * V], V);
+  greedy_agree = 0;
+  for (int s = 0; s < kDecode; ++s) {
+    ForwardResult r;
+    cpu.forward(cs, &next, 1, true, false, r);
+    if (s % 2 == 0) {
+      std::vector<float> g((size_t)V, kNaN);
+      gpu.forward(*gs, &next, 1, false, g);
+      decode.add(g.data(), r.logits.data(), V, r.tie_margin[0] < 1e-4f);
+      next = argmax(r.logits.data(), V);
+    } else {
+      const int32_t gid = gpu.decode_greedy(*gs, next);
+      next = argmax(r.logits.data(), V);
+      greedy_agree += gid == next;
+    }
+  }
+  EXPECT_EQ(gs->n_past(), kPrompt + kDecode);
+}
+
+class CudaForward : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaForward, MatchesCpuQatOff) {
+  SKIP_WITHOUT_GPU();
+  Cmp pre, dec;
+  int greedy = 0;
+  compare_with_cpu(GetParam(), false, pre, dec, greedy);
+  std::printf("[%s, qat off]\n", GetParam().c_str());
+  pre.print("prefill (300 tokens, all logits)");
+  dec.print("decode (25 logits steps)");
+  std::printf("  decode_greedy agreement %d/%d\n", greedy, kDecode / 2);
+  EXPECT_TRUE(pre.finite);
+  EXPECT_TRUE(dec.finite);
+  EXPECT_LE(pre.rel(), 1e-3);
+  EXPECT_LE(dec.rel(), 1e-3);
+  EXPECT_GE(pre.agreement(), 0.99);
+  EXPECT_GE(dec.agreement(), 0.99);
+  EXPECT_GE(greedy, kDecode / 2 - 1);
+}
+
+TEST_P(CudaForward, MatchesCpuQatOnLoosely) {
+  SKIP_WITHOUT_GPU();
+  Cmp pre, dec;
+  int greedy = 0;
+  compare_with_cpu(GetParam(), true, pre, dec, greedy);
+  std::printf("[%s, qat on]\n", GetParam().c_str());
+  pre.print("prefill (300 tokens, all logits)");
+  dec.print("decode (25 logits steps)");
+  std::printf("  decode_greedy agreement %d/%d\n", greedy, kDecode / 2);
+  EXPECT_TRUE(pre.finite);
+  EXPECT_GE(pre.agreement(), 0.95);
+  EXPECT_GE(dec.agreement(), 0.90);
+}
+
+// One call = 3 uneven chunks = token by token (graph decode), all on the GPU.
+TEST_P(CudaForward, ChunkingInvariance) {
+  SKIP_WITHOUT_GPU();
+  Loaded& l = loaded(GetParam());
+  const int64_t V = l.model->cfg.n_vocab;
+  const auto toks = random_tokens(l.model->cfg.n_vocab, kPrompt, 99);
+  cuda::CudaModel gpu(*l.dev, small_opts(false));
+  std::vector<float> one((size_t)(kPrompt * V), kNaN);
+  {
+    auto s = gpu.new_session();
+    gpu.forward(*s, toks.data(), kPrompt, true, one);
+  }
+  std::vector<float> chunked((size_t)(kPrompt * V), kNaN);
+  {
+    auto s = gpu.new_session();
+    const int cuts[4] = {0, 61, 190, kPrompt};
+    for (int k = 0; k < 3; ++k) {
+      std::vector<float> part;
+      gpu.forward(*s, toks.data() + cuts[k], cuts[k + 1] - cuts[k], true, part);
+      std::copy(part.begin(), part.end(), chunked.begin() + (int64_t)cuts[k] * V);
+    }
+  }
+  std::vector<float> single((size_t)(kPrompt * V), kNaN);
+  {
+    auto s = gpu.new_session();
+    std::vector<float> part;
+    for (int i = 0; i < kPrompt; ++i) {
+      gpu.forward(*s, toks.data() + i, 1, true, part);
+      std::copy(part.begin(), part.end(), single.begin() + (int64_t)i * V);
+    }
+  }
+  // max_batch 64: the model splits the call into 5 chunks itself.
+  std::vector<float> small((size_t)(kPrompt * V), kNaN);
+  {
+    cuda::CudaOptions o = small_opts(false);
+    o.max_batch = 64;
+    cuda::CudaModel gpu64(*l.dev, o);
+    auto s = gpu64.new_session();
+    gpu64.forward(*s, toks.data(), kPrompt, true, small);
+  }
+  Cmp a, b, m;
+  for (int i = 0; i < kPrompt; ++i) {
+    a.add(&chunked[(size_t)i * V], &one[(size_t)i * V], V, false);
+    b.add(&single[(size_t)i * V], &one[(size_t)i * V], V, false);
+    m.add(&small[(size_t)i * V], &one[(size_t)i * V], V, false);
+  }
+
+  std::printf("[%s]\n", GetParam().c_str());
+  a.print("chunked (61/129/110) vs one call");
+  m.print("max_batch 64 (5 chunks) vs one call");
+  b.print("token by token vs one call");
+  std::printf("  chunked bit-exact: %s, token-by-token bit-exact: %s\n",
+              std::memcmp(chunked.data(), one.data(), one.size() * 4) == 0 ? "yes" : "no",
+              std::memcmp(single.data(), one.data(), one.size() * 4) == 0 ? "yes" : "no");
+  EXPECT_TRUE(a.finite && b.finite);
+  EXPECT_LE(a.rel(), 1e-4);
+  EXPECT_LE(b.rel(), 1e-4);
+  EXPECT_TRUE(m.finite);
+  EXPECT_LE(m.rel(), 1e-4);
+}
+
+// The captured graph replays exactly the launches of the direct path.
+TEST_P(CudaForward, GraphEqualsDirectBitwise) {
+  SKIP_WITHOUT_GPU();
+  Loaded& l = loaded(GetParam());
+  const int64_t V = l.model->cfg.n_vocab;
+  const auto toks = random_tokens(l.model->cfg.n_vocab, 200, 7);
+  cuda::CudaModel g(*l.dev, small_opts(false, true)), d(*l.dev, small_opts(false, false));
+  auto gs = g.new_session();
+  auto ds = d.new_session();
+  std::vector<float> lg((size_t)V, kNaN), ld((size_t)V, kNaN);
+  g.forward(*gs, toks.data(), 200, false, lg);
+  d.forward(*ds, toks.data(), 200, false, ld);
+  ASSERT_EQ(std::memcmp(lg.data(), ld.data(), (size_t)V * 4), 0);
+  int32_t next = argmax(lg.data(), V);
+  int mismatches = 0;
+  for (int s = 0; s < kDecode; ++s) {
+    std::fill(lg.begin(), lg.end(), kNaN);
+    std::fill(ld.begin(), ld.end(), kNaN);
+    g.forward(*gs, &next, 1, false, lg);
+    d.forward(*ds, &next, 1, false, ld);
+    mismatches += std::memcmp(lg.data(), ld.data(), (size_t)V * 4) != 0;
+    next = argmax(lg.data(), V);
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
+// Decode step time on the tiny model (printed; no assertion).
+TEST_P(CudaForward, DecodeStepTime) {
+  SKIP_WITHOUT_GPU();
+  Loaded& l = loaded(GetParam());
+  const auto toks = random_tokens(l.model->cfg.n_vocab, 200, 5);
+  for (bool graph : {true, false}) {
+    cuda::CudaModel gpu(*l.dev, small_opts(false, graph));
+    auto s = gpu.new_session();
+    std::vector<float> out;
+    gpu.forward(*s, toks.data(), 200, false, out);
+    int32_t next = gpu.decode_greedy(*s, 1);
+    const auto t0 = std::chrono::steady_clock::now();
+    const int steps = 100;
+    for (int i = 0; i < steps; ++i) next = gpu.decode_greedy(*s, next);
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("[%s] decode_greedy %s: %.3f ms/token\n", GetParam().c_str(),
+                graph ? "graph" : "direct", ms / steps);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, CudaForward, ::testing::Values("tiny", "tiny-k512", "tiny-q4"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+// Routed experts in pinned, mapped host memory give the same logits bit for bit.
+TEST(CudaForwardApi, HostResidentExpertsMatch) {
+  SKIP_WITHOUT_GPU();
+  Loaded& l = loaded("tiny");
+  cuda::PlacementOptions po;
+  po.expert_host_fraction = 1.0;
+  auto host = cuda::upload_model(*l.model, po);
+  std::printf("  %s\n", cuda::describe_placement(*host).c_str());
+  EXPECT_GT(host->host_bytes, 0u);
+  for (bool b : host->host_resident) EXPECT_TRUE(b);
+  const int64_t V = l.model->cfg.n_vocab;
+  const auto toks = random_tokens(l.model->cfg.n_vocab, 150, 3);
+  cuda::CudaModel a(*l.dev, small_opts(false)), b(*host, small_opts(false));
+  auto as = a.new_session();
+  auto bs = b.new_session();
+  std::vector<float> la((size_t)(150 * V), kNaN), lb((size_t)(150 * V), 0.0f);
+  a.forward(*as, toks.data(), 150, true, la);
+  b.forward(*bs, toks.data(), 150, true, lb);
+  EXPECT_EQ(std::memcmp(la.data(), lb.data(), la.size() * 4), 0);
+  int32_t next = 5;
+  for (int s = 0; s < 10; ++s) {
+    const int32_t ta = a.decode_greedy(*as, next), tb = b.decode_greedy(*bs, next);
+    EXPECT_EQ(ta, tb);
+    next = ta;
+  }
+}
+
+TEST(CudaForwardApi, RejectsBadInput) {
+  SKIP_WITHOUT_GPU();
+  Loaded& l = loaded("tiny");
+  cuda::CudaModel gpu(*l.dev, small_opts(false));
+  auto s = gpu.new_session();
+  std::vector<float> out;
+  const int32_t bad = (int32_t)l.model->cfg.n_vocab;
+  EXPECT_THROW(gpu.forward(*s, &bad, 1, false, out), Error);
+  std::vector<int32_t> many(513, 1);
+  EXPECT_THROW(gpu.forward(*s, many.data(), (int64_t)many.size(), false, out), Error);
+  EXPECT_EQ(s->n_past(), 0);
+  EXPECT_GT(gpu.session_bytes(), 0u);
+  std::printf("  %s\n", cuda::describe_placement(*l.dev).c_str());
+}
+
+}  // namespace
+}  // namespace dsv4
