@@ -2,8 +2,9 @@
 # The test command (README): installs what is missing, builds, and runs every CPU test.
 #   1. unit tests under ASan + UBSan (label cpu)
 #   2. release build (compiles the CUDA backend when nvcc exists), then the oracle and golden
-#      tests (gguf-py decoders, tokenizer parity, llama.cpp logits, official/HF goldens) and a
-#      bounded libFuzzer run of the GGUF parser.
+#      tests (gguf-py decoders, tokenizer parity, llama.cpp logits, official/HF goldens), a
+#      bounded libFuzzer run of the GGUF parser, the CLI tests and the server end to end (the
+#      official openai and @anthropic-ai/sdk npm clients against `dsv4 serve`, load, restart).
 # GPU tests (label gpu) run on the GPU machines: ctest --test-dir build -L gpu.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,4 +19,4 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 
 echo "== release build (CUDA code compiled if a toolkit is present), oracle/golden/fuzz tests" >&2
 scripts/build.sh release
-ctest --test-dir build -L "oracle|golden|fuzz|cli" --output-on-failure
+ctest --test-dir build -L "oracle|golden|fuzz|cli|e2e" --output-on-failure

@@ -44,7 +44,8 @@ __global__ void kv_norm_rope_kernel(const float* kv, const float* w, int hd, int
     rope_pair(r + (hd - rd), freqs, k, pos, false);
   __syncthreads();
   if (qat)
-    for (int b = threadIdx.x * 64; b < hd - rd; b += blockDim.x * 64) fp8_sim_block_d(r + b, 64);
+    for (int b = (threadIdx.x >> 5) * 64; b < hd - rd; b += (blockDim.x >> 5) * 64)
+      fp8_sim_block_warp(r + b, 64);
 }
 
 // One thread per dimension d < width; it owns columns d and width + d of every slot.
@@ -113,12 +114,13 @@ __global__ void compressor_emit_kernel(const float* pooled, const float* w, int 
   __syncthreads();
   if (mode == 0) {
     if (qat)
-      for (int b = threadIdx.x * 64; b < width - rd; b += blockDim.x * 64)
-        fp8_sim_block_d(r + b, 64);
+      for (int b = (threadIdx.x >> 5) * 64; b < width - rd; b += (blockDim.x >> 5) * 64)
+        fp8_sim_block_warp(r + b, 64);
   } else {
     hadamard_block(r, width);
     if (qat)
-      for (int b = threadIdx.x * 32; b < width; b += blockDim.x * 32) fp4_sim_block_d(r + b, 32);
+      for (int b = (threadIdx.x >> 5) * 32; b < width; b += (blockDim.x >> 5) * 32)
+        fp4_sim_block_warp(r + b, 32);
   }
   __syncthreads();
   float* out = rows + row * width;
@@ -197,7 +199,7 @@ __global__ void attention_kernel(const float* q, const float* kvn, const float* 
 // split over kAttGroups key groups per output element (combined in a fixed order).
 // Needs hd % 4 == 0 and hd / 4 <= blockDim.x. Dynamic shared memory (attention_v4_smem):
 // pointers [round_up(max_keys, 2)], q/out [hd], partial sums [G * hd], scores [max_keys].
-constexpr int kAttThreads = 256;
+constexpr int kAttThreads = 512;
 
 size_t attention_v4_smem(int hd, int max_keys) {
   const int G = kAttThreads / (hd / 4);

@@ -131,6 +131,33 @@ __device__ __forceinline__ void fp4_sim_block_d(float* v, int n) {
   }
 }
 
+// The same roundings with one warp per block (all 32 lanes call it): the maximum is exact in
+// any order and every element is rounded on its own, so the results are identical.
+__device__ __forceinline__ void fp8_sim_block_warp(float* v, int n) {
+  const int lane = threadIdx.x & 31;
+  float amax = 0.0f;
+  for (int i = lane; i < n; i += 32) amax = fmaxf(amax, fabsf(v[i]));
+  amax = fmaxf(warp_max(amax), 1e-4f);
+  const float s = pow2_bits_d(ceil_log2_bits_d(amax * (float)(1.0 / 448.0)));
+  for (int i = lane; i < n; i += 32) {
+    float x = v[i] / s;
+    x = fminf(fmaxf(x, -448.0f), 448.0f);
+    v[i] = round_e4m3_d(x) * s;
+  }
+}
+__device__ __forceinline__ void fp4_sim_block_warp(float* v, int n) {
+  const int lane = threadIdx.x & 31;
+  float amax = 0.0f;
+  for (int i = lane; i < n; i += 32) amax = fmaxf(amax, fabsf(v[i]));
+  amax = fmaxf(warp_max(amax), 6.0f * 1.1754943508222875e-38f);
+  const float s = pow2_bits_d(ceil_log2_bits_d(amax * (float)(1.0 / 6.0)));
+  for (int i = lane; i < n; i += 32) {
+    float x = v[i] / s;
+    x = fminf(fmaxf(x, -6.0f), 6.0f);
+    v[i] = round_e2m1_d(x) * s;
+  }
+}
+
 // ops::hadamard on a shared-memory vector of n (power of 2) by the whole block.
 __device__ __forceinline__ void hadamard_block(float* x, int n) {
   for (int h = 1; h < n; h *= 2) {

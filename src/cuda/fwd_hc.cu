@@ -10,6 +10,7 @@ namespace dsv4::cuda::fwd {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kRowThreads = 1024;  // one block per token row of hc * D: latency-bound loops
 constexpr int kMaxHc = 16;
 
 __global__ void embed_kernel(const uint8_t* table, uint32_t type, int64_t row_bytes,
@@ -64,9 +65,10 @@ __device__ void sinkhorn_d(float* m, int hc, int iters, float eps) {
   }
 }
 
-__global__ void hc_pre_kernel(const float* X, const float* mixes, const float* base,
-                              const float* scale, const float* norm_w, int D, int hc, int iters,
-                              float rms_eps, float hc_eps, float* post, float* comb, float* xin) {
+__global__ void __launch_bounds__(kRowThreads)
+    hc_pre_kernel(const float* X, const float* mixes, const float* base, const float* scale,
+                  const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
+                  float* post, float* comb, float* xin) {
   __shared__ float red[33];
   __shared__ float pre[kMaxHc];
   __shared__ float cm[kMaxHc * kMaxHc];
@@ -76,17 +78,21 @@ __global__ void hc_pre_kernel(const float* X, const float* mixes, const float* b
   float ss = 0.0f;
   for (int d = threadIdx.x; d < HD; d += blockDim.x) ss += x[d] * x[d];
   ss = block_sum(ss, red);
+  float* out = xin + (int64_t)i * D;
+  float ss2 = 0.0f;
   if (hc * hc <= 32) {
-    // Warp 0, one lane per matrix element: the same float operations in the same order as the
-    // one-thread sinkhorn_d, so the result is identical.
-    if (threadIdx.x < 32) {
+    const float* mi = mixes + (int64_t)i * mix;
+    const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
+    if (threadIdx.x < hc) {
       const int t = threadIdx.x;
-      const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
-      const float* mi = mixes + (int64_t)i * mix;
-      if (t < hc) {
-        pre[t] = sigmoid_f(mi[t] * r * scale[0] + base[t]) + hc_eps;
-        post[i * hc + t] = 2.0f * sigmoid_f(mi[hc + t] * r * scale[1] + base[hc + t]);
-      }
+      pre[t] = sigmoid_f(mi[t] * r * scale[0] + base[t]) + hc_eps;
+      post[i * hc + t] = 2.0f * sigmoid_f(mi[hc + t] * r * scale[1] + base[hc + t]);
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      // Warp 0, one lane per matrix element: the same float operations in the same order as the
+      // one-thread sinkhorn_d, so the result is identical. The other warps meanwhile compute xin.
+      const int t = threadIdx.x;
       const bool act = t < hc * hc;
       const int row = act ? t / hc : 0, col = act ? t % hc : 0;
       float v = 0.0f;
@@ -128,28 +134,35 @@ __global__ void hc_pre_kernel(const float* X, const float* mixes, const float* b
         __syncwarp();
       }
       if (act) comb[(int64_t)i * hc * hc + t] = v;
+    } else {
+      for (int d = threadIdx.x - 32; d < D; d += blockDim.x - 32) {
+        float acc = 0.0f;
+        for (int s2 = 0; s2 < hc; ++s2) acc += pre[s2] * x[s2 * D + d];
+        out[d] = acc;
+        ss2 += acc * acc;
+      }
     }
-  } else if (threadIdx.x == 0) {
-    const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
-    const float* mi = mixes + (int64_t)i * mix;
-    float m[(2 + kMaxHc) * kMaxHc];
-    for (int j = 0; j < mix; ++j) m[j] = mi[j] * r;
-    for (int s = 0; s < hc; ++s) {
-      pre[s] = sigmoid_f(m[s] * scale[0] + base[s]) + hc_eps;
-      post[i * hc + s] = 2.0f * sigmoid_f(m[hc + s] * scale[1] + base[hc + s]);
+  } else {
+    if (threadIdx.x == 0) {
+      const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
+      const float* mi = mixes + (int64_t)i * mix;
+      float m[(2 + kMaxHc) * kMaxHc];
+      for (int j = 0; j < mix; ++j) m[j] = mi[j] * r;
+      for (int s2 = 0; s2 < hc; ++s2) {
+        pre[s2] = sigmoid_f(m[s2] * scale[0] + base[s2]) + hc_eps;
+        post[i * hc + s2] = 2.0f * sigmoid_f(m[hc + s2] * scale[1] + base[hc + s2]);
+      }
+      for (int j = 0; j < hc * hc; ++j) cm[j] = m[2 * hc + j] * scale[2] + base[2 * hc + j];
+      sinkhorn_d(cm, hc, iters, hc_eps);
+      for (int j = 0; j < hc * hc; ++j) comb[(int64_t)i * hc * hc + j] = cm[j];
     }
-    for (int j = 0; j < hc * hc; ++j) cm[j] = m[2 * hc + j] * scale[2] + base[2 * hc + j];
-    sinkhorn_d(cm, hc, iters, hc_eps);
-    for (int j = 0; j < hc * hc; ++j) comb[(int64_t)i * hc * hc + j] = cm[j];
-  }
-  __syncthreads();
-  float* out = xin + (int64_t)i * D;
-  float ss2 = 0.0f;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int s = 0; s < hc; ++s) acc += pre[s] * x[s * D + d];
-    out[d] = acc;
-    ss2 += acc * acc;
+    __syncthreads();
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float acc = 0.0f;
+      for (int s2 = 0; s2 < hc; ++s2) acc += pre[s2] * x[s2 * D + d];
+      out[d] = acc;
+      ss2 += acc * acc;
+    }
   }
   ss2 = block_sum(ss2, red);
   const float r2 = 1.0f / sqrtf(ss2 / (float)D + rms_eps);
@@ -174,9 +187,9 @@ __global__ void hc_post_kernel(const float* f, const float* post, const float* c
   for (int k = 0; k < hc; ++k) x[k * D + d] = y[k];
 }
 
-__global__ void hc_head_kernel(const float* X, const float* mixes, const float* base,
-                               const float* scale, const float* norm_w, int D, int hc,
-                               float rms_eps, float hc_eps, float* z) {
+__global__ void __launch_bounds__(kRowThreads)
+    hc_head_kernel(const float* X, const float* mixes, const float* base, const float* scale,
+                   const float* norm_w, int D, int hc, float rms_eps, float hc_eps, float* z) {
   __shared__ float red[33];
   __shared__ float w[kMaxHc];
   const int i = blockIdx.x;
@@ -275,8 +288,8 @@ void hc_pre(const float* X, const float* mixes, const float* base, const float* 
             const float* norm_w, int n, int D, int hc, int iters, float rms_eps, float hc_eps,
             float* post, float* comb, float* xin, cudaStream_t s) {
   if (hc > kMaxHc) throw_invalid_argument("cuda forward: hc_mult > 16");
-  hc_pre_kernel<<<n, kThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, iters, rms_eps, hc_eps,
-                                       post, comb, xin);
+  hc_pre_kernel<<<n, kRowThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, iters, rms_eps,
+                                          hc_eps, post, comb, xin);
   FWD_LAUNCH_CHECK("hc_pre_kernel");
 }
 
@@ -290,7 +303,8 @@ void hc_post(const float* f, const float* post, const float* comb, int n, int D,
 void hc_head(const float* X, const float* mixes, const float* base, const float* scale,
              const float* norm_w, int n, int D, int hc, float rms_eps, float hc_eps, float* z,
              cudaStream_t s) {
-  hc_head_kernel<<<n, kThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, rms_eps, hc_eps, z);
+  hc_head_kernel<<<n, kRowThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, rms_eps, hc_eps,
+                                           z);
   FWD_LAUNCH_CHECK("hc_head_kernel");
 }
 

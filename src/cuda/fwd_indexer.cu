@@ -24,7 +24,8 @@ __global__ void idx_q_kernel(float* iq, int IH, int ID, int rd, const float* fre
     rope_pair(v + (ID - rd), freqs, k, pos, false);
   hadamard_block(v, ID);
   if (qat)
-    for (int b = threadIdx.x * 32; b < ID; b += blockDim.x * 32) fp4_sim_block_d(v + b, 32);
+    for (int b = (threadIdx.x >> 5) * 32; b < ID; b += (blockDim.x >> 5) * 32)
+      fp4_sim_block_warp(v + b, 32);
   __syncthreads();
   for (int d = threadIdx.x; d < ID; d += blockDim.x) x[d] = v[d];
 }

@@ -99,6 +99,27 @@ void replicate(const float* x, int64_t count, int copies, float* out, cudaStream
 void moe_combine(const float* contrib, const float* shared, const int32_t* ids, int n, int k, int D,
                  float* out, cudaStream_t s);
 
+// Expert-grouped layout of a chunk's k * n (slot, token) pairs (ids [k][n] slot-major, wts
+// [n][k]) for prefill: experts in ascending id, each expert's pairs (slot-major order) packed in
+// groups of gn (1..8) rows, so one gn-vector matvec slot reads an expert's weights once per gn
+// pairs, and consecutive slots share experts (L2 reuse). slot_ids [S] (the group's expert, -1
+// for unused groups; S >= k*n/gn + min(E, k*n)), pos [k*n] (row of each pair), row_w [S*gn] (the
+// pair's router weight, 0 for padding rows), row_tok [S*gn] (the pair's token, -1 for padding).
+void moe_group(const int32_t* ids, const float* wts, int n, int k, int E, int S, int gn,
+               int32_t* slot_ids, int32_t* pos, float* row_w, int32_t* row_tok, cudaStream_t s);
+
+// gx[r] = x[row_tok[r]] for the rows of used groups (zeros for padding rows).
+void moe_gather(const float* x, const int32_t* slot_ids, const int32_t* row_tok, int gn, int rows,
+                int D, float* gx, cudaStream_t s);
+
+// h[r][f] = row_w[r] * silu(min(g, c)) * clamp(u, -c, c) for the rows of used groups.
+void swiglu_rows(const float* g, const float* u, const float* row_w, const int32_t* slot_ids, int gn,
+                 int rows, int F, float clamp, float* h, cudaStream_t s);
+
+// moe_combine with the routed contributions at contrib[pos[j * n + i]] (grouped layout).
+void moe_combine_grouped(const float* contrib, const float* shared, const int32_t* ids,
+                         const int32_t* pos, int n, int k, int D, float* out, cudaStream_t s);
+
 // out[0] = argmax of x[0..n) (lowest index among equal maxima).
 void argmax(const float* x, int n, int32_t* out, cudaStream_t s);
 

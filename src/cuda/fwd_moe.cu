@@ -104,7 +104,7 @@ __global__ void replicate_kernel(const float* x, int64_t count, int copies, floa
 }
 
 __global__ void moe_combine_kernel(const float* contrib, const float* shared, const int32_t* ids,
-                                   int n, int k, int D, float* out) {
+                                   const int32_t* pos, int n, int k, int D, float* out) {
   const int i = blockIdx.y;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= D) return;
@@ -120,9 +120,102 @@ __global__ void moe_combine_kernel(const float* contrib, const float* shared, co
       order[b - 1] = t;
     }
   float o = 0.0f;
-  for (int j = 0; j < k; ++j) o += contrib[((int64_t)order[j] * n + i) * D + d];
+  for (int j = 0; j < k; ++j) {
+    const int64_t sidx = (int64_t)order[j] * n + i;
+    const int64_t row = pos ? (int64_t)pos[sidx] : sidx;
+    o += row >= 0 ? contrib[row * D + d] : __int_as_float(0x7fc00000);
+  }
   o += shared[(int64_t)i * D + d];
   out[(int64_t)i * D + d] = o;
+}
+
+// One block. Experts in ascending id, each expert's pairs in slot-major order (s = j * n + i),
+// in groups of gn rows. Dynamic shared memory: 3 * E ints + kGroupTile ints.
+constexpr int kGroupTile = 1024;
+__global__ void moe_group_kernel(const int32_t* ids, const float* wts, int n, int k, int E, int S,
+                                 int gn, int32_t* slot_ids, int32_t* pos, float* row_w, int32_t* row_tok) {
+  extern __shared__ int gsm[];
+  int* cnt = gsm;
+  int* gbase = gsm + E;
+  int* fill = gsm + 2 * E;
+  int* tile = gsm + 3 * E;
+  const int pairs = k * n;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    cnt[e] = 0;
+    fill[e] = 0;
+  }
+  for (int r = threadIdx.x; r < S * gn; r += blockDim.x) {
+    row_w[r] = 0.0f;
+    row_tok[r] = -1;
+  }
+  __syncthreads();
+  for (int q = threadIdx.x; q < pairs; q += blockDim.x) {
+    const int e = ids[q];
+    if (e >= 0 && e < E) atomicAdd(&cnt[e], 1);
+    pos[q] = -1;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int acc = 0;
+    for (int e = 0; e < E; ++e) {
+      gbase[e] = acc;
+      acc += (cnt[e] + gn - 1) / gn;
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    const int g = (cnt[e] + gn - 1) / gn;
+    for (int q = 0; q < g; ++q) slot_ids[gbase[e] + q] = e;
+  }
+  {
+    // Unused groups: the matvec writes NaN for them (never read).
+    const int used = gbase[E - 1] + (cnt[E - 1] + gn - 1) / gn;
+    for (int g = used + (int)threadIdx.x; g < S; g += blockDim.x) slot_ids[g] = -1;
+  }
+  for (int t0 = 0; t0 < pairs; t0 += kGroupTile) {
+    const int m = min(kGroupTile, pairs - t0);
+    __syncthreads();
+    for (int q = threadIdx.x; q < m; q += blockDim.x) tile[q] = ids[t0 + q];
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+      if (cnt[e] == 0) continue;
+      int f = fill[e];
+      for (int q = 0; q < m; ++q) {
+        if (tile[q] != e) continue;
+        const int sidx = t0 + q;
+        const int j = sidx / n, i = sidx % n;
+        const int r = gbase[e] * gn + f++;
+        pos[sidx] = r;
+        row_w[r] = wts[(int64_t)i * k + j];
+        row_tok[r] = i;
+      }
+      fill[e] = f;
+    }
+  }
+}
+
+// gx[r] = x[row_tok[r]] (zeros for padding rows); rows of unused groups are skipped.
+__global__ void moe_gather_kernel(const float* x, const int32_t* slot_ids, const int32_t* row_tok,
+                                  int gn, int D, float* gx) {
+  const int r = blockIdx.y;
+  if (slot_ids[r / gn] < 0) return;
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= D) return;
+  const int t = row_tok[r];
+  gx[(int64_t)r * D + d] = t >= 0 ? x[(int64_t)t * D + d] : 0.0f;
+}
+
+__global__ void swiglu_rows_kernel(const float* g, const float* u, const float* row_w,
+                                   const int32_t* slot_ids, int gn, int F, float clamp, float* h) {
+  const int r = blockIdx.y;
+  if (slot_ids[r / gn] < 0) return;
+  const int f = blockIdx.x * blockDim.x + threadIdx.x;
+  if (f >= F) return;
+  const int64_t t = (int64_t)r * F + f;
+  const float gv = fminf(g[t], clamp);
+  const float uv = fminf(fmaxf(u[t], -clamp), clamp);
+  const float v = silu_f(gv) * uv;
+  h[t] = row_w[r] * v;
 }
 
 }  // namespace
@@ -151,7 +244,41 @@ void replicate(const float* x, int64_t count, int copies, float* out, cudaStream
 void moe_combine(const float* contrib, const float* shared, const int32_t* ids, int n, int k, int D,
                  float* out, cudaStream_t s) {
   moe_combine_kernel<<<dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s>>>(
-      contrib, shared, ids, n, k, D, out);
+      contrib, shared, ids, nullptr, n, k, D, out);
+  FWD_LAUNCH_CHECK("moe_combine_kernel");
+}
+
+void moe_group(const int32_t* ids, const float* wts, int n, int k, int E, int S, int gn,
+               int32_t* slot_ids, int32_t* pos, float* row_w, int32_t* row_tok, cudaStream_t s) {
+  if (gn < 1 || gn > 8) throw_invalid_argument("cuda forward: expert group size must be 1..8");
+  if (k > kMaxK || k > E || E > kMaxE)
+    throw_invalid_argument("cuda forward: expert counts unsupported (k <= 16, E <= 4096)");
+  const size_t smem = sizeof(int) * (3 * (size_t)E + kGroupTile);
+  if (smem > 48 * 1024)
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(moe_group_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  moe_group_kernel<<<1, 1024, smem, s>>>(ids, wts, n, k, E, S, gn, slot_ids, pos, row_w, row_tok);
+  FWD_LAUNCH_CHECK("moe_group_kernel");
+}
+
+void moe_gather(const float* x, const int32_t* slot_ids, const int32_t* row_tok, int gn, int rows,
+                int D, float* gx, cudaStream_t s) {
+  moe_gather_kernel<<<dim3((unsigned)((D + 255) / 256), (unsigned)rows), 256, 0, s>>>(
+      x, slot_ids, row_tok, gn, D, gx);
+  FWD_LAUNCH_CHECK("moe_gather_kernel");
+}
+
+void swiglu_rows(const float* g, const float* u, const float* row_w, const int32_t* slot_ids, int gn,
+                 int rows, int F, float clamp, float* h, cudaStream_t s) {
+  swiglu_rows_kernel<<<dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s>>>(
+      g, u, row_w, slot_ids, gn, F, clamp, h);
+  FWD_LAUNCH_CHECK("swiglu_rows_kernel");
+}
+
+void moe_combine_grouped(const float* contrib, const float* shared, const int32_t* ids,
+                         const int32_t* pos, int n, int k, int D, float* out, cudaStream_t s) {
+  moe_combine_kernel<<<dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s>>>(
+      contrib, shared, ids, pos, n, k, D, out);
   FWD_LAUNCH_CHECK("moe_combine_kernel");
 }
 

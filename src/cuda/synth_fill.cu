@@ -39,7 +39,10 @@ __host__ __device__ inline float mul_add(float a, float b, float c) {
 
 __host__ __device__ inline void put_half(uint8_t* p, float v) {
   const __half h = __float2half_rn(fmaxf(fminf(v, 65504.0f), -65504.0f));
-  memcpy(p, &h, 2);
+  // Byte stores of the raw bits (a device-side memcpy of a __half lost the low byte on sm_90).
+  const __half_raw r = h;
+  p[0] = (uint8_t)(r.x & 0xFF);
+  p[1] = (uint8_t)(r.x >> 8);
 }
 
 // Byte b of the random stream of a tensor.

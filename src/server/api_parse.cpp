@@ -180,6 +180,8 @@ void read_stop(const Json& b, const char* k, ParsedRequest& r, bool allow_string
   }
 }
 
+constexpr int64_t kMaxRequestedTokens = 2147483647;
+
 // max_tokens from the first present key of `keys`; `dflt` when none (-1 = no limit).
 void read_max_tokens(const Json& b, std::initializer_list<const char*> keys, int64_t dflt,
                      bool required, ParsedRequest& r, const ApiLimits& lim, Fields& f) {
@@ -189,6 +191,10 @@ void read_max_tokens(const Json& b, std::initializer_list<const char*> keys, int
     if (const Json* v = member(b, k)) {
       n = as_int(*v, k);
       if (n < 1) bad(k, fmt::format("must be an integer >= 1, got {}", n));
+      // Values up to 2^31 - 1 are clamped below; anything larger is not a request a client
+      // means (and would overflow 32-bit peers), so it is refused.
+      if (n > kMaxRequestedTokens)
+        bad(k, fmt::format("must be at most {}, got {}", kMaxRequestedTokens, n));
       used = k;
       break;
     }

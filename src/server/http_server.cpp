@@ -69,6 +69,34 @@ std::string client_text(std::string_view s) {
   return out;
 }
 
+// The deepest nesting of arrays / objects in JSON text (strings skipped), stopping early once
+// it exceeds `limit`. Deeply nested documents are refused before parsing: copying or
+// walking them recursively would overflow a thread's stack.
+int json_depth_over(std::string_view s, int limit) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      max_depth = std::max(max_depth, ++depth);
+      if (max_depth > limit) return max_depth;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+constexpr int kMaxJsonDepth = 256;
+
 // The dialect whose error shape a path gets (Anthropic paths get Anthropic errors).
 Dialect dialect_for_path(const std::string& path) {
   return path.find("/messages") != std::string::npos ? Dialect::kMessages : Dialect::kChat;
@@ -451,6 +479,12 @@ struct HttpServer::Impl {
                  bad_request("", fmt::format("request body is not valid UTF-8 (bad byte at "
                                              "offset {})",
                                              pos)));
+      return;
+    }
+    if (json_depth_over(req.body, kMaxJsonDepth) > kMaxJsonDepth) {
+      send_error(res, d,
+                 bad_request("", fmt::format("invalid JSON request: nested deeper than {} levels",
+                                             kMaxJsonDepth)));
       return;
     }
     ParsedRequest pr;

@@ -33,7 +33,8 @@ const cases = [
   ['temperature is a string', CHAT, { ...ok, temperature: 'hot' }],
   ['temperature huge', CHAT, { ...ok, temperature: 1e9 }],
   ['top_p zero', CHAT, { ...ok, top_p: 0 }],
-  // (A large max_tokens such as 1e15 is clamped to the context, as clients often ask for more.)
+  // (max_tokens up to 2^31 - 1 is clamped to the context, as clients often ask for more.)
+  ['max_tokens absurd', CHAT, { ...ok, max_tokens: 1000000000000000 }],
   ['max_tokens beyond int64', CHAT, { ...ok, max_tokens: 1e300 }],
   ['max_tokens negative', CHAT, { ...ok, max_tokens: -1 }],
   ['max_tokens a string', CHAT, { ...ok, max_tokens: 'lots' }],

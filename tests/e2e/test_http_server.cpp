@@ -150,6 +150,12 @@ TEST_F(HttpServerTest, ErrorStatuses) {
   ASSERT_TRUE(bad_field);
   EXPECT_EQ(bad_field->status, 400);
   EXPECT_NE(bad_field->body.find("temperature"), std::string::npos) << bad_field->body;
+  auto deep = c.Post("/v1/chat/completions",
+                     "{\"messages\":" + std::string(5000, '[') + std::string(5000, ']') + "}",
+                     "application/json");
+  ASSERT_TRUE(deep);
+  EXPECT_EQ(deep->status, 400);
+  EXPECT_NE(deep->body.find("nested deeper"), std::string::npos) << deep->body;
   auto nf = c.Get("/v1/nothing");
   ASSERT_TRUE(nf);
   EXPECT_EQ(nf->status, 404);

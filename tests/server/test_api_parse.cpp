@@ -356,6 +356,8 @@ TEST(ApiParseChat, OutOfRangeSampling) {
              "must be");
   expect_bad(Dialect::kChat, chat_body(R"("logit_bias":{"5":150})"), "logit_bias", "");
   expect_bad(Dialect::kChat, chat_body(R"("max_tokens":0)"), "max_tokens", ">= 1");
+  expect_bad(Dialect::kChat, chat_body(R"("max_tokens":1000000000000000)"), "max_tokens",
+             "at most 2147483647");
   expect_bad(Dialect::kChat, chat_body(R"("max_completion_tokens":-3)"), "max_completion_tokens",
              ">= 1");
   std::string many = R"("stop":[)";
