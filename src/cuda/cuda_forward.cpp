@@ -178,6 +178,7 @@ struct CudaModel::Impl {
   float idx_wscale = 0;
 
   // Scratch (max_batch tokens).
+  DeviceBuffer att_part;  // attention partial results (decode key split)
   DeviceBuffer tok, p0, X, mixes, post, comb, xin, qa, qr, q, kv, kvn, ckv, csc, pooled, ikv, isc,
       ipooled, iq, iw, scores, sel, o, u, f, rlog, ids, wts, xrep, gu, h, contrib, shout, z, logits,
       amax;
@@ -245,6 +246,7 @@ struct CudaModel::Impl {
     scores = scratch<float>(B * idx_cap);
     sel = scratch<int32_t>(B * c.idx_topk);
     o = scratch<float>(B * H * hd);
+    att_part = scratch<float>(fwd::attention_part_floats((int)H, (int)hd));
     u = scratch<float>(B * c.o_groups * c.o_lora_rank);
     f = scratch<float>(B * D);
     rlog = scratch<float>(B * c.n_expert);
@@ -262,8 +264,8 @@ struct CudaModel::Impl {
       if (const char* e = std::getenv("DSV4_CUDA_MOE_GROUP")) moe_gn = std::atoi(e);
       if (moe_gn < 0 || moe_gn > 8) fail("DSV4_CUDA_MOE_GROUP must be 0..8, got {}", moe_gn);
       const int64_t pairs = k * B, used = std::min<int64_t>(c.n_expert, k * B);
-      S = pairs + used;           // gn = 1
-      G_rows = pairs + 8 * used;  // >= S * gn for every gn: pairs + (gn - 1) * used
+      S = pairs + used;                // gn = 1
+      G_rows = pairs + 8 * used;       // >= S * gn for every gn: pairs + (gn - 1) * used
       if (G_rows > 65535) moe_gn = 0;  // the row kernels' grid.y limit: per-pair path
       g_slot = scratch<int32_t>(S);
       g_pos = scratch<int32_t>(k * B);
@@ -277,9 +279,9 @@ struct CudaModel::Impl {
     // Poison (NaN) every float scratch buffer: a kernel reading what no step wrote shows up as
     // NaN logits in the tests.
     for (DeviceBuffer* b :
-         {&X,    &mixes,  &post, &comb, &xin,     &qa,      &qr,    &q,      &kv,    &kvn, &ckv,
-          &csc,  &pooled, &ikv,  &isc,  &ipooled, &iq,      &iw,    &scores, &o,     &u,   &f,
-          &rlog, &wts,    &xrep, &gu,   &h,       &contrib, &shout, &z,      &logits})
+         {&X,      &mixes, &post, &comb,    &xin,   &qa, &qr,     &q,       &kv, &kvn, &ckv,  &csc,
+          &pooled, &ikv,   &isc,  &ipooled, &iq,    &iw, &scores, &o,       &u,  &f,   &rlog, &wts,
+          &xrep,   &gu,    &h,    &contrib, &shout, &z,  &logits, &att_part})
       b->fill_bytes(0xff);
     sel.fill_bytes(0);
     ids.fill_bytes(0);
@@ -445,7 +447,8 @@ struct CudaModel::Impl {
     M("attention");
     fwd::attention(q.as<float>(), kvn.as<float>(), st.raw.as<float>(),
                    d.ratio ? st.comp.as<float>() : nullptr, sel.as<int32_t>(), fptr(L.sinks), n, H,
-                   hd, rd, W, (int)d.ratio, topk, d.freqs, P, max_keys, o.as<float>(), cs);
+                   hd, rd, W, (int)d.ratio, topk, d.freqs, P, max_keys, o.as<float>(),
+                   att_part.as<float>(), cs);
     M("ring_store");
     fwd::ring_store(kvn.as<float>(), n, hd, W, P, st.raw.as<float>(), cs);
     // Grouped output projection (§5.7).

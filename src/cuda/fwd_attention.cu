@@ -323,6 +323,162 @@ __global__ void __launch_bounds__(kAttThreads)
   for (int d = threadIdx.x; d < hd; d += blockDim.x) oh[d] = qs[d];
 }
 
+// Decode (n == 1) attention: block (g, z) takes the kAttHeads heads g*kAttHeads.. and the z-th of
+// kAttSplit key ranges (flash-decoding), so each key row is read once per kAttHeads heads and the
+// H / kAttHeads * kAttSplit blocks fill the SMs. Each writes its range's unnormalised output,
+// score max and softmax denominator per head to part [H][kAttSplit][hd + 4];
+// attention_combine_kernel merges them with the sink. Dynamic shared memory
+// (attention_split_smem): pointers [round_up(chunk_max, 2)], q [kAttHeads * hd], scores
+// [kAttHeads * chunk_max].
+constexpr int kAttSplit = 16;
+constexpr int kAttHeads = 8;
+constexpr int kAttSplitThreads = 256;
+
+size_t attention_split_smem(int hd, int chunk_max) {
+  return sizeof(const float*) * (size_t)((chunk_max + 1) & ~1) +
+         sizeof(float) * (size_t)kAttHeads * (size_t)hd +
+         sizeof(float) * (size_t)kAttHeads * (size_t)chunk_max;
+}
+
+__global__ void __launch_bounds__(kAttSplitThreads)
+    attention_split_kernel(const float* q, const float* kvn, const float* ring, const float* comp,
+                           const int32_t* sel, int hd, int W, int ratio, int topk,
+                           const int32_t* p0, int chunk_max, float* part) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const float** kp = reinterpret_cast<const float**>(smem_raw);
+  float* qs = reinterpret_cast<float*>(kp + ((chunk_max + 1) & ~1));
+  float* sc = qs + (size_t)kAttHeads * hd;  // [kAttHeads][chunk_max]
+  const int nd4 = hd / 4;
+  const int h0 = blockIdx.x * kAttHeads, z = blockIdx.y, S = (int)gridDim.y;
+  const int64_t base = p0[0];
+  const int64_t p = base;
+  const int64_t visible = ratio ? (p + 1) / ratio : 0;
+  const bool use_sel = ratio == 4 && visible > topk;
+  const int n_comp = (int)(use_sel ? topk : visible);
+  const int64_t raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
+  const int n_raw = (int)(p - raw_start + 1);
+  const int nk_all = n_comp + n_raw;
+  const int chunk = (nk_all + S - 1) / S;
+  const int j_lo = z * chunk;
+  const int j_hi = j_lo + chunk < nk_all ? j_lo + chunk : nk_all;
+  const int nk = j_hi > j_lo ? j_hi - j_lo : 0;
+  const float* qh = q + (int64_t)h0 * hd;
+  for (int d = threadIdx.x; d < kAttHeads * hd; d += blockDim.x) qs[d] = qh[d];
+  for (int jj = threadIdx.x; jj < nk; jj += blockDim.x) {
+    const int j = j_lo + jj;
+    const float* k;
+    if (j < n_comp) {
+      const int64_t r = use_sel ? sel[j] : j;
+      k = comp + r * hd;
+    } else {
+      const int64_t t = raw_start + (j - n_comp);
+      k = t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
+    }
+    kp[jj] = k;
+  }
+  __syncthreads();
+  const float scale = 1.0f / sqrtf((float)hd);
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  const float4* q4 = reinterpret_cast<const float4*>(qs);
+  for (int j = wid; j < nk; j += nw) {
+    const float4* k4 = reinterpret_cast<const float4*>(kp[j]);
+    float acc[kAttHeads];
+#pragma unroll
+    for (int g = 0; g < kAttHeads; ++g) acc[g] = 0.0f;
+#pragma unroll 4
+    for (int d = lane; d < nd4; d += 32) {
+      const float4 kv = __ldg(k4 + d);
+#pragma unroll
+      for (int g = 0; g < kAttHeads; ++g) {
+        const float4 qv = q4[g * nd4 + d];
+        acc[g] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < kAttHeads; ++g) {
+      const float a = warp_sum(acc[g]);
+      if (lane == 0) sc[g * chunk_max + j] = a * scale;
+    }
+  }
+  __syncthreads();
+  // Per-head softmax statistics of the range: warp g takes head g.
+  for (int g = wid; g < kAttHeads; g += nw) {
+    float* sg = sc + g * chunk_max;
+    float mx = -INFINITY;
+    for (int j = lane; j < nk; j += 32) mx = fmaxf(mx, sg[j]);
+    mx = warp_max(mx);
+    float den = 0.0f;
+    for (int j = lane; j < nk; j += 32) {
+      const float e = expf(sg[j] - mx);
+      sg[j] = e;
+      den += e;
+    }
+    den = warp_sum(den);
+    if (lane == 0) {
+      float* out = part + ((int64_t)(h0 + g) * S + z) * (hd + 4);
+      out[hd] = mx;
+      out[hd + 1] = den;
+    }
+  }
+  __syncthreads();
+  // Weighted sums: item (head quad, d4); the kAttHeads / 4 quads read the same key float4.
+  constexpr int kQuads = kAttHeads / 4;
+  for (int it = threadIdx.x; it < kQuads * nd4; it += blockDim.x) {
+    const int qd = it / nd4, d4 = it % nd4;
+    float4 a[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) a[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float* s0 = sc + (qd * 4) * chunk_max;
+#pragma unroll 2
+    for (int j = 0; j < nk; ++j) {
+      const float4 kv = __ldg(reinterpret_cast<const float4*>(kp[j]) + d4);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float w = s0[u * chunk_max + j];
+        a[u].x += w * kv.x;
+        a[u].y += w * kv.y;
+        a[u].z += w * kv.z;
+        a[u].w += w * kv.w;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      float* out = part + ((int64_t)(h0 + qd * 4 + u) * S + z) * (hd + 4);
+      reinterpret_cast<float4*>(out)[d4] = a[u];
+    }
+  }
+}
+
+// One block per head: merges the kAttSplit partial results with the sink, then the inverse RoPE.
+// Dynamic shared memory: hd floats.
+__global__ void attention_combine_kernel(const float* part, const float* sinks, int hd, int rd,
+                                         int S, const float* freqs, const int32_t* p0, float* o) {
+  extern __shared__ float cs_sh[];
+  const int h = blockIdx.x;
+  const int64_t p = p0[0];
+  const float* ph = part + (int64_t)h * S * (hd + 4);
+  const float sink = sinks[h];
+  float M = sink;
+  for (int z = 0; z < S; ++z) M = fmaxf(M, ph[(int64_t)z * (hd + 4) + hd]);
+  float den = expf(sink - M);
+  float wz[kAttSplit];
+  for (int z = 0; z < S; ++z) {
+    wz[z] = expf(ph[(int64_t)z * (hd + 4) + hd] - M);
+    den += ph[(int64_t)z * (hd + 4) + hd + 1] * wz[z];
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int z = 0; z < S; ++z) acc += wz[z] * ph[(int64_t)z * (hd + 4) + d];
+    cs_sh[d] = acc / den;
+  }
+  __syncthreads();
+  for (int k = threadIdx.x; k < rd / 2; k += blockDim.x)
+    rope_pair(cs_sh + (hd - rd), freqs, k, p, true);
+  __syncthreads();
+  float* oh = o + (int64_t)h * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) oh[d] = cs_sh[d];
+}
+
 __global__ void ring_store_kernel(const float* kvn, int n, int hd, int W, const int32_t* p0,
                                   float* ring) {
   const int i = blockIdx.x;
@@ -368,9 +524,22 @@ void compressor_emit(const float* pooled, const float* w, int n, int ratio, int 
 void attention(const float* q, const float* kvn, const float* ring, const float* comp,
                const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
                int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
-               cudaStream_t s) {
+               float* part, cudaStream_t s) {
   const size_t smem4 = attention_v4_smem(hd, max_keys);
   if (hd % 4 == 0 && hd / 4 <= kAttThreads && smem4 <= 200 * 1024) {
+    const int chunk_max = (max_keys + kAttSplit - 1) / kAttSplit;
+    const size_t smem_s = attention_split_smem(hd, chunk_max);
+    if (n == 1 && part != nullptr && H % kAttHeads == 0 && smem_s <= 48 * 1024 &&
+        (size_t)hd * sizeof(float) <= 48 * 1024) {
+      attention_split_kernel<<<dim3((unsigned)(H / kAttHeads), kAttSplit), kAttSplitThreads, smem_s,
+                               s>>>(q, kvn, ring, comp, sel, hd, W, ratio, topk, p0, chunk_max,
+                                    part);
+      FWD_LAUNCH_CHECK("attention_split_kernel");
+      attention_combine_kernel<<<(unsigned)H, kThreads, sizeof(float) * (size_t)hd, s>>>(
+          part, sinks, hd, rd, kAttSplit, freqs, p0, o);
+      FWD_LAUNCH_CHECK("attention_combine_kernel");
+      return;
+    }
     if (smem4 > 48 * 1024) {
       DSV4_CUDA_CHECK(cudaFuncSetAttribute(
           attention_v4_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem4));
@@ -388,6 +557,10 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
   attention_kernel<<<dim3((unsigned)H, (unsigned)n), kThreads, smem, s>>>(
       q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, o);
   FWD_LAUNCH_CHECK("attention_kernel");
+}
+
+int64_t attention_part_floats(int H, int hd) {
+  return (int64_t)H * kAttSplit * (hd + 4);
 }
 
 void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float* ring,

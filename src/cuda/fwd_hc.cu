@@ -169,6 +169,86 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int d = threadIdx.x; d < D; d += blockDim.x) out[d] = norm_w[d] * (out[d] * r2);
 }
 
+// hc_pre for small hc (hc*hc <= 32) and D/4 <= 1024: every thread keeps its hc float4 of X in
+// registers (one pass over X, all loads in flight). Block y = 0 writes xin; block y = 1 (same ss,
+// same reduction order, so the same r) writes post and comb, Sinkhorn in warp 0 through shuffles
+// with the float operations in the order of sinkhorn_d.
+template <int HC>
+__global__ void __launch_bounds__(kRowThreads)
+    hc_pre_reg_kernel(const float* X, const float* mixes, const float* base, const float* scale,
+                      const float* norm_w, int D, int iters, float rms_eps, float hc_eps,
+                      float* post, float* comb, float* xin) {
+  static_assert(HC * HC <= 32, "one lane per matrix element");
+  __shared__ float red[33];
+  const int i = blockIdx.x, t = threadIdx.x;
+  const int D4 = D >> 2, HD = HC * D;
+  const bool act = t < D4;
+  const float4* x4 = reinterpret_cast<const float4*>(X + (int64_t)i * HD);
+  float4 xs[HC];
+#pragma unroll
+  for (int s = 0; s < HC; ++s) xs[s] = act ? x4[s * D4 + t] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float ss = 0.0f;
+#pragma unroll
+  for (int s = 0; s < HC; ++s)
+    ss += xs[s].x * xs[s].x + xs[s].y * xs[s].y + xs[s].z * xs[s].z + xs[s].w * xs[s].w;
+  ss = block_sum(ss, red);
+  const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
+  const float* mi = mixes + (int64_t)i * (2 + HC) * HC;
+  if (blockIdx.y == 1) {
+    if (t >= 32) return;
+    if (t < HC) post[i * HC + t] = 2.0f * sigmoid_f(mi[HC + t] * r * scale[1] + base[HC + t]);
+    const bool a = t < HC * HC;
+    const int row = a ? t / HC : 0, col = a ? t % HC : 0;
+    constexpr unsigned kFull = 0xffffffffu;
+    float v = a ? mi[2 * HC + t] * r * scale[2] + base[2 * HC + t] : 0.0f;
+    float mx = __shfl_sync(kFull, v, row * HC);
+#pragma unroll
+    for (int q = 1; q < HC; ++q) mx = fmaxf(mx, __shfl_sync(kFull, v, row * HC + q));
+    v = expf(v - mx);
+    float sum = 0.0f;
+#pragma unroll
+    for (int q = 0; q < HC; ++q) sum += __shfl_sync(kFull, v, row * HC + q);
+    v = v / sum + hc_eps;
+    for (int it = 0; it < (iters > 1 ? iters : 1); ++it) {
+      if (it > 0) {  // row normalisation
+        float sr = 0.0f;
+#pragma unroll
+        for (int q = 0; q < HC; ++q) sr += __shfl_sync(kFull, v, row * HC + q);
+        v = v / (sr + hc_eps);
+      }
+      float sc = 0.0f;  // column normalisation
+#pragma unroll
+      for (int q = 0; q < HC; ++q) sc += __shfl_sync(kFull, v, q * HC + col);
+      v = v / (sc + hc_eps);
+    }
+    if (a) comb[(int64_t)i * HC * HC + t] = v;
+    return;
+  }
+  float pre[HC];
+#pragma unroll
+  for (int s = 0; s < HC; ++s) pre[s] = sigmoid_f(mi[s] * r * scale[0] + base[s]) + hc_eps;
+  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+  for (int s = 0; s < HC; ++s) {
+    o.x += pre[s] * xs[s].x;
+    o.y += pre[s] * xs[s].y;
+    o.z += pre[s] * xs[s].z;
+    o.w += pre[s] * xs[s].w;
+  }
+  float ss2 = o.x * o.x + o.y * o.y + o.z * o.z + o.w * o.w;
+  ss2 = block_sum(ss2, red);
+  const float r2 = 1.0f / sqrtf(ss2 / (float)D + rms_eps);
+  if (act) {
+    const int d = 4 * t;
+    float4 w;
+    w.x = norm_w[d] * (o.x * r2);
+    w.y = norm_w[d + 1] * (o.y * r2);
+    w.z = norm_w[d + 2] * (o.z * r2);
+    w.w = norm_w[d + 3] * (o.w * r2);
+    reinterpret_cast<float4*>(xin + (int64_t)i * D)[t] = w;
+  }
+}
+
 __global__ void hc_post_kernel(const float* f, const float* post, const float* comb, int D, int hc,
                                float* X) {
   const int i = blockIdx.y;
@@ -288,6 +368,15 @@ void hc_pre(const float* X, const float* mixes, const float* base, const float* 
             const float* norm_w, int n, int D, int hc, int iters, float rms_eps, float hc_eps,
             float* post, float* comb, float* xin, cudaStream_t s) {
   if (hc > kMaxHc) throw_invalid_argument("cuda forward: hc_mult > 16");
+  const bool aligned =
+      (reinterpret_cast<uintptr_t>(X) & 15) == 0 && (reinterpret_cast<uintptr_t>(xin) & 15) == 0;
+  if (hc == 4 && D % 4 == 0 && D / 4 <= kRowThreads && aligned) {
+    const int threads = ((D / 4 + 31) / 32) * 32;
+    hc_pre_reg_kernel<4><<<dim3((unsigned)n, 2), threads, 0, s>>>(
+        X, mixes, base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb, xin);
+    FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
+    return;
+  }
   hc_pre_kernel<<<n, kRowThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, iters, rms_eps,
                                           hc_eps, post, comb, xin);
   FWD_LAUNCH_CHECK("hc_pre_kernel");

@@ -72,11 +72,14 @@ void idx_topk(const float* scores, int n, int score_stride, int topk, const int3
 
 // Sparse attention with sinks (§5.6) + inverse RoPE of the output (§5.7): o [n][H][hd].
 // Keys: compressed rows (selected or all visible), then the raw window (positions before the
-// chunk from the ring, the chunk's own rows from kvn).
+// chunk from the ring, the chunk's own rows from kvn). part: scratch of attention_part_floats(H,
+// hd) floats (may be null); with it a single-token call splits each head's keys over several
+// blocks (flash-decoding) and merges them in a second launch.
 void attention(const float* q, const float* kvn, const float* ring, const float* comp,
                const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
                int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
-               cudaStream_t s);
+               float* part, cudaStream_t s);
+int64_t attention_part_floats(int H, int hd);
 
 // Appends the chunk's last min(n, W) rows of kvn to the raw ring.
 void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float* ring,
@@ -113,8 +116,8 @@ void moe_gather(const float* x, const int32_t* slot_ids, const int32_t* row_tok,
                 int D, float* gx, cudaStream_t s);
 
 // h[r][f] = row_w[r] * silu(min(g, c)) * clamp(u, -c, c) for the rows of used groups.
-void swiglu_rows(const float* g, const float* u, const float* row_w, const int32_t* slot_ids, int gn,
-                 int rows, int F, float clamp, float* h, cudaStream_t s);
+void swiglu_rows(const float* g, const float* u, const float* row_w, const int32_t* slot_ids,
+                 int gn, int rows, int F, float clamp, float* h, cudaStream_t s);
 
 // moe_combine with the routed contributions at contrib[pos[j * n + i]] (grouped layout).
 void moe_combine_grouped(const float* contrib, const float* shared, const int32_t* ids,
