@@ -135,6 +135,7 @@ void run_gpu_bench(const GpuBenchOptions& o) {
   co.qat = o.qat;
   co.max_ctx = o.ctx_max + o.gen_tokens + 1;  // +1: the untimed warm-up decode step
   co.max_batch = o.max_batch;
+  co.prefill_gemm = o.prefill_gemm;
   print_commented(kv_plan_text(kv_memory_plan(cfg, co.max_ctx, StateStorage::kF32)));
   print_commented(kv_plan_text(kv_memory_plan(cfg, co.max_ctx, StateStorage::kSpec)));
   cuda::CudaModel cm(*dm, co);
@@ -149,20 +150,39 @@ void run_gpu_bench(const GpuBenchOptions& o) {
       "pct_of_bw,prefill_tflops\n");
   std::fflush(stdout);
 
-  auto sess = cm.new_session();
   std::vector<float> logits;
+  if (!o.fill_context) {
+    // Untimed warm-up of the prefill path (cuBLAS picks its kernels on the first calls), in a
+    // session that is freed again before the measured one is made.
+    auto warm = cm.new_session();
+    const int64_t wn = std::min<int64_t>({o.ctx_start, 256, co.max_ctx - 1});
+    cm.forward(*warm, prompt.data(), wn, false, logits);
+  }
+  auto sess = cm.new_session();
   int64_t frontier = o.ctx_start;
   while (frontier <= o.ctx_max) {
-    const int64_t start = sess->n_past();
-    const int64_t n = frontier - start;
-    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-    const double t0 = now_s();
-    cm.forward(*sess, prompt.data() + start, n, false, logits);
-    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-    const double t_prefill = now_s() - t0;
-    if (logits.size() != cfg.n_vocab)
-      fail("bench: forward returned {} logits, expected {}", logits.size(), cfg.n_vocab);
-    int32_t tok = (int32_t)(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    int64_t start = sess->n_past(), n = frontier - start;
+    double t_prefill = 0;
+    int32_t tok = 0;
+    if (o.fill_context) {
+      sess.reset();
+      sess = cm.new_session();
+      const int64_t filled = frontier / 128 * 128;
+      if (filled <= 0) fail("bench --fill-context: frontier {} is below 128 tokens", frontier);
+      cm.fill_synthetic_context(*sess, filled, o.seed + (uint64_t)filled);
+      start = filled;
+      n = 0;
+      tok = prompt[0];
+    } else {
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      const double t0 = now_s();
+      cm.forward(*sess, prompt.data() + start, n, false, logits);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      t_prefill = now_s() - t0;
+      if (logits.size() != cfg.n_vocab)
+        fail("bench: forward returned {} logits, expected {}", logits.size(), cfg.n_vocab);
+      tok = (int32_t)(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
     tok = cm.decode_greedy(*sess, tok);  // warm-up (graph capture), untimed
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
     const double t1 = now_s();
@@ -172,10 +192,10 @@ void run_gpu_bench(const GpuBenchOptions& o) {
     const uint64_t kv = kv_memory_plan(cfg, sess->n_past(), StateStorage::kF32).total_bytes();
     const double gen_tps = o.gen_tokens / t_gen;
     const double gbps = gen_tps * tok_bytes / 1e9;
-    const double tflops = 2.0 * (double)act * n / t_prefill / 1e12;
-    std::printf("%lld,%lld,%.2f,%lld,%.2f,%llu,%.1f,%.1f,%.2f\n", (long long)frontier, (long long)n,
-                n / t_prefill, (long long)o.gen_tokens, gen_tps, (unsigned long long)kv, gbps,
-                bw > 0 ? 100.0 * gbps / bw : 0.0, tflops);
+    const double tflops = n > 0 ? 2.0 * (double)act * n / t_prefill / 1e12 : 0.0;
+    std::printf("%lld,%lld,%.2f,%lld,%.2f,%llu,%.1f,%.1f,%.2f\n", (long long)(start + n),
+                (long long)n, n > 0 ? n / t_prefill : 0.0, (long long)o.gen_tokens, gen_tps,
+                (unsigned long long)kv, gbps, bw > 0 ? 100.0 * gbps / bw : 0.0, tflops);
     std::fflush(stdout);
     if (frontier >= o.ctx_max) break;
     const int64_t next =

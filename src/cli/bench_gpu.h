@@ -16,7 +16,9 @@ struct GpuBenchOptions {
   double step_mul = 2.0;
   int64_t max_batch = 512;
   bool qat = true;
-  std::string prompt_file;  // text prompt (tokenized when the model has a tokenizer)
+  bool prefill_gemm = true;   // tensor-core GEMM prefill (CudaOptions::prefill_gemm)
+  bool fill_context = false;  // reach frontiers with fill_synthetic_context, not prefill
+  std::string prompt_file;    // text prompt (tokenized when the model has a tokenizer)
 };
 
 // Runs the sweep, printing the placement, the KV plan and the CSV to stdout.

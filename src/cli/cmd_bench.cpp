@@ -46,6 +46,7 @@ void register_bench(CLI::App& app) {
     uint64_t seed = 1;
     double expert_host_fraction = -1, reserve_gib = 6;
     int64_t batch = 512;
+    bool no_gemm = false, fill_context = false;
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("-m,--model", o->model, "GGUF model");
@@ -66,6 +67,12 @@ void register_bench(CLI::App& app) {
   sub->add_option("--reserve-gib", o->reserve_gib,
                   "GPU: device memory left free for sessions and scratch (GiB, default 6)");
   sub->add_option("--batch", o->batch, "GPU: most tokens per forward call (default 512)");
+  sub->add_flag("--no-gemm", o->no_gemm,
+                "GPU: prefill with the decode matvec kernels instead of tensor-core GEMMs");
+  sub->add_flag("--fill-context", o->fill_context,
+                "GPU: reach each frontier (rounded down to a multiple of 128) by filling the "
+                "session state with random rows instead of prefilling: decode speed at long "
+                "context without the prefill time (no prefill figures)");
   sub->add_option("--prompt-file", o->prompt_file,
                   "GPU: prompt text (default ../shared/conformance/corpora/promessi_sposi.txt "
                   "when present; used when the model has a tokenizer)");
@@ -85,6 +92,8 @@ void register_bench(CLI::App& app) {
       g.gen_tokens = o->gen_tokens;
       g.max_batch = o->batch;
       g.qat = o->qat;
+      g.prefill_gemm = !o->no_gemm;
+      g.fill_context = o->fill_context;
       g.prompt_file = o->prompt_file;
       run_gpu_bench(g);
       return;

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "cuda/device.h"
 #include "cuda/fwd_kernels.h"
+#include "cuda/gemm.h"
 #include "cuda/matvec.h"
 #include "model/ops.h"
 #include "quant/quant.h"
@@ -188,6 +189,12 @@ struct CudaModel::Impl {
   int moe_gn = kDefaultMoeGroup;
   int64_t S = 0, G_rows = 0;
   DeviceBuffer g_slot, g_pos, g_w, g_tok, g_x, g_gu, g_h, g_out;
+  // Prefill GEMM path (opt.prefill_gemm): cuBLAS, the dequantized-weight scratch (one dense
+  // product, or a batch of expert_batch experts' gate+up or down), bf16 activations.
+  std::unique_ptr<gemm::Blas> blas;
+  DeviceBuffer wq, xq;
+  int expert_batch = 1;
+  std::vector<int32_t> host_slots;
 
   Impl(const DeviceModel& m, CudaOptions op) : dm(m), c(m.cfg), opt(op) {
     if (opt.max_ctx <= 0 || opt.max_batch <= 0)
@@ -276,6 +283,7 @@ struct CudaModel::Impl {
       g_h = scratch<float>(G_rows * F);
       g_out = scratch<float>(G_rows * D);
     }
+    if (opt.prefill_gemm && B >= opt.gemm_min_tokens && B > 1) init_gemm();
     // Poison (NaN) every float scratch buffer: a kernel reading what no step wrote shows up as
     // NaN logits in the tests.
     for (DeviceBuffer* b :
@@ -286,6 +294,143 @@ struct CudaModel::Impl {
     sel.fill_bytes(0);
     ids.fill_bytes(0);
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  void init_gemm() {
+    const int64_t D = c.n_embd, F = c.expert_ff;
+    int64_t dense = 0, dense_cols = 0, f32_elems = 0;
+    for (const LayerDev& d : layers) {
+      const LayerWeights& L = *d.L;
+      for (const TensorRef* t : {&L.q_a, &L.q_b, &L.kv, &L.comp_kv, &L.comp_gate, &L.idx_kv,
+                                 &L.idx_gate, &L.idx_q_b, &L.idx_proj, &L.o_b, &L.down_shexp}) {
+        if (!t->present()) continue;
+        dense = std::max(dense, t->rows() * t->cols());
+        dense_cols = std::max(dense_cols, t->cols());
+      }
+      dense = std::max(dense, L.gate_shexp.rows() * L.gate_shexp.cols() * 2);
+      dense = std::max(dense, c.o_groups * c.o_lora_rank * L.o_a.cols());
+      f32_elems = std::max({f32_elems, L.hc_attn_fn.rows() * L.hc_attn_fn.cols(),
+                            L.hc_ffn_fn.rows() * L.hc_ffn_fn.cols(),
+                            L.gate_inp.rows() * L.gate_inp.cols()});
+    }
+    f32_elems = std::max(f32_elems, dm.w.output_hc_fn.rows() * dm.w.output_hc_fn.cols());
+    dense_cols = std::max({dense_cols, (int64_t)c.n_head * c.head_dim, F});
+    // Experts per dequantize launch: up to 512 MiB of bf16 gate+up weights.
+    const int64_t per_expert = 2 * F * D;
+    expert_batch =
+        (int)std::clamp<int64_t>(((int64_t)512 << 20) / (2 * per_expert), 1, gemm::kMaxExpertBatch);
+    const int64_t wq_bytes = std::max({2 * dense, 4 * f32_elems, 2 * expert_batch * per_expert});
+    wq = DeviceBuffer((size_t)wq_bytes);
+    xq = DeviceBuffer((size_t)(2 * B * dense_cols));
+    host_slots.resize((size_t)(c.n_expert_used * B));
+    blas = std::make_unique<gemm::Blas>(stream.get());
+  }
+
+  bool use_gemm(int64_t n) const { return blas && n >= opt.gemm_min_tokens; }
+
+  // y[n][rows] = W x[n][cols]: bf16 tensor-core GEMM for long chunks, else the matvec kernels.
+  void proj(const TensorRef& w, const float* x, int64_t n, float* y) const {
+    if (!use_gemm(n)) return mv(w, x, n, y);
+    cudaStream_t cs = stream.get();
+    const int64_t rows = w.rows(), cols = w.cols();
+    gemm::dequant_bf16((uint32_t)w.type, w.data, (int64_t)w.row_bytes(), rows, cols,
+                       wq.as<gemm::bf16>(), cs);
+    gemm::to_bf16(x, n, cols, cols, xq.as<gemm::bf16>(), cs);
+    blas->bf16_nt(wq.as<gemm::bf16>(), xq.as<gemm::bf16>(), y, rows, cols, n, cols, rows);
+  }
+
+  // The same with f32 weights and inputs (products whose inputs need f32 range or precision).
+  void proj_f32(const TensorRef& w, const float* x, int64_t n, float* y) const {
+    if (!use_gemm(n)) return mv(w, x, n, y);
+    const int64_t rows = w.rows(), cols = w.cols();
+    gemm::dequant_f32((uint32_t)w.type, w.data, (int64_t)w.row_bytes(), rows, cols, wq.as<float>(),
+                      stream.get());
+    blas->f32_nt(wq.as<float>(), x, y, rows, cols, n, cols, rows);
+  }
+
+  // Routed experts of a long chunk with GEMMs: pairs grouped by expert (moe_group, groups of
+  // one row), the expert of each row read back to the host, then per batch of experts one
+  // dequantize launch and one GEMM per expert over its rows. Contributions land in g_out rows
+  // (g_pos), combined by moe_combine_grouped.
+  void routed_gemm(const LayerWeights& L, int n, float clamp) {
+    cudaStream_t cs = stream.get();
+    const int D = (int)c.n_embd, F = (int)c.expert_ff, E = (int)c.n_expert,
+              k = (int)c.n_expert_used;
+    const int pairs = k * n;
+    const int Sn = pairs + std::min(E, pairs);
+    prof.mark("exp_group", cs);
+    fwd::moe_group(ids.as<int32_t>(), wts.as<float>(), n, k, E, Sn, 1, g_slot.as<int32_t>(),
+                   g_pos.as<int32_t>(), g_w.as<float>(), g_tok.as<int32_t>(), cs);
+    gemm::bf16* gx = g_x.as<gemm::bf16>();
+    gemm::bf16* hq = g_h.as<gemm::bf16>();
+    gemm::gather_rows_bf16(xin.as<float>(), g_tok.as<int32_t>(), pairs, D, gx, cs);
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(host_slots.data(), g_slot.data(), sizeof(int32_t) * pairs,
+                                    cudaMemcpyDeviceToHost, cs));
+    stream.sync();
+    // Runs of equal experts (ascending): (expert, first row, rows).
+    struct Run {
+      int32_t e;
+      int r0, cnt;
+    };
+    std::vector<Run> runs;
+    for (int r = 0; r < pairs; ++r) {
+      const int32_t e = host_slots[(size_t)r];
+      if (e < 0 || e >= E) fail("cuda forward: expert id {} out of range in a prefill chunk", e);
+      if (runs.empty() || runs.back().e != e) runs.push_back({e, r, 0});
+      ++runs.back().cnt;
+    }
+    auto batches = [&](auto&& body) {
+      for (size_t b0 = 0; b0 < runs.size(); b0 += (size_t)expert_batch) {
+        gemm::ExpertList list;
+        list.n = (int)std::min<size_t>((size_t)expert_batch, runs.size() - b0);
+        for (int i = 0; i < list.n; ++i) list.ids[i] = runs[b0 + (size_t)i].e;
+        body(b0, list);
+      }
+    };
+    prof.mark("exp_gemm_gate_up", cs);
+    const int64_t gu_stride = (int64_t)F * (int64_t)L.gate_exps.row_bytes();
+    batches([&](size_t b0, const gemm::ExpertList& list) {
+      gemm::dequant_experts_bf16((uint32_t)L.gate_exps.type, L.gate_exps.data, L.up_exps.data,
+                                 gu_stride, (int64_t)L.gate_exps.row_bytes(), F, D, list,
+                                 wq.as<gemm::bf16>(), cs);
+      for (int i = 0; i < list.n; ++i) {
+        const Run& r = runs[b0 + (size_t)i];
+        blas->bf16_nt(wq.as<gemm::bf16>() + (int64_t)i * 2 * F * D, gx + (int64_t)r.r0 * D,
+                      g_gu.as<float>() + (int64_t)r.r0 * 2 * F, 2 * F, D, r.cnt, D, 2 * F);
+      }
+    });
+    prof.mark("swiglu", cs);
+    gemm::swiglu_bf16(g_gu.as<float>(), g_w.as<float>(), pairs, F, clamp, hq, cs);
+    prof.mark("exp_gemm_down", cs);
+    const int64_t dn_stride = (int64_t)D * L.down_exps.row_bytes();
+    batches([&](size_t b0, const gemm::ExpertList& list) {
+      gemm::dequant_experts_bf16((uint32_t)L.down_exps.type, L.down_exps.data, nullptr, dn_stride,
+                                 (int64_t)L.down_exps.row_bytes(), D, F, list, wq.as<gemm::bf16>(),
+                                 cs);
+      for (int i = 0; i < list.n; ++i) {
+        const Run& r = runs[b0 + (size_t)i];
+        blas->bf16_nt(wq.as<gemm::bf16>() + (int64_t)i * D * F, hq + (int64_t)r.r0 * F,
+                      g_out.as<float>() + (int64_t)r.r0 * D, D, F, r.cnt, F, D);
+      }
+    });
+  }
+
+  // Shared expert of a long chunk: gate and up dequantized into one [2F][D] matrix, one GEMM,
+  // SwiGLU to bf16, the down GEMM into shout.
+  void shared_gemm(const LayerWeights& L, int n, float clamp) {
+    cudaStream_t cs = stream.get();
+    const int64_t D = c.n_embd, F = L.gate_shexp.rows();
+    gemm::bf16* w = wq.as<gemm::bf16>();
+    gemm::dequant_bf16((uint32_t)L.gate_shexp.type, L.gate_shexp.data,
+                       (int64_t)L.gate_shexp.row_bytes(), F, D, w, cs);
+    gemm::dequant_bf16((uint32_t)L.up_shexp.type, L.up_shexp.data, (int64_t)L.up_shexp.row_bytes(),
+                       F, D, w + F * D, cs);
+    gemm::to_bf16(xin.as<float>(), n, D, D, xq.as<gemm::bf16>(), cs);
+    blas->bf16_nt(w, xq.as<gemm::bf16>(), gu.as<float>(), 2 * F, D, n, D, 2 * F);
+    gemm::swiglu_bf16(gu.as<float>(), nullptr, n, (int)F, clamp, xq.as<gemm::bf16>(), cs);
+    gemm::dequant_bf16((uint32_t)L.down_shexp.type, L.down_shexp.data,
+                       (int64_t)L.down_shexp.row_bytes(), D, F, w, cs);
+    blas->bf16_nt(w, xq.as<gemm::bf16>(), shout.as<float>(), D, F, n, F, D);
   }
 
   // y[n][rows] = W x[n][cols], in launches of 8 vectors per slot.
@@ -391,28 +536,28 @@ struct CudaModel::Impl {
 
     // Attention sublayer.
     M("attn_hc_fn");
-    mv(L.hc_attn_fn, X.as<float>(), n, mixes.as<float>());
+    proj_f32(L.hc_attn_fn, X.as<float>(), n, mixes.as<float>());
     M("hc_pre");
     fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(L.hc_attn_base), fptr(L.hc_attn_scale),
                 fptr(L.attn_norm), n, D, hc, (int)c.hc_sinkhorn_iters, eps, c.hc_eps,
                 post.as<float>(), comb.as<float>(), xin.as<float>(), cs);
     M("q_a");
-    mv(L.q_a, xin.as<float>(), n, qa.as<float>());
+    proj(L.q_a, xin.as<float>(), n, qa.as<float>());
     M("q_a_norm");
     fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
     M("q_b");
-    mv(L.q_b, qr.as<float>(), n, q.as<float>());
+    proj(L.q_b, qr.as<float>(), n, q.as<float>());
     M("q_norm_rope");
     fwd::q_norm_rope(q.as<float>(), n, H, hd, rd, d.freqs, P, eps, cs);
     M("kv");
-    mv(L.kv, xin.as<float>(), n, kv.as<float>());
+    proj(L.kv, xin.as<float>(), n, kv.as<float>());
     M("kv_norm_rope");
     fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
                       kvn.as<float>(), cs);
     if (d.ratio) {
       M("comp_kv_gate");
-      mv(L.comp_kv, xin.as<float>(), n, ckv.as<float>());
-      mv(L.comp_gate, xin.as<float>(), n, csc.as<float>());
+      proj(L.comp_kv, xin.as<float>(), n, ckv.as<float>());
+      proj(L.comp_gate, xin.as<float>(), n, csc.as<float>());
       M("compressor");
       fwd::compressor(ckv.as<float>(), csc.as<float>(), d.comp_ape.as<float>(), n, (int)d.ratio, hd,
                       P, st.ckv.as<float>(), st.csc.as<float>(), pooled.as<float>(), cs);
@@ -422,8 +567,8 @@ struct CudaModel::Impl {
     }
     if (d.ratio == 4) {
       M("idx_kv_gate");
-      mv(L.idx_kv, xin.as<float>(), n, ikv.as<float>());
-      mv(L.idx_gate, xin.as<float>(), n, isc.as<float>());
+      proj(L.idx_kv, xin.as<float>(), n, ikv.as<float>());
+      proj(L.idx_gate, xin.as<float>(), n, isc.as<float>());
       M("idx_compressor");
       fwd::compressor(ikv.as<float>(), isc.as<float>(), d.idx_ape.as<float>(), n, 4, ID, P,
                       st.ikv.as<float>(), st.isc.as<float>(), ipooled.as<float>(), cs);
@@ -432,8 +577,8 @@ struct CudaModel::Impl {
       const int64_t max_visible = (host_p0 + n) / 4;
       if (capture || max_visible > topk) {
         M("idx_q_proj");
-        mv(L.idx_q_b, qr.as<float>(), n, iq.as<float>());
-        mv(L.idx_proj, xin.as<float>(), n, iw.as<float>());
+        proj(L.idx_q_b, qr.as<float>(), n, iq.as<float>());
+        proj(L.idx_proj, xin.as<float>(), n, iw.as<float>());
         M("idx_q");
         fwd::idx_q(iq.as<float>(), n, IH, ID, rd, d.freqs, P, opt.qat, cs);
         const int grid_rows = (int)(capture ? idx_cap : max_visible);
@@ -454,7 +599,15 @@ struct CudaModel::Impl {
     // Grouped output projection (§5.7).
     M("o_a");
     const int64_t G = c.o_groups, OL = c.o_lora_rank, gs = (int64_t)H * hd / G;
-    for (int t0 = 0; t0 < n; t0 += 8) {
+    if (use_gemm(n)) {
+      // The G group matrices are consecutive rows of one tensor: one dequantize, one batched GEMM.
+      gemm::dequant_bf16((uint32_t)L.o_a.type, L.o_a.data, (int64_t)L.o_a.row_bytes(), G * OL, gs,
+                         wq.as<gemm::bf16>(), cs);
+      gemm::to_bf16(o.as<float>(), n, (int64_t)H * hd, (int64_t)H * hd, xq.as<gemm::bf16>(), cs);
+      blas->bf16_nt(wq.as<gemm::bf16>(), xq.as<gemm::bf16>(), u.as<float>(), OL, gs, n,
+                    (int64_t)H * hd, G * OL, (int)G, OL * gs, gs, OL);
+    }
+    for (int t0 = 0; t0 < n && !use_gemm(n); t0 += 8) {
       MatvecOp op;
       op.type = L.o_a.type;
       op.w[0] = L.o_a.data;
@@ -472,25 +625,28 @@ struct CudaModel::Impl {
       matvec_run(op, cs);
     }
     M("o_b");
-    mv(L.o_b, u.as<float>(), n, f.as<float>());
+    proj(L.o_b, u.as<float>(), n, f.as<float>());
     M("hc_post");
     fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
 
     // MoE sublayer.
     M("ffn_hc_fn");
-    mv(L.hc_ffn_fn, X.as<float>(), n, mixes.as<float>());
+    proj_f32(L.hc_ffn_fn, X.as<float>(), n, mixes.as<float>());
     M("hc_pre");
     fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(L.hc_ffn_base), fptr(L.hc_ffn_scale),
                 fptr(L.ffn_norm), n, D, hc, (int)c.hc_sinkhorn_iters, eps, c.hc_eps,
                 post.as<float>(), comb.as<float>(), xin.as<float>(), cs);
     M("gate_inp");
-    mv(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
+    proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
     M("router");
     fwd::router(rlog.as<float>(), fptr(L.exp_probs_b),
                 L.tid2eid.present() ? reinterpret_cast<const int32_t*>(L.tid2eid.data) : nullptr,
                 tok.as<int32_t>(), n, E, k, c.expert_weights_scale, ids.as<int32_t>(),
                 wts.as<float>(), cs);
-    if (n > 1 && S > 0 && moe_gn > 0) {
+    const bool grouped_out = use_gemm(n) || (n > 1 && S > 0 && moe_gn > 0);
+    if (use_gemm(n)) {
+      routed_gemm(L, n, d.clamp);
+    } else if (grouped_out) {
       routed_grouped(L, n, d.clamp);
     } else {
       // Routed experts: all k * n (slot, token) pairs in one launch each for gate+up and down,
@@ -534,8 +690,11 @@ struct CudaModel::Impl {
       }
     }
     M("shexp_gate_up");
-    if (n <= 8 && L.gate_shexp.type == L.up_shexp.type &&
-        L.gate_shexp.rows() == L.up_shexp.rows() && L.gate_shexp.cols() == L.up_shexp.cols()) {
+    if (use_gemm(n)) {
+      shared_gemm(L, n, d.clamp);
+    } else if (n <= 8 && L.gate_shexp.type == L.up_shexp.type &&
+               L.gate_shexp.rows() == L.up_shexp.rows() &&
+               L.gate_shexp.cols() == L.up_shexp.cols()) {
       MatvecOp op;  // gate and up in one launch
       op.type = L.gate_shexp.type;
       op.w[0] = L.gate_shexp.data;
@@ -553,13 +712,15 @@ struct CudaModel::Impl {
       mv(L.gate_shexp, xin.as<float>(), n, gu.as<float>());
       mv(L.up_shexp, xin.as<float>(), n, gu.as<float>() + (int64_t)n * F);
     }
-    M("swiglu");
-    fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)n * F, nullptr, n, k, n, F, d.clamp,
-                h.as<float>(), cs);
-    M("shexp_down");
-    mv(L.down_shexp, h.as<float>(), n, shout.as<float>());
+    if (!use_gemm(n)) {
+      M("swiglu");
+      fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)n * F, nullptr, n, k, n, F, d.clamp,
+                  h.as<float>(), cs);
+      M("shexp_down");
+      mv(L.down_shexp, h.as<float>(), n, shout.as<float>());
+    }
     M("moe_combine");
-    if (n > 1 && S > 0 && moe_gn > 0)
+    if (grouped_out)
       fwd::moe_combine_grouped(g_out.as<float>(), shout.as<float>(), ids.as<int32_t>(),
                                g_pos.as<int32_t>(), n, k, D, f.as<float>(), cs);
     else
@@ -586,7 +747,7 @@ struct CudaModel::Impl {
     const int rows = n - first;
     const int64_t HD = c.hc_dim();
     const float* Xr = X.as<float>() + (int64_t)first * HD;
-    mv(dm.w.output_hc_fn, Xr, rows, mixes.as<float>());
+    proj_f32(dm.w.output_hc_fn, Xr, rows, mixes.as<float>());
     fwd::hc_head(Xr, mixes.as<float>(), fptr(dm.w.output_hc_base), fptr(dm.w.output_hc_scale),
                  fptr(dm.w.output_norm), rows, (int)c.n_embd, (int)c.hc_mult, c.rms_eps, c.hc_eps,
                  z.as<float>(), cs);
@@ -740,6 +901,29 @@ int32_t CudaModel::decode_greedy(CudaSession& cs, int32_t token) const {
   m.stream.sync();
   s.n_past_ += 1;
   return id;
+}
+
+void CudaModel::fill_synthetic_context(CudaSession& cs, int64_t n, uint64_t seed) const {
+  Impl& m = *impl_;
+  SessionImpl& s = m.session(cs);
+  const ModelConfig& c = m.c;
+  if (s.n_past_ != 0)
+    fail("fill_synthetic_context: the session is not fresh ({} tokens)", s.n_past_);
+  if (n <= 0 || n % 128 != 0 || n >= m.opt.max_ctx)
+    fail("fill_synthetic_context: {} tokens must be a positive multiple of 128 below max_ctx {}", n,
+         m.opt.max_ctx);
+  const float a = std::sqrt(3.0f);  // uniform [-a, a]: unit RMS
+  cudaStream_t st = m.stream.get();
+  const int64_t hd = c.head_dim, ID = c.idx_head_dim;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const uint32_t r = c.ratio(l);
+    SessionImpl::Layer& L = s.layers[l];
+    fwd::fill_random(L.raw.as<float>(), (int64_t)c.window * hd, seed + 3 * l, a, st);
+    if (r > 0) fwd::fill_random(L.comp.as<float>(), n / r * hd, seed + 3 * l + 1, a, st);
+    if (r == 4) fwd::fill_random(L.idx.as<float>(), n / 4 * ID, seed + 3 * l + 2, a, st);
+  }
+  m.stream.sync();
+  s.n_past_ = n;
 }
 
 uint64_t CudaModel::session_bytes() const {

@@ -13,10 +13,16 @@
 namespace dsv4::cuda {
 
 struct CudaOptions {
-  bool qat = true;             // FP8 KV / FP4 indexer rounding, as CpuOptions::qat
-  int64_t max_ctx = 1 << 16;   // session capacity in tokens (device state is sized for it)
-  int64_t max_batch = 512;     // most tokens per forward() call (prefill chunk); scratch size
-  bool use_graph = true;       // CUDA-graph replay of the decode step
+  bool qat = true;            // FP8 KV / FP4 indexer rounding, as CpuOptions::qat
+  int64_t max_ctx = 1 << 16;  // session capacity in tokens (device state is sized for it)
+  int64_t max_batch = 512;    // most tokens per forward() call (prefill chunk); scratch size
+  bool use_graph = true;      // CUDA-graph replay of the decode step
+  // Chunks of at least gemm_min_tokens tokens multiply with tensor-core GEMMs: weights
+  // dequantized to bf16 scratch, activations rounded to bf16, f32 accumulation (the HC mixes and
+  // the router stay f32). Off: every product runs the decode matvec kernels, which match the CPU
+  // reference to f32 rounding.
+  bool prefill_gemm = true;
+  int64_t gemm_min_tokens = 32;
 };
 
 class CudaSession;
@@ -39,6 +45,13 @@ class CudaModel {
   // One decode step that returns the argmax token (lowest id among equal maxima) without
   // copying logits to the host: what benchmarks and greedy decoding use.
   int32_t decode_greedy(CudaSession& sess, int32_t token) const;
+
+  // Benchmarks at long context without the prefill: makes a fresh session look as if `n` tokens
+  // (a multiple of 128, so that no compressor window is open) had been processed. The raw window
+  // and every compressed and indexer row get random values of unit RMS; the compressor frontiers
+  // stay empty. Later steps then cost what they cost in a real session of that length (the same
+  // rows are visited and ranked), but their logits are meaningless.
+  void fill_synthetic_context(CudaSession& sess, int64_t n, uint64_t seed) const;
 
   // Device bytes of one session's state per token of context, and in total for max_ctx.
   uint64_t session_bytes() const;

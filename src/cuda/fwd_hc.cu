@@ -352,6 +352,20 @@ __global__ void fill_kernel(float* p, int64_t n, float v) {
   if (t < n) p[t] = v;
 }
 
+// Uniform in [-a, a] from a 64-bit hash of (seed, index): counter-based, so any n and any
+// launch geometry give the same values.
+__global__ void fill_random_kernel(float* p, int64_t n, uint64_t seed, float a) {
+  for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < n;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    const float u = (float)(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    p[t] = a * (2.0f * u - 1.0f);
+  }
+}
+
 }  // namespace
 
 void embed(const void* table, uint32_t type, int64_t row_bytes, const int32_t* tokens, int n, int D,
@@ -412,6 +426,13 @@ void fill(float* p, int64_t n, float v, cudaStream_t s) {
   if (n <= 0) return;
   fill_kernel<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(p, n, v);
   FWD_LAUNCH_CHECK("fill_kernel");
+}
+
+void fill_random(float* p, int64_t n, uint64_t seed, float a, cudaStream_t s) {
+  if (n <= 0) return;
+  const int64_t want = (n + 255) / 256;
+  fill_random_kernel<<<(unsigned)(want < 65536 ? want : 65536), 256, 0, s>>>(p, n, seed, a);
+  FWD_LAUNCH_CHECK("fill_random_kernel");
 }
 
 }  // namespace dsv4::cuda::fwd

@@ -129,4 +129,7 @@ void argmax(const float* x, int n, int32_t* out, cudaStream_t s);
 // Fills n floats with v.
 void fill(float* p, int64_t n, float v, cudaStream_t s);
 
+// Fills n floats with values uniform in [-a, a], a pure function of (seed, index).
+void fill_random(float* p, int64_t n, uint64_t seed, float a, cudaStream_t s);
+
 }  // namespace dsv4::cuda::fwd

@@ -1,0 +1,268 @@
+// The prefill GEMM building blocks (src/cuda/gemm.h) against the CPU on fresh random data
+// (seed from the clock, printed; DSV4_TEST_SEED=<n> reproduces), outputs poisoned with NaN:
+//  * dequantization of every weight format, single matrices and expert lists, equals the CPU
+//    decoder exactly (f32) and after one round-to-nearest-even to bf16 (bf16);
+//  * bf16 and f32 GEMMs (plain and strided batched) against float64 products of the same
+//    (bf16-rounded) inputs, within f32 accumulation error;
+//  * the row gather and the SwiGLU to bf16 against the CPU formula.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/ggml_type.h"
+#include "cuda/device.h"
+#include "cuda/gemm.h"
+#include "quant/quant.h"
+
+namespace {
+
+using dsv4::GgmlType;
+namespace cu = dsv4::cuda;
+namespace gm = dsv4::cuda::gemm;
+
+uint64_t run_seed() {
+  static const uint64_t seed = [] {
+    uint64_t s = 0;
+    if (const char* e = std::getenv("DSV4_TEST_SEED"))
+      s = std::strtoull(e, nullptr, 10);
+    else
+      s = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count();
+    std::printf("[   seed   ] DSV4_TEST_SEED=%" PRIu64 "\n", s);
+    return s;
+  }();
+  return seed;
+}
+
+#define REQUIRE_GPU() \
+  if (cu::device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped"
+
+// Round to nearest even, as __float2bfloat16_rn (finite inputs).
+uint16_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float bf16_value(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+std::vector<float> randn(size_t n, uint64_t seed, float sd = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+template <class T>
+cu::DeviceBuffer upload(const std::vector<T>& v) {
+  cu::DeviceBuffer b(sizeof(T) * v.size());
+  b.upload(v.data(), sizeof(T) * v.size());
+  return b;
+}
+
+template <class T>
+std::vector<T> download(const cu::DeviceBuffer& b, size_t n) {
+  std::vector<T> v(n);
+  b.download(v.data(), sizeof(T) * n);
+  return v;
+}
+
+struct Fmt {
+  GgmlType t;
+  const char* name;
+};
+const Fmt kFormats[] = {{GgmlType::F32, "F32"},        {GgmlType::F16, "F16"},
+                        {GgmlType::BF16, "BF16"},      {GgmlType::Q8_0, "Q8_0"},
+                        {GgmlType::Q2_K, "Q2_K"},      {GgmlType::Q4_K, "Q4_K"},
+                        {GgmlType::IQ2_XXS, "IQ2_XXS"}};
+
+TEST(CudaGemm, DequantizeEqualsCpuDecoder) {
+  REQUIRE_GPU();
+  const uint64_t seed = run_seed();
+  cu::Stream st;
+  for (const Fmt& f : kFormats) {
+    // Two experts' worth of [rows][cols]; cols 512 covers every block size.
+    const int64_t rows = 48, cols = 512, E = 3;
+    const size_t rb = dsv4::ggml_row_bytes(f.t, (uint64_t)cols);
+    std::vector<uint8_t> w(rb * (size_t)(rows * E));
+    dsv4::quant::random_blocks(f.t, seed + (uint64_t)f.t, 1.0f, w.data(), rows * E * cols);
+    std::vector<float> ref((size_t)(rows * E * cols));
+    for (int64_t r = 0; r < rows * E; ++r)
+      dsv4::quant::dequantize_row(f.t, w.data() + (size_t)r * rb, ref.data() + r * cols, cols);
+    auto dw = upload(w);
+    // Single matrix (expert 1), f32 and bf16.
+    cu::DeviceBuffer o32(sizeof(float) * (size_t)(rows * cols)), o16(2 * (size_t)(rows * cols));
+    o32.fill_bytes(0xff);
+    o16.fill_bytes(0xff);
+    const uint8_t* e1 = dw.as<uint8_t>() + rb * (size_t)rows;
+    gm::dequant_f32((uint32_t)f.t, e1, (int64_t)rb, rows, cols, o32.as<float>(), st.get());
+    gm::dequant_bf16((uint32_t)f.t, e1, (int64_t)rb, rows, cols, o16.as<gm::bf16>(), st.get());
+    // Expert list {2, 0} of gate = w, up = w (two matrices per expert).
+    gm::ExpertList list;
+    list.n = 2;
+    list.ids[0] = 2;
+    list.ids[1] = 0;
+    cu::DeviceBuffer ol(2 * (size_t)(4 * rows * cols));
+    ol.fill_bytes(0xff);
+    gm::dequant_experts_bf16((uint32_t)f.t, dw.data(), dw.data(), (int64_t)rb * rows, (int64_t)rb,
+                             rows, cols, list, ol.as<gm::bf16>(), st.get());
+    st.sync();
+    const auto g32 = download<float>(o32, (size_t)(rows * cols));
+    const auto g16 = download<uint16_t>(o16, (size_t)(rows * cols));
+    const auto gl = download<uint16_t>(ol, (size_t)(4 * rows * cols));
+    int64_t bad32 = 0, bad16 = 0, badl = 0;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const float r = ref[(size_t)(rows * cols + i)];
+      bad32 += std::memcmp(&g32[(size_t)i], &r, 4) != 0;
+      bad16 += g16[(size_t)i] != bf16_bits(r);
+    }
+    const int64_t order[4] = {2, 2, 0, 0};  // [gate; up] of expert 2, then of expert 0
+    for (int m = 0; m < 4; ++m)
+      for (int64_t i = 0; i < rows * cols; ++i)
+        badl += gl[(size_t)(m * rows * cols + i)] !=
+                bf16_bits(ref[(size_t)(order[m] * rows * cols + i)]);
+    EXPECT_EQ(bad32, 0) << f.name;
+    EXPECT_EQ(bad16, 0) << f.name;
+    EXPECT_EQ(badl, 0) << f.name;
+  }
+}
+
+// Larger 2-bit matrices at the real expert width run the block-wise decoders over many blocks.
+TEST(CudaGemm, DequantizeExpertFormatsAtRealWidth) {
+  REQUIRE_GPU();
+  const uint64_t seed = run_seed();
+  cu::Stream st;
+  for (GgmlType t : {GgmlType::IQ2_XXS, GgmlType::Q2_K}) {
+    const int64_t rows = 96, cols = 4096;
+    const size_t rb = dsv4::ggml_row_bytes(t, (uint64_t)cols);
+    std::vector<uint8_t> w(rb * (size_t)rows);
+    dsv4::quant::random_blocks(t, seed ^ 0x5151, 1.0f, w.data(), rows * cols);
+    auto dw = upload(w);
+    cu::DeviceBuffer o(sizeof(float) * (size_t)(rows * cols));
+    o.fill_bytes(0xff);
+    gm::dequant_f32((uint32_t)t, dw.data(), (int64_t)rb, rows, cols, o.as<float>(), st.get());
+    st.sync();
+    const auto g = download<float>(o, (size_t)(rows * cols));
+    std::vector<float> ref((size_t)cols);
+    int64_t bad = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      dsv4::quant::dequantize_row(t, w.data() + (size_t)r * rb, ref.data(), cols);
+      bad += std::memcmp(g.data() + r * cols, ref.data(), 4 * (size_t)cols) != 0;
+    }
+    EXPECT_EQ(bad, 0) << "rows differing, type " << (int)t;
+  }
+}
+
+// Y = X W^T against float64 on the same rounded inputs. f32 accumulation over K terms: error
+// within ~K * 2^-24 * sum |x w| in the worst case; we allow 1e-5 * S + 1e-6 per element (the
+// errors are unbiased: sqrt(K) growth).
+TEST(CudaGemm, ProductsMatchFloat64) {
+  REQUIRE_GPU();
+  const uint64_t seed = run_seed();
+  cu::Stream st;
+  gm::Blas blas(st.get());
+  const int64_t rows = 160, cols = 384, n = 70, ldx = cols + 64, ldy = rows + 32, batch = 3;
+  const auto w = randn((size_t)(batch * rows * cols), seed + 1);
+  const auto x = randn((size_t)(n * ldx + (batch - 1) * cols), seed + 2);
+  std::vector<uint16_t> wb(w.size());
+  for (size_t i = 0; i < w.size(); ++i) wb[i] = bf16_bits(w[i]);
+  // The batched call: W and Y advance per batch entry, X is shared (x_stride 0).
+  auto dw32 = upload(w), dx32 = upload(x), dwb = upload(wb);
+  std::vector<uint16_t> xbf((size_t)(n * ldx));
+  for (int64_t i = 0; i < n * ldx; ++i) xbf[(size_t)i] = bf16_bits(x[(size_t)i]);
+  auto dxb = upload(xbf);
+  cu::DeviceBuffer y32(sizeof(float) * (size_t)(n * ldy)),
+      yb(sizeof(float) * (size_t)(n * ldy * batch));
+  y32.fill_bytes(0xff);
+  yb.fill_bytes(0xff);
+  blas.f32_nt(dw32.as<float>(), dx32.as<float>(), y32.as<float>(), rows, cols, n, ldx, ldy);
+  blas.bf16_nt(dwb.as<gm::bf16>(), dxb.as<gm::bf16>(), yb.as<float>(), rows, cols, n, ldx, ldy,
+               (int)batch, rows * cols, 0, n * ldy);
+  st.sync();
+  const auto g32 = download<float>(y32, (size_t)(n * ldy));
+  const auto gb = download<float>(yb, (size_t)(n * ldy * batch));
+  double worst32 = 0, worstb = 0;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t r = 0; r < rows; ++r) {
+        double e32 = 0, s32 = 0, eb = 0, sb = 0;
+        for (int64_t c = 0; c < cols; ++c) {
+          const double p =
+              (double)w[(size_t)((b * rows + r) * cols + c)] * x[(size_t)(i * ldx + c)];
+          e32 += p;
+          s32 += std::fabs(p);
+          const double q = (double)bf16_value(wb[(size_t)((b * rows + r) * cols + c)]) *
+                           bf16_value(xbf[(size_t)(i * ldx + c)]);
+          eb += q;
+          sb += std::fabs(q);
+        }
+        const float gv = gb[(size_t)(b * n * ldy + i * ldy + r)];
+        ASSERT_TRUE(std::isfinite(gv));
+        worstb = std::max(worstb, std::fabs(gv - eb) / (sb + 1e-30));
+        if (b == 0) {
+          const float fv = g32[(size_t)(i * ldy + r)];
+          ASSERT_TRUE(std::isfinite(fv));
+          worst32 = std::max(worst32, std::fabs(fv - e32) / (s32 + 1e-30));
+        }
+      }
+  std::printf("  worst |err| / sum|x w|: f32 %.3g, bf16 inputs %.3g\n", worst32, worstb);
+  EXPECT_LE(worst32, 1e-5);
+  EXPECT_LE(worstb, 1e-5);
+}
+
+TEST(CudaGemm, GatherAndSwigluMatchCpu) {
+  REQUIRE_GPU();
+  const uint64_t seed = run_seed();
+  cu::Stream st;
+  const int64_t n = 9, D = 64, rows = 20, F = 48;
+  const float clamp = 3.5f;
+  const auto x = randn((size_t)(n * D), seed + 3);
+  std::vector<int32_t> idx((size_t)rows);
+  std::mt19937 rng((uint32_t)seed);
+  for (auto& v : idx) v = (int32_t)(rng() % n);
+  const auto gu = randn((size_t)(rows * 2 * F), seed + 4, 3.0f);
+  const auto rw = randn((size_t)rows, seed + 5);
+  auto dx = upload(x), didx = upload(idx), dgu = upload(gu), drw = upload(rw);
+  cu::DeviceBuffer og(2 * (size_t)(rows * D)), oh(2 * (size_t)(rows * F)),
+      oh1(2 * (size_t)(rows * F));
+  og.fill_bytes(0xff);
+  oh.fill_bytes(0xff);
+  oh1.fill_bytes(0xff);
+  gm::gather_rows_bf16(dx.as<float>(), didx.as<int32_t>(), rows, D, og.as<gm::bf16>(), st.get());
+  gm::swiglu_bf16(dgu.as<float>(), drw.as<float>(), rows, (int)F, clamp, oh.as<gm::bf16>(),
+                  st.get());
+  gm::swiglu_bf16(dgu.as<float>(), nullptr, rows, (int)F, clamp, oh1.as<gm::bf16>(), st.get());
+  st.sync();
+  const auto g = download<uint16_t>(og, (size_t)(rows * D));
+  const auto h = download<uint16_t>(oh, (size_t)(rows * F));
+  const auto h1 = download<uint16_t>(oh1, (size_t)(rows * F));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < D; ++d)
+      ASSERT_EQ(g[(size_t)(r * D + d)], bf16_bits(x[(size_t)(idx[(size_t)r] * D + d)]));
+  int64_t off = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t f = 0; f < F; ++f) {
+      const float gv = std::fmin(gu[(size_t)(r * 2 * F + f)], clamp);
+      const float uv = std::fmin(std::fmax(gu[(size_t)(r * 2 * F + F + f)], -clamp), clamp);
+      const float v = gv / (1.0f + std::exp(-gv)) * uv;
+      // expf on the device may differ from the host's by an ulp: compare within bf16 rounding.
+      const float got = bf16_value(h[(size_t)(r * F + f)]),
+                  got1 = bf16_value(h1[(size_t)(r * F + f)]);
+      off += std::fabs(got - rw[(size_t)r] * v) > 1e-2f * std::fabs(rw[(size_t)r] * v) + 1e-6f;
+      off += std::fabs(got1 - v) > 1e-2f * std::fabs(v) + 1e-6f;
+    }
+  EXPECT_EQ(off, 0);
+}
+
+}  // namespace
