@@ -192,7 +192,7 @@ struct CudaModel::Impl {
   // Prefill GEMM path (opt.prefill_gemm): cuBLAS, the dequantized-weight scratch (one dense
   // product, or a batch of expert_batch experts' gate+up or down), bf16 activations.
   std::unique_ptr<gemm::Blas> blas;
-  DeviceBuffer wq, xq;
+  DeviceBuffer wq, xq, idx_dots;  // idx_dots: indexer query-row dot products of a sub-chunk
   int expert_batch = 1;
   std::vector<int32_t> host_slots;
 
@@ -323,6 +323,10 @@ struct CudaModel::Impl {
     wq = DeviceBuffer((size_t)wq_bytes);
     xq = DeviceBuffer((size_t)(2 * B * dense_cols));
     host_slots.resize((size_t)(c.n_expert_used * B));
+    if (c.idx_n_head > 0)  // up to 256 MiB, at least one token's dots at full capacity
+      idx_dots = DeviceBuffer((size_t)std::max<int64_t>(
+          4 * c.idx_n_head * idx_cap,
+          std::min<int64_t>((int64_t)256 << 20, 4 * B * c.idx_n_head * idx_cap)));
     blas = std::make_unique<gemm::Blas>(stream.get());
   }
 
@@ -390,9 +394,11 @@ struct CudaModel::Impl {
     prof.mark("exp_gemm_gate_up", cs);
     const int64_t gu_stride = (int64_t)F * (int64_t)L.gate_exps.row_bytes();
     batches([&](size_t b0, const gemm::ExpertList& list) {
+      prof.mark("exp_dequant", cs);
       gemm::dequant_experts_bf16((uint32_t)L.gate_exps.type, L.gate_exps.data, L.up_exps.data,
                                  gu_stride, (int64_t)L.gate_exps.row_bytes(), F, D, list,
                                  wq.as<gemm::bf16>(), cs);
+      prof.mark("exp_gemm", cs);
       for (int i = 0; i < list.n; ++i) {
         const Run& r = runs[b0 + (size_t)i];
         blas->bf16_nt(wq.as<gemm::bf16>() + (int64_t)i * 2 * F * D, gx + (int64_t)r.r0 * D,
@@ -404,9 +410,11 @@ struct CudaModel::Impl {
     prof.mark("exp_gemm_down", cs);
     const int64_t dn_stride = (int64_t)D * L.down_exps.row_bytes();
     batches([&](size_t b0, const gemm::ExpertList& list) {
+      prof.mark("exp_dequant", cs);
       gemm::dequant_experts_bf16((uint32_t)L.down_exps.type, L.down_exps.data, nullptr, dn_stride,
                                  (int64_t)L.down_exps.row_bytes(), D, F, list, wq.as<gemm::bf16>(),
                                  cs);
+      prof.mark("exp_gemm", cs);
       for (int i = 0; i < list.n; ++i) {
         const Run& r = runs[b0 + (size_t)i];
         blas->bf16_nt(wq.as<gemm::bf16>() + (int64_t)i * D * F, hq + (int64_t)r.r0 * F,
@@ -583,8 +591,23 @@ struct CudaModel::Impl {
         fwd::idx_q(iq.as<float>(), n, IH, ID, rd, d.freqs, P, opt.qat, cs);
         const int grid_rows = (int)(capture ? idx_cap : max_visible);
         M("idx_scores");
-        fwd::idx_scores(iq.as<float>(), iw.as<float>(), st.idx.as<float>(), n, IH, ID, topk,
-                        idx_wscale, P, grid_rows, (int)idx_cap, scores.as<float>(), cs);
+        if (use_gemm(n)) {
+          // f32 GEMM of T tokens' queries with the visible rows at a time, then the ReLU-weighted
+          // sum over heads.
+          const int64_t per_tok = (int64_t)IH * grid_rows;
+          const int64_t T = std::max<int64_t>(1, (int64_t)(idx_dots.size() / 4) / per_tok);
+          for (int64_t t0 = 0; t0 < n; t0 += T) {
+            const int64_t nt = std::min<int64_t>(T, n - t0);
+            blas->f32_nt(st.idx.as<float>(), iq.as<float>() + t0 * IH * ID, idx_dots.as<float>(),
+                         grid_rows, ID, nt * IH, ID, grid_rows);
+            fwd::idx_reduce(idx_dots.as<float>(), iw.as<float>() + t0 * IH, (int)nt, IH, grid_rows,
+                            idx_wscale, P, (int)t0, topk, (int)idx_cap,
+                            scores.as<float>() + t0 * idx_cap, cs);
+          }
+        } else {
+          fwd::idx_scores(iq.as<float>(), iw.as<float>(), st.idx.as<float>(), n, IH, ID, topk,
+                          idx_wscale, P, grid_rows, (int)idx_cap, scores.as<float>(), cs);
+        }
         M("idx_topk");
         fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs);
       }

@@ -48,49 +48,105 @@ __global__ void kv_norm_rope_kernel(const float* kv, const float* w, int hd, int
       fp8_sim_block_warp(r + b, 64);
 }
 
-// One thread per dimension d < width; it owns columns d and width + d of every slot.
-__global__ void compressor_kernel(const float* kv, const float* score, const float* ape, int n,
-                                  int ratio, int width, const int32_t* p0, float* skv, float* ssc,
-                                  float* pooled) {
+// The compressor frontier (§5.4) for a chunk of n tokens, in two parallel passes over the state
+// S0 it had before the chunk; the result equals the token-by-token recurrence bit for bit.
+// State layout: slot_w = lanes * width columns per slot; without overlap (ratio 128) slot j holds
+// the open window's token j; with overlap (ratio 4, two lanes) slots ratio + j hold the open
+// window and slots j the previous, closed one (moved there when it closed).
+//
+// Pass 1, thread (column d < width, token i): if token i closes a window, pool its candidates —
+// (overlap) the previous window's tokens on lane 0, then the window's own tokens (lane 1 with
+// overlap, else lane 0) — taking each from the chunk (position >= p0) or from S0, with the
+// recurrence's operations in its order (max, then exp-sums in candidate order).
+__global__ void compressor_pool_kernel(const float* kv, const float* score, const float* ape, int n,
+                                       int ratio, int width, const int32_t* p0, const float* skv,
+                                       const float* ssc, float* pooled) {
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  const int i = blockIdx.y;
   if (d >= width) return;
+  const int64_t base = p0[0], p = base + i;
+  if (p % ratio != ratio - 1) return;
   const bool overlap = ratio == 4;
-  const int lanes = overlap ? 2 : 1;
-  const int slot_w = lanes * width;
-  for (int i = 0; i < n; ++i) {
-    const int64_t pos = (int64_t)p0[0] + i;
-    const int j = (int)(pos % ratio);
-    const int slot = overlap ? ratio + j : j;
-    for (int L = 0; L < lanes; ++L) {
-      const int c = L * width + d;
-      skv[(int64_t)slot * slot_w + c] = kv[(int64_t)i * slot_w + c];
-      ssc[(int64_t)slot * slot_w + c] =
-          score[(int64_t)i * slot_w + c] + ape[(int64_t)j * slot_w + c];
+  const int slot_w = (overlap ? 2 : 1) * width;
+  const int64_t w0 = base - base % ratio;  // the window open at the chunk start
+  const int n_cand = overlap ? 2 * ratio : ratio;
+  const int64_t first = p + 1 - (int64_t)n_cand;  // position of candidate 0
+  auto fetch = [&](int c, float& sc, float& v) {
+    const int64_t q = first + c;
+    const int col = (overlap && c >= ratio ? width : 0) + d;
+    const int j = (int)(q % ratio);
+    if (q < 0) {  // before the first window: the initial state (-inf score)
+      sc = -INFINITY;
+      v = 0.0f;
+    } else if (q >= base) {
+      const int64_t off = (q - base) * slot_w + col;
+      sc = score[off] + ape[(int64_t)j * slot_w + col];
+      v = kv[off];
+    } else {
+      const int slot = overlap && q >= w0 ? ratio + j : j;
+      sc = ssc[(int64_t)slot * slot_w + col];
+      v = skv[(int64_t)slot * slot_w + col];
     }
-    if (j != ratio - 1) continue;
-    const int n_cand = overlap ? 2 * ratio : ratio;
-    float mx = -INFINITY;
-    for (int c = 0; c < n_cand; ++c) {
-      const int64_t off = (int64_t)c * slot_w + (overlap && c >= ratio ? width : 0) + d;
-      mx = fmaxf(mx, ssc[off]);
-    }
-    float den = 0.0f, num = 0.0f;
-    for (int c = 0; c < n_cand; ++c) {
-      const int64_t off = (int64_t)c * slot_w + (overlap && c >= ratio ? width : 0) + d;
-      const float e = expf(ssc[off] - mx);
-      den += e;
-      num += e * skv[off];
-    }
-    pooled[(int64_t)i * width + d] = num / den;
-    if (overlap) {
-      for (int sl = 0; sl < ratio; ++sl)
-        for (int L = 0; L < lanes; ++L) {
-          const int c = L * width + d;
-          skv[(int64_t)sl * slot_w + c] = skv[(int64_t)(ratio + sl) * slot_w + c];
-          ssc[(int64_t)sl * slot_w + c] = ssc[(int64_t)(ratio + sl) * slot_w + c];
-        }
-    }
+  };
+  float mx = -INFINITY;
+  for (int c = 0; c < n_cand; ++c) {
+    float sc, v;
+    fetch(c, sc, v);
+    mx = fmaxf(mx, sc);
   }
+  float den = 0.0f, num = 0.0f;
+  for (int c = 0; c < n_cand; ++c) {
+    float sc, v;
+    fetch(c, sc, v);
+    const float e = expf(sc - mx);
+    den += e;
+    num += e * v;
+  }
+  pooled[(int64_t)i * width + d] = num / den;
+}
+
+// Pass 2, thread per state column: the state after the chunk. The open window at the end keeps
+// its tokens so far (from the chunk, or unchanged from S0 when it was already open); with overlap
+// slots j take the last closed window (chunk or S0). Slots of tokens not yet seen keep stale
+// values, which the recurrence never reads either.
+__global__ void compressor_state_kernel(const float* kv, const float* score, const float* ape,
+                                        int n, int ratio, int width, const int32_t* p0, float* skv,
+                                        float* ssc) {
+  const bool overlap = ratio == 4;
+  const int slot_w = (overlap ? 2 : 1) * width;
+  const int col = blockIdx.x * blockDim.x + threadIdx.x;
+  const int j = blockIdx.y;  // slot pair (j, ratio + j) with overlap, slot j without
+  if (col >= slot_w) return;
+  const int64_t base = p0[0], e = base + n;
+  const int64_t w0 = base - base % ratio, w_end = e - e % ratio;
+  const int64_t q_open = w_end + j;          // the open window's token j
+  const int64_t q_prev = w_end - ratio + j;  // overlap: the last closed window's token j
+  const int64_t open_slot = (int64_t)(overlap ? ratio + j : j) * slot_w + col;
+  const int64_t prev_slot = (int64_t)j * slot_w + col;
+  const bool new_open = q_open < e && q_open >= base;
+  const bool new_prev = overlap && q_prev >= 0 && w_end != w0;
+  if (!new_open && !new_prev) return;
+  float ok = skv[open_slot], os = ssc[open_slot];
+  if (new_prev) {
+    float pk, ps;
+    if (q_prev >= base) {
+      const int64_t off = (q_prev - base) * slot_w + col;
+      pk = kv[off];
+      ps = score[off] + ape[(int64_t)j * slot_w + col];
+    } else {  // the window open at the chunk start, closed inside the chunk
+      pk = ok;
+      ps = os;
+    }
+    skv[prev_slot] = pk;
+    ssc[prev_slot] = ps;
+  }
+  if (new_open) {
+    const int64_t off = (q_open - base) * slot_w + col;
+    ok = kv[off];
+    os = score[off] + ape[(int64_t)j * slot_w + col];
+  }
+  skv[open_slot] = ok;
+  ssc[open_slot] = os;
 }
 
 __global__ void compressor_emit_kernel(const float* pooled, const float* w, int ratio, int width,
@@ -323,6 +379,149 @@ __global__ void __launch_bounds__(kAttThreads)
   for (int d = threadIdx.x; d < hd; d += blockDim.x) oh[d] = qs[d];
 }
 
+// Multi-token (prefill) attention: block (g, i) takes the kMhHeads heads g*kMhHeads.. of token
+// i, so each key row (shared by every head: the KV row is key and value) is read once per
+// kMhHeads heads instead of once per head, and keys stream in chunks of 32 with an online
+// softmax (the sink starts the running max and denominator). Per chunk: each warp scores four
+// keys against all the block's heads (q in shared memory), warp h turns head h's 32 scores into
+// weights, then thread (group, d4) accumulates float4 d4 of its heads' outputs. Needs
+// 256 % (hd / 4) == 0 (hd = 4 * 2^k <= 1024) and H % kMhHeads == 0.
+constexpr int kMhHeads = 8;
+constexpr int kMhThreads = 256;
+constexpr int kMhChunk = 32;
+constexpr int kMhMaxHd = 1024;
+
+__global__ void __launch_bounds__(kMhThreads)
+    attention_mh_kernel(const float* q, const float* kvn, const float* ring, const float* comp,
+                        const int32_t* sel, const float* sinks, int H, int hd, int rd, int W,
+                        int ratio, int topk, const float* freqs, const int32_t* p0, float* o) {
+  __shared__ __align__(16) float qs[kMhHeads * kMhMaxHd];
+  __shared__ float pw[kMhHeads][kMhChunk];
+  __shared__ const float* kp[kMhChunk];
+  __shared__ float m_run[kMhHeads], den[kMhHeads], alpha[kMhHeads];
+  const int h0 = blockIdx.x * kMhHeads, i = blockIdx.y;
+  const int64_t base = p0[0];
+  const int64_t p = base + i;
+  const int64_t visible = ratio ? (p + 1) / ratio : 0;
+  const bool use_sel = ratio == 4 && visible > topk;
+  const int n_comp = (int)(use_sel ? topk : visible);
+  const int64_t raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
+  const int nk = n_comp + (int)(p - raw_start + 1);
+  const int nd4 = hd / 4, groups = kMhThreads / nd4;
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  for (int t = threadIdx.x; t < kMhHeads * nd4; t += blockDim.x) {
+    const int h = t / nd4, d4 = t % nd4;
+    reinterpret_cast<float4*>(qs)[t] =
+        reinterpret_cast<const float4*>(q + ((int64_t)i * H + h0 + h) * hd)[d4];
+  }
+  if (threadIdx.x < kMhHeads) {
+    m_run[threadIdx.x] = sinks[h0 + threadIdx.x];
+    den[threadIdx.x] = 1.0f;  // exp(sink - sink)
+  }
+  const float scale = 1.0f / sqrtf((float)hd);
+  const int g = (int)threadIdx.x / nd4, d4 = (int)threadIdx.x % nd4;
+  float4 acc[kMhHeads];
+#pragma unroll
+  for (int h = 0; h < kMhHeads; ++h) acc[h] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  const float4* q4 = reinterpret_cast<const float4*>(qs);
+  for (int j0 = 0; j0 < nk; j0 += kMhChunk) {
+    const int kc = min(kMhChunk, nk - j0);
+    if (threadIdx.x < kc) {
+      const int j = j0 + threadIdx.x;
+      const float* k;
+      if (j < n_comp) {
+        const int64_t r = use_sel ? sel[(int64_t)i * topk + j] : j;
+        k = comp + r * hd;
+      } else {
+        const int64_t t = raw_start + (j - n_comp);
+        k = t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
+      }
+      kp[threadIdx.x] = k;
+    }
+    __syncthreads();
+    // Scores: warp wid takes keys wid, wid + 8, ... of the chunk.
+    for (int jj = wid; jj < kc; jj += kMhThreads / 32) {
+      const float4* k4 = reinterpret_cast<const float4*>(kp[jj]);
+      float sc[kMhHeads];
+#pragma unroll
+      for (int h = 0; h < kMhHeads; ++h) sc[h] = 0.0f;
+      for (int d = lane; d < nd4; d += 32) {
+        const float4 kv = __ldg(k4 + d);
+#pragma unroll
+        for (int h = 0; h < kMhHeads; ++h) {
+          const float4 qv = q4[h * nd4 + d];
+          sc[h] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < kMhHeads; ++h) {
+        const float v = warp_sum(sc[h]);
+        if (lane == 0) pw[h][jj] = v * scale;
+      }
+    }
+    __syncthreads();
+    // Online softmax: warp h updates head h's running max and denominator.
+    if (wid < kMhHeads) {
+      const int h = wid;
+      const float v = lane < kc ? pw[h][lane] : -INFINITY;
+      const float m_new = fmaxf(m_run[h], warp_max(v));
+      const float e = lane < kc ? expf(v - m_new) : 0.0f;
+      const float sum = warp_sum(e);
+      if (lane < kc) pw[h][lane] = e;
+      __syncwarp();
+      if (lane == 0) {
+        const float a = expf(m_run[h] - m_new);
+        alpha[h] = a;
+        den[h] = den[h] * a + sum;
+        m_run[h] = m_new;
+      }
+    }
+    __syncthreads();
+    if (g < groups) {
+#pragma unroll
+      for (int h = 0; h < kMhHeads; ++h) {
+        if (h % groups != g) continue;
+        const float a = alpha[h];
+        acc[h].x *= a;
+        acc[h].y *= a;
+        acc[h].z *= a;
+        acc[h].w *= a;
+      }
+      for (int jj = 0; jj < kc; ++jj) {
+        const float4 kv = __ldg(reinterpret_cast<const float4*>(kp[jj]) + d4);
+#pragma unroll
+        for (int h = 0; h < kMhHeads; ++h) {
+          if (h % groups != g) continue;
+          const float w = pw[h][jj];
+          acc[h].x += w * kv.x;
+          acc[h].y += w * kv.y;
+          acc[h].z += w * kv.z;
+          acc[h].w += w * kv.w;
+        }
+      }
+    }
+    __syncthreads();  // kp and pw are rewritten by the next chunk
+  }
+  // Normalise into qs (q is no longer needed), inverse RoPE of each head's tail, store.
+#pragma unroll
+  for (int h = 0; h < kMhHeads; ++h) {
+    if (h % groups != g) continue;
+    const float inv = 1.0f / den[h];
+    reinterpret_cast<float4*>(qs)[h * nd4 + d4] =
+        make_float4(acc[h].x * inv, acc[h].y * inv, acc[h].z * inv, acc[h].w * inv);
+  }
+  __syncthreads();
+  const int half = rd / 2;
+  for (int t = threadIdx.x; t < kMhHeads * half; t += blockDim.x)
+    rope_pair(qs + (t / half) * hd + (hd - rd), freqs, t % half, p, true);
+  __syncthreads();
+  for (int t = threadIdx.x; t < kMhHeads * nd4; t += blockDim.x) {
+    const int h = t / nd4, dd = t % nd4;
+    reinterpret_cast<float4*>(o + ((int64_t)i * H + h0 + h) * hd)[dd] =
+        reinterpret_cast<const float4*>(qs)[t];
+  }
+}
+
 // Decode (n == 1) attention: block (g, z) takes the kAttHeads heads g*kAttHeads.. and the z-th of
 // kAttSplit key ranges (flash-decoding), so each key row is read once per kAttHeads heads and the
 // H / kAttHeads * kAttSplit blocks fill the SMs. Each writes its range's unnormalised output,
@@ -506,9 +705,13 @@ void kv_norm_rope(const float* kv, const float* w, int n, int hd, int rd, const 
 
 void compressor(const float* kv, const float* score, const float* ape, int n, int ratio, int width,
                 const int32_t* p0, float* skv, float* ssc, float* pooled, cudaStream_t s) {
-  compressor_kernel<<<(unsigned)((width + kThreads - 1) / kThreads), kThreads, 0, s>>>(
-      kv, score, ape, n, ratio, width, p0, skv, ssc, pooled);
-  FWD_LAUNCH_CHECK("compressor_kernel");
+  compressor_pool_kernel<<<dim3((unsigned)((width + kThreads - 1) / kThreads), (unsigned)n),
+                           kThreads, 0, s>>>(kv, score, ape, n, ratio, width, p0, skv, ssc, pooled);
+  FWD_LAUNCH_CHECK("compressor_pool_kernel");
+  const int slot_w = (ratio == 4 ? 2 : 1) * width;
+  compressor_state_kernel<<<dim3((unsigned)((slot_w + kThreads - 1) / kThreads), (unsigned)ratio),
+                            kThreads, 0, s>>>(kv, score, ape, n, ratio, width, p0, skv, ssc);
+  FWD_LAUNCH_CHECK("compressor_state_kernel");
 }
 
 void compressor_emit(const float* pooled, const float* w, int n, int ratio, int width, int rd,
@@ -538,6 +741,14 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
       attention_combine_kernel<<<(unsigned)H, kThreads, sizeof(float) * (size_t)hd, s>>>(
           part, sinks, hd, rd, kAttSplit, freqs, p0, o);
       FWD_LAUNCH_CHECK("attention_combine_kernel");
+      return;
+    }
+    const int nd4 = hd / 4;
+    if (n > 1 && H % kMhHeads == 0 && hd <= kMhMaxHd && kMhThreads % nd4 == 0 &&
+        nd4 <= kMhThreads) {
+      attention_mh_kernel<<<dim3((unsigned)(H / kMhHeads), (unsigned)n), kMhThreads, 0, s>>>(
+          q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, o);
+      FWD_LAUNCH_CHECK("attention_mh_kernel");
       return;
     }
     if (smem4 > 48 * 1024) {

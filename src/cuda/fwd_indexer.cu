@@ -54,6 +54,23 @@ __global__ void idx_scores_kernel(const float* iq, const float* iw, const float*
   if (lane == 0) scores[(int64_t)i * score_stride + r] = s;
 }
 
+// scores[i][r] = sum_h max(dots[i][h][r], 0) * (iw[i][h] * wscale) for the rows a token sees,
+// from the query-row dot products of a GEMM (dots [n][IH][rows]); token i is chunk token i0 + i.
+__global__ void idx_reduce_kernel(const float* dots, const float* iw, int IH, int rows,
+                                  float wscale, const int32_t* p0, int i0, int topk,
+                                  int score_stride, float* scores) {
+  const int i = blockIdx.y;
+  const int64_t p = (int64_t)p0[0] + i0 + i;
+  const int64_t visible = (p + 1) / 4;
+  const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (visible <= topk || r >= visible || r >= rows) return;
+  const float* d = dots + (int64_t)i * IH * rows + r;
+  float s = 0.0f;
+  for (int h = 0; h < IH; ++h)
+    s += fmaxf(d[(int64_t)h * rows], 0.0f) * (iw[(int64_t)i * IH + h] * wscale);
+  scores[(int64_t)i * score_stride + r] = s;
+}
+
 __device__ __forceinline__ uint32_t order_key(float v) {
   if (v == 0.0f) return 0x80000000u;  // -0 and +0 compare equal, as on the CPU
   const uint32_t u = __float_as_uint(v);
@@ -160,6 +177,15 @@ void idx_scores(const float* iq, const float* iw, const float* krows, int n, int
   idx_scores_kernel<<<dim3(bx, (unsigned)n), kScoreWarps * 32, 0, s>>>(
       iq, iw, krows, IH, ID, topk, wscale, p0, score_stride, scores);
   FWD_LAUNCH_CHECK("idx_scores_kernel");
+}
+
+void idx_reduce(const float* dots, const float* iw, int n, int IH, int rows, float wscale,
+                const int32_t* p0, int i0, int topk, int score_stride, float* scores,
+                cudaStream_t s) {
+  if (rows <= 0 || n <= 0) return;
+  idx_reduce_kernel<<<dim3((unsigned)((rows + 255) / 256), (unsigned)n), 256, 0, s>>>(
+      dots, iw, IH, rows, wscale, p0, i0, topk, score_stride, scores);
+  FWD_LAUNCH_CHECK("idx_reduce_kernel");
 }
 
 void idx_topk(const float* scores, int n, int score_stride, int topk, const int32_t* p0,

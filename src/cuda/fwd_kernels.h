@@ -65,6 +65,13 @@ void idx_scores(const float* iq, const float* iw, const float* krows, int n, int
                 int topk, float wscale, const int32_t* p0, int grid_rows, int score_stride,
                 float* scores, cudaStream_t s);
 
+// idx_scores from precomputed query-row dot products dots [n][IH][rows] (a GEMM of the chunk's
+// queries with the indexer rows): for chunk tokens i0 .. i0 + n - 1 whose visible count exceeds
+// topk, scores[i][r] = sum_h max(dots[i][h][r], 0) * (iw[i][h] * wscale), r < visible.
+void idx_reduce(const float* dots, const float* iw, int n, int IH, int rows, float wscale,
+                const int32_t* p0, int i0, int topk, int score_stride, float* scores,
+                cudaStream_t s);
+
 // Top-k (score descending, ties to the lower index) of each such token, sorted by index:
 // sel[i][0..topk).
 void idx_topk(const float* scores, int n, int score_stride, int topk, const int32_t* p0,
