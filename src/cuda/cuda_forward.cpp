@@ -193,7 +193,11 @@ struct CudaModel::Impl {
   // product, or a batch of expert_batch experts' gate+up or down), bf16 activations.
   std::unique_ptr<gemm::Blas> blas;
   DeviceBuffer wq, xq, idx_dots;  // idx_dots: indexer query-row dot products of a sub-chunk
-  int expert_batch = 1;
+  int expert_batch = 1;           // experts per dequantize launch (wq holds two such batches)
+  static constexpr int kSide = 4;
+  std::vector<Stream> side;
+  std::vector<std::unique_ptr<gemm::Blas>> side_blas;
+  Event ev_ready[2], ev_done[2], ev_side[kSide];
   std::vector<int32_t> host_slots;
 
   Impl(const DeviceModel& m, CudaOptions op) : dm(m), c(m.cfg), opt(op) {
@@ -315,11 +319,11 @@ struct CudaModel::Impl {
     }
     f32_elems = std::max(f32_elems, dm.w.output_hc_fn.rows() * dm.w.output_hc_fn.cols());
     dense_cols = std::max({dense_cols, (int64_t)c.n_head * c.head_dim, F});
-    // Experts per dequantize launch: up to 512 MiB of bf16 gate+up weights.
+    // Experts per dequantize launch: up to 256 MiB of bf16 gate+up weights, two such batches.
     const int64_t per_expert = 2 * F * D;
     expert_batch =
-        (int)std::clamp<int64_t>(((int64_t)512 << 20) / (2 * per_expert), 1, gemm::kMaxExpertBatch);
-    const int64_t wq_bytes = std::max({2 * dense, 4 * f32_elems, 2 * expert_batch * per_expert});
+        (int)std::clamp<int64_t>(((int64_t)256 << 20) / (2 * per_expert), 1, gemm::kMaxExpertBatch);
+    const int64_t wq_bytes = std::max({2 * dense, 4 * f32_elems, 4 * expert_batch * per_expert});
     wq = DeviceBuffer((size_t)wq_bytes);
     xq = DeviceBuffer((size_t)(2 * B * dense_cols));
     host_slots.resize((size_t)(c.n_expert_used * B));
@@ -328,6 +332,9 @@ struct CudaModel::Impl {
           4 * c.idx_n_head * idx_cap,
           std::min<int64_t>((int64_t)256 << 20, 4 * B * c.idx_n_head * idx_cap)));
     blas = std::make_unique<gemm::Blas>(stream.get());
+    side.resize(kSide);
+    for (int k = 0; k < kSide; ++k)
+      side_blas.push_back(std::make_unique<gemm::Blas>(side[k].get()));
   }
 
   bool use_gemm(int64_t n) const { return blas && n >= opt.gemm_min_tokens; }
@@ -383,44 +390,51 @@ struct CudaModel::Impl {
       if (runs.empty() || runs.back().e != e) runs.push_back({e, r, 0});
       ++runs.back().cnt;
     }
-    auto batches = [&](auto&& body) {
-      for (size_t b0 = 0; b0 < runs.size(); b0 += (size_t)expert_batch) {
+    // Batches of expert_batch experts alternate between the two halves of wq: the main stream
+    // dequantizes batch b while the side streams still multiply batch b - 1, and each expert's
+    // GEMM runs on side stream i % kSide, so several small GEMMs share the GPU.
+    const int64_t half = (int64_t)expert_batch * 2 * F * D;
+    auto pass = [&](const TensorRef& w0, const TensorRef& w1, int64_t rows, int64_t cols,
+                    const gemm::bf16* xin_rows, float* out_rows) {
+      const int64_t stride = rows * (int64_t)w0.row_bytes();
+      size_t bi = 0;
+      for (size_t b0 = 0; b0 < runs.size(); b0 += (size_t)expert_batch, ++bi) {
         gemm::ExpertList list;
         list.n = (int)std::min<size_t>((size_t)expert_batch, runs.size() - b0);
         for (int i = 0; i < list.n; ++i) list.ids[i] = runs[b0 + (size_t)i].e;
-        body(b0, list);
+        const int buf = (int)(bi % 2);
+        gemm::bf16* w = wq.as<gemm::bf16>() + buf * half;
+        if (bi >= 2) DSV4_CUDA_CHECK(cudaStreamWaitEvent(cs, ev_done[buf].get(), 0));
+        gemm::dequant_experts_bf16((uint32_t)w0.type, w0.data, w1.present() ? w1.data : nullptr,
+                                   stride, (int64_t)w0.row_bytes(), rows, cols, list, w, cs);
+        ev_ready[buf].record(cs);
+        const int64_t out_rows_per = w1.present() ? 2 * rows : rows;
+        for (int k = 0; k < kSide; ++k)
+          DSV4_CUDA_CHECK(cudaStreamWaitEvent(side[k].get(), ev_ready[buf].get(), 0));
+        for (int i = 0; i < list.n; ++i) {
+          const Run& r = runs[b0 + (size_t)i];
+          side_blas[i % kSide]->bf16_nt(w + (int64_t)i * out_rows_per * cols,
+                                        xin_rows + (int64_t)r.r0 * cols,
+                                        out_rows + (int64_t)r.r0 * out_rows_per, out_rows_per, cols,
+                                        r.cnt, cols, out_rows_per);
+        }
+        for (int k = 1; k < kSide; ++k) {
+          ev_side[k].record(side[k].get());
+          DSV4_CUDA_CHECK(cudaStreamWaitEvent(side[0].get(), ev_side[k].get(), 0));
+        }
+        ev_done[buf].record(side[0].get());
+      }
+      for (int k = 0; k < kSide; ++k) {  // join
+        ev_side[k].record(side[k].get());
+        DSV4_CUDA_CHECK(cudaStreamWaitEvent(cs, ev_side[k].get(), 0));
       }
     };
     prof.mark("exp_gemm_gate_up", cs);
-    const int64_t gu_stride = (int64_t)F * (int64_t)L.gate_exps.row_bytes();
-    batches([&](size_t b0, const gemm::ExpertList& list) {
-      prof.mark("exp_dequant", cs);
-      gemm::dequant_experts_bf16((uint32_t)L.gate_exps.type, L.gate_exps.data, L.up_exps.data,
-                                 gu_stride, (int64_t)L.gate_exps.row_bytes(), F, D, list,
-                                 wq.as<gemm::bf16>(), cs);
-      prof.mark("exp_gemm", cs);
-      for (int i = 0; i < list.n; ++i) {
-        const Run& r = runs[b0 + (size_t)i];
-        blas->bf16_nt(wq.as<gemm::bf16>() + (int64_t)i * 2 * F * D, gx + (int64_t)r.r0 * D,
-                      g_gu.as<float>() + (int64_t)r.r0 * 2 * F, 2 * F, D, r.cnt, D, 2 * F);
-      }
-    });
+    pass(L.gate_exps, L.up_exps, F, D, gx, g_gu.as<float>());
     prof.mark("swiglu", cs);
     gemm::swiglu_bf16(g_gu.as<float>(), g_w.as<float>(), pairs, F, clamp, hq, cs);
     prof.mark("exp_gemm_down", cs);
-    const int64_t dn_stride = (int64_t)D * L.down_exps.row_bytes();
-    batches([&](size_t b0, const gemm::ExpertList& list) {
-      prof.mark("exp_dequant", cs);
-      gemm::dequant_experts_bf16((uint32_t)L.down_exps.type, L.down_exps.data, nullptr, dn_stride,
-                                 (int64_t)L.down_exps.row_bytes(), D, F, list, wq.as<gemm::bf16>(),
-                                 cs);
-      prof.mark("exp_gemm", cs);
-      for (int i = 0; i < list.n; ++i) {
-        const Run& r = runs[b0 + (size_t)i];
-        blas->bf16_nt(wq.as<gemm::bf16>() + (int64_t)i * D * F, hq + (int64_t)r.r0 * F,
-                      g_out.as<float>() + (int64_t)r.r0 * D, D, F, r.cnt, F, D);
-      }
-    });
+    pass(L.down_exps, TensorRef{}, D, F, hq, g_out.as<float>());
   }
 
   // Shared expert of a long chunk: gate and up dequantized into one [2F][D] matrix, one GEMM,
