@@ -180,6 +180,10 @@ struct CudaModel::Impl {
 
   // Scratch (max_batch tokens).
   DeviceBuffer att_part;  // attention partial results (decode key split)
+  // Multi-block decode top-k (fwd::idx_topk_large) once a layer holds >= kLargeTopkRows indexer
+  // rows: one block scanning them all is the decode bottleneck at long context.
+  static constexpr int64_t kLargeTopkRows = 65536;
+  DeviceBuffer topk_ws;
   DeviceBuffer tok, p0, X, mixes, post, comb, xin, qa, qr, q, kv, kvn, ckv, csc, pooled, ikv, isc,
       ipooled, iq, iw, scores, sel, o, u, f, rlog, ids, wts, xrep, gu, h, contrib, shout, z, logits,
       amax;
@@ -257,7 +261,9 @@ struct CudaModel::Impl {
     scores = scratch<float>(B * idx_cap);
     sel = scratch<int32_t>(B * c.idx_topk);
     o = scratch<float>(B * H * hd);
-    att_part = scratch<float>(fwd::attention_part_floats((int)H, (int)hd));
+    att_part = scratch<float>(fwd::attention_part_floats((int)H, (int)hd, max_keys));
+    if (idx_cap >= kLargeTopkRows && c.idx_topk > 0)
+      topk_ws = DeviceBuffer((size_t)fwd::topk_large_workspace_bytes((int)c.idx_topk));
     u = scratch<float>(B * c.o_groups * c.o_lora_rank);
     f = scratch<float>(B * D);
     rlog = scratch<float>(B * c.n_expert);
@@ -623,7 +629,11 @@ struct CudaModel::Impl {
                           idx_wscale, P, grid_rows, (int)idx_cap, scores.as<float>(), cs);
         }
         M("idx_topk");
-        fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs);
+        if (n == 1 && !topk_ws.empty())
+          fwd::idx_topk_large(scores.as<float>(), topk, P, grid_rows, topk_ws.data(),
+                              sel.as<int32_t>(), cs);
+        else
+          fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs);
       }
     }
     M("attention");
@@ -688,8 +698,12 @@ struct CudaModel::Impl {
     } else {
       // Routed experts: all k * n (slot, token) pairs in one launch each for gate+up and down,
       // slot-major (s = j * n + i, the router's id layout), reading replicated inputs.
-      M("replicate");
-      fwd::replicate(xin.as<float>(), (int64_t)n * D, k, xrep.as<float>(), cs);
+      // One token: every slot reads xin itself (slot stride 0); more: slot s = j * n + i reads
+      // its token's row from k copies of xin.
+      if (n > 1) {
+        M("replicate");
+        fwd::replicate(xin.as<float>(), (int64_t)n * D, k, xrep.as<float>(), cs);
+      }
       {
         MatvecOp op;
         op.type = L.gate_exps.type;
@@ -702,8 +716,8 @@ struct CudaModel::Impl {
         op.n_expert = E;
         op.ids = ids.as<int32_t>();
         op.n_slots = k * n;
-        op.x = xrep.as<float>();
-        op.x_slot_stride = D;
+        op.x = n > 1 ? xrep.as<float>() : xin.as<float>();
+        op.x_slot_stride = n > 1 ? D : 0;
         op.y = gu.as<float>();
         M("exp_gate_up");
         matvec_run(op, cs);

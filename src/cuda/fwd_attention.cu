@@ -529,7 +529,14 @@ __global__ void __launch_bounds__(kMhThreads)
 // attention_combine_kernel merges them with the sink. Dynamic shared memory
 // (attention_split_smem): pointers [round_up(chunk_max, 2)], q [kAttHeads * hd], scores
 // [kAttHeads * chunk_max].
-constexpr int kAttSplit = 16;
+constexpr int kAttSplit = 16;      // fewest key ranges per head group
+constexpr int kAttSplitMax = 128;  // most (long contexts: about 64 keys per range)
+constexpr int kAttKeysPerSplit = 64;
+
+int attention_splits(int max_keys) {
+  const int s = (max_keys + kAttKeysPerSplit - 1) / kAttKeysPerSplit;
+  return s < kAttSplit ? kAttSplit : (s > kAttSplitMax ? kAttSplitMax : s);
+}
 constexpr int kAttHeads = 8;
 constexpr int kAttSplitThreads = 256;
 
@@ -648,11 +655,12 @@ __global__ void __launch_bounds__(kAttSplitThreads)
   }
 }
 
-// One block per head: merges the kAttSplit partial results with the sink, then the inverse RoPE.
-// Dynamic shared memory: hd floats.
+// One block per head: merges the S partial results with the sink, then the inverse RoPE.
+// Dynamic shared memory: hd + S floats.
 __global__ void attention_combine_kernel(const float* part, const float* sinks, int hd, int rd,
                                          int S, const float* freqs, const int32_t* p0, float* o) {
   extern __shared__ float cs_sh[];
+  float* wz = cs_sh + hd;
   const int h = blockIdx.x;
   const int64_t p = p0[0];
   const float* ph = part + (int64_t)h * S * (hd + 4);
@@ -660,11 +668,12 @@ __global__ void attention_combine_kernel(const float* part, const float* sinks, 
   float M = sink;
   for (int z = 0; z < S; ++z) M = fmaxf(M, ph[(int64_t)z * (hd + 4) + hd]);
   float den = expf(sink - M);
-  float wz[kAttSplit];
   for (int z = 0; z < S; ++z) {
-    wz[z] = expf(ph[(int64_t)z * (hd + 4) + hd] - M);
-    den += ph[(int64_t)z * (hd + 4) + hd + 1] * wz[z];
+    const float w = expf(ph[(int64_t)z * (hd + 4) + hd] - M);
+    den += ph[(int64_t)z * (hd + 4) + hd + 1] * w;
+    if (threadIdx.x == 0) wz[z] = w;
   }
+  __syncthreads();
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float acc = 0.0f;
     for (int z = 0; z < S; ++z) acc += wz[z] * ph[(int64_t)z * (hd + 4) + d];
@@ -730,16 +739,17 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
                float* part, cudaStream_t s) {
   const size_t smem4 = attention_v4_smem(hd, max_keys);
   if (hd % 4 == 0 && hd / 4 <= kAttThreads && smem4 <= 200 * 1024) {
-    const int chunk_max = (max_keys + kAttSplit - 1) / kAttSplit;
+    const int splits = attention_splits(max_keys);
+    const int chunk_max = (max_keys + splits - 1) / splits;
     const size_t smem_s = attention_split_smem(hd, chunk_max);
     if (n == 1 && part != nullptr && H % kAttHeads == 0 && smem_s <= 48 * 1024 &&
-        (size_t)hd * sizeof(float) <= 48 * 1024) {
-      attention_split_kernel<<<dim3((unsigned)(H / kAttHeads), kAttSplit), kAttSplitThreads, smem_s,
-                               s>>>(q, kvn, ring, comp, sel, hd, W, ratio, topk, p0, chunk_max,
-                                    part);
+        (size_t)(hd + splits) * sizeof(float) <= 48 * 1024) {
+      attention_split_kernel<<<dim3((unsigned)(H / kAttHeads), (unsigned)splits),
+                               kAttSplitThreads, smem_s, s>>>(q, kvn, ring, comp, sel, hd, W, ratio,
+                                                              topk, p0, chunk_max, part);
       FWD_LAUNCH_CHECK("attention_split_kernel");
-      attention_combine_kernel<<<(unsigned)H, kThreads, sizeof(float) * (size_t)hd, s>>>(
-          part, sinks, hd, rd, kAttSplit, freqs, p0, o);
+      attention_combine_kernel<<<(unsigned)H, kThreads, sizeof(float) * (size_t)(hd + splits),
+                                 s>>>(part, sinks, hd, rd, splits, freqs, p0, o);
       FWD_LAUNCH_CHECK("attention_combine_kernel");
       return;
     }
@@ -770,8 +780,8 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
   FWD_LAUNCH_CHECK("attention_kernel");
 }
 
-int64_t attention_part_floats(int H, int hd) {
-  return (int64_t)H * kAttSplit * (hd + 4);
+int64_t attention_part_floats(int H, int hd, int max_keys) {
+  return (int64_t)H * attention_splits(max_keys) * (hd + 4);
 }
 
 void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float* ring,

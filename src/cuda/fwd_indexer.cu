@@ -1,6 +1,8 @@
 // Lightning indexer kernels (spec/ARCH.md §5.5): query preparation, scores over the visible
 // indexer rows, and the top-k selection (score descending, exact ties to the lower index, output
 // sorted by index) by radix select.
+#include <algorithm>
+
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
 
@@ -54,6 +56,82 @@ __global__ void idx_scores_kernel(const float* iq, const float* iw, const float*
   if (lane == 0) scores[(int64_t)i * score_stride + r] = s;
 }
 
+// Tiled scores: a block takes 64 rows of one token and all (<= 64) heads, a 64 x 64 tile of
+// row-head dot products computed like an SGEMM (K and q staged transposed in shared memory, 32
+// dimensions at a time; each thread holds 4 rows x 4 heads), then the ReLU-weighted sum over
+// heads: per thread over its 4 heads, then over the 16 head groups in a fixed order. Reads each
+// indexer row once per token instead of once per head.
+constexpr int kTileRows = 64, kTileHeads = 64, kTileDims = 32, kTilePad = 68;
+__global__ void __launch_bounds__(256)
+    idx_scores_tiled_kernel(const float* iq, const float* iw, const float* krows, int IH, int ID,
+                            int topk, float wscale, const int32_t* p0, int grid_rows,
+                            int score_stride, float* scores) {
+  __shared__ __align__(16) float kt[kTileDims][kTilePad];
+  __shared__ __align__(16) float qt[kTileDims][kTilePad];
+  __shared__ float red[16][kTileRows];
+  __shared__ float wsh[kTileHeads];
+  const int i = blockIdx.y;
+  const int64_t p = (int64_t)p0[0] + i;
+  const int64_t visible = (p + 1) / 4;
+  const int64_t r0 = (int64_t)blockIdx.x * kTileRows;
+  if (visible <= topk || r0 >= visible) return;
+  const int tid = threadIdx.x, tr = tid % 16, th = tid / 16;
+  if (tid < kTileHeads) wsh[tid] = tid < IH ? iw[(int64_t)i * IH + tid] * wscale : 0.0f;
+  float acc[4][4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a)
+#pragma unroll
+    for (int b = 0; b < 4; ++b) acc[a][b] = 0.0f;
+  const float* q = iq + (int64_t)i * IH * ID;
+  for (int d0 = 0; d0 < ID; d0 += kTileDims) {
+    // 64 rows (heads) x 32 dims = 512 float4 each: two per thread, stored transposed.
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      const int f = tid + 256 * m, row = f / 8, c4 = f % 8;
+      const int64_t r = r0 + row;
+      float4 kv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), qv = kv;
+      if (r < grid_rows) kv = *reinterpret_cast<const float4*>(krows + r * ID + d0 + 4 * c4);
+      if (row < IH) qv = *reinterpret_cast<const float4*>(q + (int64_t)row * ID + d0 + 4 * c4);
+      kt[4 * c4][row] = kv.x;
+      kt[4 * c4 + 1][row] = kv.y;
+      kt[4 * c4 + 2][row] = kv.z;
+      kt[4 * c4 + 3][row] = kv.w;
+      qt[4 * c4][row] = qv.x;
+      qt[4 * c4 + 1][row] = qv.y;
+      qt[4 * c4 + 2][row] = qv.z;
+      qt[4 * c4 + 3][row] = qv.w;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int dd = 0; dd < kTileDims; ++dd) {
+      const float4 a = *reinterpret_cast<const float4*>(&kt[dd][4 * tr]);
+      const float4 b = *reinterpret_cast<const float4*>(&qt[dd][4 * th]);
+      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int x = 0; x < 4; ++x)
+#pragma unroll
+        for (int y = 0; y < 4; ++y) acc[x][y] = fmaf(av[x], bv[y], acc[x][y]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int x = 0; x < 4; ++x) {
+    float part = 0.0f;
+#pragma unroll
+    for (int y = 0; y < 4; ++y) part += fmaxf(acc[x][y], 0.0f) * wsh[4 * th + y];
+    red[th][4 * tr + x] = part;
+  }
+  __syncthreads();
+  if (tid < kTileRows) {
+    const int64_t r = r0 + tid;
+    if (r < visible) {
+      float sum = 0.0f;
+      for (int g = 0; g < 16; ++g) sum += red[g][tid];
+      scores[(int64_t)i * score_stride + r] = sum;
+    }
+  }
+}
+
 // scores[i][r] = sum_h max(dots[i][h][r], 0) * (iw[i][h] * wscale) for the rows a token sees,
 // from the query-row dot products of a GEMM (dots [n][IH][rows]); token i is chunk token i0 + i.
 __global__ void idx_reduce_kernel(const float* dots, const float* iw, int IH, int rows,
@@ -102,17 +180,14 @@ __device__ int block_exclusive_scan(int v, int* sh, int* total) {
   return sh[wid] + x - v;
 }
 
-__global__ void idx_topk_kernel(const float* scores, int score_stride, int topk, const int32_t* p0,
-                                int32_t* sel) {
+// Radix select by one block of kTopkThreads threads over sc[0..visible): the topk largest keys
+// (ties to the lower index), written to out sorted by index.
+__device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32_t* out) {
   __shared__ int hist[256];
   __shared__ uint32_t prefix_sh;
   __shared__ int need_sh;
   __shared__ int scan_sh[33];
-  const int i = blockIdx.x;
-  const int64_t p = (int64_t)p0[0] + i;
-  const int64_t visible = (p + 1) / 4;
-  if (visible <= topk) return;
-  const float* sc = scores + (int64_t)i * score_stride;
+
   uint32_t prefix = 0, mask = 0;
   int need = topk;  // how many of the keys matching `prefix` are still to be taken
   for (int shift = 24; shift >= 0; shift -= 8) {
@@ -141,7 +216,6 @@ __global__ void idx_topk_kernel(const float* scores, int score_stride, int topk,
   // prefix = the k-th largest key; take every larger key and the first `need` equal ones.
   const uint32_t T = prefix;
   int eq_base = 0, out_base = 0;
-  int32_t* out = sel + (int64_t)i * topk;
   for (int64_t c0 = 0; c0 < visible; c0 += blockDim.x) {
     const int64_t r = c0 + threadIdx.x;
     uint32_t k = 0;
@@ -159,7 +233,170 @@ __global__ void idx_topk_kernel(const float* scores, int score_stride, int topk,
   }
 }
 
+__global__ void idx_topk_kernel(const float* scores, int score_stride, int topk, const int32_t* p0,
+                                int32_t* sel) {
+  const int i = blockIdx.x;
+  const int64_t p = (int64_t)p0[0] + i;
+  const int64_t visible = (p + 1) / 4;
+  if (visible <= topk) return;
+  topk_one_block(scores + (int64_t)i * score_stride, visible, topk, sel + (int64_t)i * topk);
+}
+
+// Multi-block top-k of one token (decode at long context). Workspace: hist [65536] | ctl [8]
+// (0: threshold bin, 1: keys above it, 2/3: fill counters of the two lists) | above [topk] |
+// cand [kCand] (u64 = ~key << 32 | index: ascending order = key descending, index ascending).
+constexpr int kHistBins = 65536;
+constexpr int kCand = 8192;
+constexpr int kLargeThreads = 256;
+
+__device__ int64_t visible_rows(const int32_t* p0) {
+  return ((int64_t)p0[0] + 1) / 4;
+}
+
+__global__ void topk_hist_kernel(const float* sc, int topk, const int32_t* p0, int* hist) {
+  const int64_t visible = visible_rows(p0);
+  if (visible <= topk) return;
+  for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < visible;
+       r += (int64_t)gridDim.x * blockDim.x)
+    atomicAdd(&hist[order_key(sc[r]) >> 16], 1);
+}
+
+// One block of kTopkThreads: the bin holding the topk-th largest key, by suffix sums over groups
+// of 64 bins.
+__global__ void topk_thresh_kernel(int topk, const int32_t* p0, const int* hist, int* ctl) {
+  __shared__ int scan_sh[33];
+  const int64_t visible = visible_rows(p0);
+  if (visible <= topk) return;
+  constexpr int kPer = kHistBins / kTopkThreads;
+  const int g = kTopkThreads - 1 - (int)threadIdx.x;  // thread 0 takes the highest group
+  int sum = 0;
+  for (int b = 0; b < kPer; ++b) sum += hist[g * kPer + b];
+  int total = 0;
+  const int higher = block_exclusive_scan(sum, scan_sh, &total);
+  if (higher < topk && higher + sum >= topk) {
+    int cum = higher;
+    for (int b = kPer - 1; b >= 0; --b) {
+      const int h = hist[g * kPer + b];
+      if (cum + h >= topk) {
+        ctl[0] = g * kPer + b;
+        ctl[1] = cum;
+        break;
+      }
+      cum += h;
+    }
+  }
+  if (threadIdx.x == 0) {
+    ctl[2] = 0;
+    ctl[3] = 0;
+  }
+}
+
+__global__ void topk_collect_kernel(const float* sc, int topk, const int32_t* p0, int* ctl,
+                                    int32_t* above, uint64_t* cand) {
+  const int64_t visible = visible_rows(p0);
+  if (visible <= topk) return;
+  const uint32_t bstar = (uint32_t)ctl[0];
+  for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < visible;
+       r += (int64_t)gridDim.x * blockDim.x) {
+    const uint32_t k = order_key(sc[r]);
+    const uint32_t bin = k >> 16;
+    if (bin > bstar) {
+      const int pos = atomicAdd(&ctl[2], 1);
+      if (pos < topk) above[pos] = (int32_t)r;
+    } else if (bin == bstar) {
+      const int pos = atomicAdd(&ctl[3], 1);
+      if (pos < kCand) cand[pos] = ((uint64_t)~k << 32) | (uint64_t)r;
+    }
+  }
+}
+
+// Ascending bitonic sort of a[0..n) (n a power of two) by the whole block.
+__device__ void bitonic_sort(uint64_t* a, int n) {
+  for (int k = 2; k <= n; k <<= 1)
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int ixj = i ^ j;
+        if (ixj > i) {
+          const bool up = (i & k) == 0;
+          const uint64_t x = a[i], y = a[ixj];
+          if ((x > y) == up) {
+            a[i] = y;
+            a[ixj] = x;
+          }
+        }
+      }
+      __syncthreads();
+    }
+}
+
+__device__ int pow2_at_least(int n) {
+  int p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+// One block of kTopkThreads. Dynamic shared memory: (kCand + pow2(topk)) u64.
+__global__ void topk_final_kernel(const float* sc, int topk, const int32_t* p0, const int* ctl,
+                                  const int32_t* above, const uint64_t* cand, int32_t* sel) {
+  extern __shared__ uint64_t tk_sh[];
+  const int64_t visible = visible_rows(p0);
+  if (visible <= topk) return;
+  const int n_above = ctl[1], n_cand = ctl[3];
+  if (n_cand > kCand || ctl[2] != n_above) {  // a huge tie bin: the exact one-block selection
+    topk_one_block(sc, visible, topk, sel);
+    return;
+  }
+  uint64_t* a = tk_sh;
+  const int n = pow2_at_least(n_cand);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) a[i] = i < n_cand ? cand[i] : ~0ull;
+  __syncthreads();
+  bitonic_sort(a, n);
+  uint64_t* f = tk_sh + kCand;
+  const int m = pow2_at_least(topk);
+  for (int i = threadIdx.x; i < m; i += blockDim.x) {
+    uint64_t v = ~0ull;
+    if (i < n_above)
+      v = (uint64_t)(uint32_t)above[i];
+    else if (i < topk)
+      v = a[i - n_above] & 0xffffffffull;
+    f[i] = v;
+  }
+  __syncthreads();
+  bitonic_sort(f, m);
+  for (int i = threadIdx.x; i < topk; i += blockDim.x) sel[i] = (int32_t)f[i];
+}
+
 }  // namespace
+
+int64_t topk_large_workspace_bytes(int topk) {
+  return (int64_t)sizeof(int) * (kHistBins + 8 + topk) + 8 + (int64_t)sizeof(uint64_t) * kCand;
+}
+
+void idx_topk_large(const float* scores, int topk, const int32_t* p0, int grid_rows,
+                    void* workspace, int32_t* sel, cudaStream_t s) {
+  if (topk > kCand) throw_invalid_argument("idx_topk_large: topk > 8192");
+  auto* hist = static_cast<int*>(workspace);
+  int* ctl = hist + kHistBins;
+  int32_t* above = ctl + 8;
+  auto addr = reinterpret_cast<uintptr_t>(above + topk);
+  auto* cand = reinterpret_cast<uint64_t*>((addr + 7) & ~uintptr_t{7});
+  DSV4_CUDA_CHECK(cudaMemsetAsync(hist, 0, sizeof(int) * kHistBins, s));
+  const int64_t want = ((int64_t)grid_rows + kLargeThreads * 8 - 1) / (kLargeThreads * 8);
+  const unsigned blocks = (unsigned)std::max<int64_t>(1, std::min<int64_t>(want, 1024));
+  topk_hist_kernel<<<blocks, kLargeThreads, 0, s>>>(scores, topk, p0, hist);
+  FWD_LAUNCH_CHECK("topk_hist_kernel");
+  topk_thresh_kernel<<<1, kTopkThreads, 0, s>>>(topk, p0, hist, ctl);
+  FWD_LAUNCH_CHECK("topk_thresh_kernel");
+  topk_collect_kernel<<<blocks, kLargeThreads, 0, s>>>(scores, topk, p0, ctl, above, cand);
+  FWD_LAUNCH_CHECK("topk_collect_kernel");
+  int m = 1;
+  while (m < topk) m <<= 1;
+  const size_t smem = sizeof(uint64_t) * (size_t)(kCand + m);
+  DSV4_CUDA_CHECK(cudaFuncSetAttribute(topk_final_kernel,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  topk_final_kernel<<<1, kTopkThreads, smem, s>>>(scores, topk, p0, ctl, above, cand, sel);
+  FWD_LAUNCH_CHECK("topk_final_kernel");
+}
 
 void idx_q(float* iq, int n, int IH, int ID, int rd, const float* freqs, const int32_t* p0,
            bool qat, cudaStream_t s) {
@@ -173,6 +410,15 @@ void idx_scores(const float* iq, const float* iw, const float* krows, int n, int
                 int topk, float wscale, const int32_t* p0, int grid_rows, int score_stride,
                 float* scores, cudaStream_t s) {
   if (grid_rows <= 0) return;
+  const bool aligned =
+      (reinterpret_cast<uintptr_t>(iq) & 15) == 0 && (reinterpret_cast<uintptr_t>(krows) & 15) == 0;
+  if (IH <= kTileHeads && ID % kTileDims == 0 && aligned) {
+    idx_scores_tiled_kernel<<<
+        dim3((unsigned)((grid_rows + kTileRows - 1) / kTileRows), (unsigned)n), 256, 0, s>>>(
+        iq, iw, krows, IH, ID, topk, wscale, p0, grid_rows, score_stride, scores);
+    FWD_LAUNCH_CHECK("idx_scores_tiled_kernel");
+    return;
+  }
   const unsigned bx = (unsigned)((grid_rows + kScoreWarps - 1) / kScoreWarps);
   idx_scores_kernel<<<dim3(bx, (unsigned)n), kScoreWarps * 32, 0, s>>>(
       iq, iw, krows, IH, ID, topk, wscale, p0, score_stride, scores);

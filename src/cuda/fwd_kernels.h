@@ -80,13 +80,13 @@ void idx_topk(const float* scores, int n, int score_stride, int topk, const int3
 // Sparse attention with sinks (§5.6) + inverse RoPE of the output (§5.7): o [n][H][hd].
 // Keys: compressed rows (selected or all visible), then the raw window (positions before the
 // chunk from the ring, the chunk's own rows from kvn). part: scratch of attention_part_floats(H,
-// hd) floats (may be null); with it a single-token call splits each head's keys over several
-// blocks (flash-decoding) and merges them in a second launch.
+// hd, max_keys) floats (may be null); with it a single-token call splits each head's keys over
+// several blocks (flash-decoding) and merges them in a second launch.
 void attention(const float* q, const float* kvn, const float* ring, const float* comp,
                const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
                int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
                float* part, cudaStream_t s);
-int64_t attention_part_floats(int H, int hd);
+int64_t attention_part_floats(int H, int hd, int max_keys);
 
 // Appends the chunk's last min(n, W) rows of kvn to the raw ring.
 void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float* ring,
@@ -129,6 +129,14 @@ void swiglu_rows(const float* g, const float* u, const float* row_w, const int32
 // moe_combine with the routed contributions at contrib[pos[j * n + i]] (grouped layout).
 void moe_combine_grouped(const float* contrib, const float* shared, const int32_t* ids,
                          const int32_t* pos, int n, int k, int D, float* out, cudaStream_t s);
+
+// idx_topk for one token (n == 1) with many blocks, for long contexts: a 16-bit histogram of the
+// score keys, the bin holding the topk-th largest, the keys above it and the candidates in it
+// (at most 8192; more falls back to the one-block selection), then one block sorts. Same output
+// as idx_topk. workspace: topk_large_workspace_bytes(topk) bytes of device memory.
+int64_t topk_large_workspace_bytes(int topk);
+void idx_topk_large(const float* scores, int topk, const int32_t* p0, int grid_rows,
+                    void* workspace, int32_t* sel, cudaStream_t s);
 
 // out[0] = argmax of x[0..n) (lowest index among equal maxima).
 void argmax(const float* x, int n, int32_t* out, cudaStream_t s);
