@@ -196,8 +196,9 @@ struct CudaModel::Impl {
   // Prefill GEMM path (opt.prefill_gemm): cuBLAS, the dequantized-weight scratch (one dense
   // product, or a batch of expert_batch experts' gate+up or down), bf16 activations.
   std::unique_ptr<gemm::Blas> blas;
-  DeviceBuffer wq, xq, idx_dots;  // idx_dots: indexer query-row dot products of a sub-chunk
-  int expert_batch = 1;           // experts per dequantize launch (wq holds two such batches)
+  DeviceBuffer wq, xq, idx_dots,
+      sort_tmp;          // idx_dots: indexer query-row dot products of a sub-chunk
+  int expert_batch = 1;  // experts per dequantize launch (wq holds two such batches)
   static constexpr int kSide = 4;
   std::vector<Stream> side;
   std::vector<std::unique_ptr<gemm::Blas>> side_blas;
@@ -333,6 +334,7 @@ struct CudaModel::Impl {
     wq = DeviceBuffer((size_t)wq_bytes);
     xq = DeviceBuffer((size_t)(2 * B * dense_cols));
     host_slots.resize((size_t)(c.n_expert_used * B));
+    sort_tmp = DeviceBuffer(fwd::moe_sort_temp_bytes((int)(c.n_expert_used * B), (int)c.n_expert));
     if (c.idx_n_head > 0)  // up to 256 MiB, at least one token's dots at full capacity
       idx_dots = DeviceBuffer((size_t)std::max<int64_t>(
           4 * c.idx_n_head * idx_cap,
@@ -365,8 +367,8 @@ struct CudaModel::Impl {
     blas->f32_nt(wq.as<float>(), x, y, rows, cols, n, cols, rows);
   }
 
-  // Routed experts of a long chunk with GEMMs: pairs grouped by expert (moe_group, groups of
-  // one row), the expert of each row read back to the host, then per batch of experts one
+  // Routed experts of a long chunk with GEMMs: pairs grouped by expert (moe_group_sorted: a stable
+  // radix sort), the expert of each row read back to the host, then per batch of experts one
   // dequantize launch and one GEMM per expert over its rows. Contributions land in g_out rows
   // (g_pos), combined by moe_combine_grouped.
   void routed_gemm(const LayerWeights& L, int n, float clamp) {
@@ -374,10 +376,10 @@ struct CudaModel::Impl {
     const int D = (int)c.n_embd, F = (int)c.expert_ff, E = (int)c.n_expert,
               k = (int)c.n_expert_used;
     const int pairs = k * n;
-    const int Sn = pairs + std::min(E, pairs);
     prof.mark("exp_group", cs);
-    fwd::moe_group(ids.as<int32_t>(), wts.as<float>(), n, k, E, Sn, 1, g_slot.as<int32_t>(),
-                   g_pos.as<int32_t>(), g_w.as<float>(), g_tok.as<int32_t>(), cs);
+    fwd::moe_group_sorted(ids.as<int32_t>(), wts.as<float>(), n, k, E, sort_tmp.data(),
+                          sort_tmp.size(), g_slot.as<int32_t>(), g_pos.as<int32_t>(),
+                          g_w.as<float>(), g_tok.as<int32_t>(), cs);
     gemm::bf16* gx = g_x.as<gemm::bf16>();
     gemm::bf16* hq = g_h.as<gemm::bf16>();
     gemm::gather_rows_bf16(xin.as<float>(), g_tok.as<int32_t>(), pairs, D, gx, cs);

@@ -118,6 +118,14 @@ void moe_combine(const float* contrib, const float* shared, const int32_t* ids, 
 void moe_group(const int32_t* ids, const float* wts, int n, int k, int E, int S, int gn,
                int32_t* slot_ids, int32_t* pos, float* row_w, int32_t* row_tok, cudaStream_t s);
 
+// moe_group with groups of one row (gn = 1), by a stable radix sort of the pairs on the expert
+// id (many blocks; moe_group is one block): the same slot_ids [k*n], pos, row_w and row_tok.
+// temp: moe_sort_temp_bytes(k * n, E) bytes of device memory.
+size_t moe_sort_temp_bytes(int max_pairs, int E);
+void moe_group_sorted(const int32_t* ids, const float* wts, int n, int k, int E, void* temp,
+                      size_t temp_bytes, int32_t* slot_ids, int32_t* pos, float* row_w,
+                      int32_t* row_tok, cudaStream_t s);
+
 // gx[r] = x[row_tok[r]] for the rows of used groups (zeros for padding rows).
 void moe_gather(const float* x, const int32_t* slot_ids, const int32_t* row_tok, int gn, int rows,
                 int D, float* gx, cudaStream_t s);

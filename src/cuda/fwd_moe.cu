@@ -1,5 +1,7 @@
 // MoE sublayer kernels (spec/ARCH.md §6): router (hash or biased top-k), clamped SwiGLU, and the
 // per-token sum of expert contributions in ascending expert id plus the shared expert.
+#include <cub/device/device_radix_sort.cuh>
+
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
 
@@ -133,7 +135,8 @@ __global__ void moe_combine_kernel(const float* contrib, const float* shared, co
 // in groups of gn rows. Dynamic shared memory: 3 * E ints + kGroupTile ints.
 constexpr int kGroupTile = 1024;
 __global__ void moe_group_kernel(const int32_t* ids, const float* wts, int n, int k, int E, int S,
-                                 int gn, int32_t* slot_ids, int32_t* pos, float* row_w, int32_t* row_tok) {
+                                 int gn, int32_t* slot_ids, int32_t* pos, float* row_w,
+                                 int32_t* row_tok) {
   extern __shared__ int gsm[];
   int* cnt = gsm;
   int* gbase = gsm + E;
@@ -218,7 +221,63 @@ __global__ void swiglu_rows_kernel(const float* g, const float* u, const float* 
   h[t] = row_w[r] * v;
 }
 
+__global__ void iota_kernel(int32_t* v, int n) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t < n) v[t] = t;
+}
+
+// Row r of the sorted layout holds pair vals[r] (slot-major s = j * n + i) of expert keys[r].
+__global__ void moe_scatter_kernel(const int32_t* keys, const int32_t* vals, const float* wts,
+                                   int n, int k, int pairs, int32_t* slot_ids, int32_t* pos,
+                                   float* row_w, int32_t* row_tok) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= pairs) return;
+  const int q = vals[r], j = q / n, i = q % n;
+  slot_ids[r] = keys[r];
+  pos[q] = r;
+  row_w[r] = wts[(int64_t)i * k + j];
+  row_tok[r] = i;
+}
+
+int end_bit_for(int E) {
+  int b = 1;
+  while ((1 << b) < E) ++b;
+  return b;
+}
+
 }  // namespace
+
+size_t moe_sort_temp_bytes(int max_pairs, int E) {
+  size_t bytes = 0;
+  cub::DeviceRadixSort::SortPairs(nullptr, bytes, (const int32_t*)nullptr, (int32_t*)nullptr,
+                                  (const int32_t*)nullptr, (int32_t*)nullptr, max_pairs, 0,
+                                  end_bit_for(E));
+  // + keys_out, vals_in, vals_out
+  return bytes + 3 * sizeof(int32_t) * (size_t)max_pairs + 256;
+}
+
+void moe_group_sorted(const int32_t* ids, const float* wts, int n, int k, int E, void* temp,
+                      size_t temp_bytes, int32_t* slot_ids, int32_t* pos, float* row_w,
+                      int32_t* row_tok, cudaStream_t s) {
+  const int pairs = n * k;
+  if (pairs <= 0) return;
+  auto* keys_out = static_cast<int32_t*>(temp);
+  int32_t* vals_in = keys_out + pairs;
+  int32_t* vals_out = vals_in + pairs;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(vals_out + pairs);
+  void* cub_tmp = reinterpret_cast<void*>((a + 255) & ~uintptr_t{255});
+  const size_t used = (size_t)(static_cast<char*>(cub_tmp) - static_cast<char*>(temp));
+  if (used > temp_bytes) throw_invalid_argument("moe_group_sorted: temp buffer too small");
+  size_t cub_bytes = temp_bytes - used;
+  iota_kernel<<<(unsigned)((pairs + 255) / 256), 256, 0, s>>>(vals_in, pairs);
+  FWD_LAUNCH_CHECK("iota_kernel");
+  // Stable radix sort by expert id: each expert's pairs stay in slot-major order.
+  DSV4_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_tmp, cub_bytes, ids, keys_out, vals_in,
+                                                  vals_out, pairs, 0, end_bit_for(E), s));
+  moe_scatter_kernel<<<(unsigned)((pairs + 255) / 256), 256, 0, s>>>(
+      keys_out, vals_out, wts, n, k, pairs, slot_ids, pos, row_w, row_tok);
+  FWD_LAUNCH_CHECK("moe_scatter_kernel");
+}
 
 void router(const float* logits, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
             int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s) {
@@ -268,8 +327,8 @@ void moe_gather(const float* x, const int32_t* slot_ids, const int32_t* row_tok,
   FWD_LAUNCH_CHECK("moe_gather_kernel");
 }
 
-void swiglu_rows(const float* g, const float* u, const float* row_w, const int32_t* slot_ids, int gn,
-                 int rows, int F, float clamp, float* h, cudaStream_t s) {
+void swiglu_rows(const float* g, const float* u, const float* row_w, const int32_t* slot_ids,
+                 int gn, int rows, int F, float clamp, float* h, cudaStream_t s) {
   swiglu_rows_kernel<<<dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s>>>(
       g, u, row_w, slot_ids, gn, F, clamp, h);
   FWD_LAUNCH_CHECK("swiglu_rows_kernel");

@@ -1,8 +1,11 @@
-// The indexer top-k kernels (fwd::idx_topk, one block per token, and fwd::idx_topk_large, many
-// blocks for one token at long context) against a CPU reference: the topk largest scores, exact
-// ties to the lower index, output sorted by index. Fresh random scores (seed printed;
-// DSV4_TEST_SEED=<n> reproduces), poisoned outputs; distributions with no ties, with many ties
-// inside the threshold bin, and with one value repeated (the large path's fallback).
+// Selection kernels of the forward pass against CPU references, on fresh random data (seed
+// printed; DSV4_TEST_SEED=<n> reproduces) with poisoned outputs:
+//  * the indexer top-k (fwd::idx_topk, one block per token, and fwd::idx_topk_large, many blocks
+//    for one token at long context): the topk largest scores, exact ties to the lower index,
+//    output sorted by index; distributions with no ties, with many ties inside the threshold bin,
+//    and with one value repeated (the large path's fallback);
+//  * the MoE pair grouping (fwd::moe_group_sorted): experts ascending, each expert's pairs in
+//    slot-major order, with each row's token, weight and each pair's row.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +16,7 @@
 #include <cstdlib>
 #include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "cuda/device.h"
@@ -104,6 +108,55 @@ TEST(CudaTopk, HugeTieFallsBackToOneBlock) {
   std::vector<float> sc((size_t)visible, 1.5f);  // every key in the threshold bin
   for (int i = 0; i < 100; ++i) sc[(size_t)(rng() % visible)] = 2.0f + (float)i;
   check_case("one value", sc, visible, 512);
+}
+
+TEST(CudaMoeGroup, SortedMatchesCpu) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 3);
+  for (auto [n, k, E] : {std::tuple{1, 6, 256}, {777, 6, 256}, {8192, 6, 256}, {50, 2, 5}}) {
+    const int pairs = n * k;
+    std::vector<int32_t> ids((size_t)pairs);  // [k][n], distinct experts per token
+    for (int i = 0; i < n; ++i) {
+      std::vector<int32_t> e((size_t)E);
+      std::iota(e.begin(), e.end(), 0);
+      std::shuffle(e.begin(), e.end(), rng);
+      for (int j = 0; j < k; ++j) ids[(size_t)j * n + i] = e[(size_t)j];
+    }
+    std::vector<float> wts((size_t)pairs);
+    for (auto& w : wts) w = (float)(rng() % 1000) / 1000.0f;
+    // CPU: stable order by expert of the slot-major pair index.
+    std::vector<int32_t> order((size_t)pairs);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return ids[(size_t)a] < ids[(size_t)b]; });
+    cu::Stream st;
+    cu::DeviceBuffer dids(4 * (size_t)pairs), dw(4 * (size_t)pairs), slot(4 * (size_t)pairs),
+        pos(4 * (size_t)pairs), roww(4 * (size_t)pairs), rowt(4 * (size_t)pairs);
+    dids.upload(ids.data(), 4 * (size_t)pairs);
+    dw.upload(wts.data(), 4 * (size_t)pairs);
+    for (auto* b : {&slot, &pos, &roww, &rowt}) b->fill_bytes(0xff);
+    const size_t tb = dsv4::cuda::fwd::moe_sort_temp_bytes(pairs, E);
+    cu::DeviceBuffer tmp(tb);
+    dsv4::cuda::fwd::moe_group_sorted(dids.as<int32_t>(), dw.as<float>(), n, k, E, tmp.data(), tb,
+                                      slot.as<int32_t>(), pos.as<int32_t>(), roww.as<float>(),
+                                      rowt.as<int32_t>(), st.get());
+    st.sync();
+    std::vector<int32_t> gs((size_t)pairs), gp((size_t)pairs), gt((size_t)pairs);
+    std::vector<float> gw((size_t)pairs);
+    slot.download(gs.data(), 4 * (size_t)pairs);
+    pos.download(gp.data(), 4 * (size_t)pairs);
+    rowt.download(gt.data(), 4 * (size_t)pairs);
+    roww.download(gw.data(), 4 * (size_t)pairs);
+    int bad = 0;
+    for (int r = 0; r < pairs; ++r) {
+      const int q = order[(size_t)r], j = q / n, i = q % n;
+      bad += gs[(size_t)r] != ids[(size_t)q];
+      bad += gp[(size_t)q] != r;
+      bad += gt[(size_t)r] != i;
+      bad += gw[(size_t)r] != wts[(size_t)i * k + j];
+    }
+    EXPECT_EQ(bad, 0) << "n " << n << " k " << k << " E " << E;
+  }
 }
 
 }  // namespace
