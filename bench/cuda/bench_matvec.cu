@@ -1,6 +1,6 @@
 // Matrix-vector bandwidth benchmark for batch-1 decode (one GPU).
 //
-//   bench_matvec [--reps N] [--quick]
+//   bench_matvec [--reps N] [--quick] [--only LABEL_SUBSTRING]
 //
 // 1. Achievable read bandwidth: a pure streaming-read kernel (16-byte loads, 4 in flight per
 //    thread, several grid sizes; best kept) over 2 GiB, and a device-to-device copy for reference.
@@ -28,6 +28,7 @@
 #include "core/ggml_type.h"
 #include "cuda/device.h"
 #include "cuda/matvec.h"
+#include "cuda/mv_plan.h"
 #include "quant/quant.h"
 
 namespace {
@@ -42,7 +43,8 @@ __global__ void stream_read_kernel(const uint4* __restrict__ p, size_t n, unsign
   for (; i + 3 * stride < n; i += 4 * stride) {
     const uint4 a = __ldg(p + i), b = __ldg(p + i + stride), c = __ldg(p + i + 2 * stride),
                 d = __ldg(p + i + 3 * stride);
-    acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;
+    acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^
+           d.w;
   }
   for (; i < n; i += stride) {
     const uint4 a = __ldg(p + i);
@@ -88,11 +90,11 @@ struct Case {
   GgmlType type;
   int64_t rows, cols;
   int n_mats = 1;
-  int n_slots = 1;         // experts (with ids) or groups (no ids)
-  bool experts = false;    // slots select from a stacked tensor through ids
+  int n_slots = 1;       // experts (with ids) or groups (no ids)
+  bool experts = false;  // slots select from a stacked tensor through ids
   bool per_slot_x = false;
-  int per_token_q2 = 0;    // launches per decoded token, q2 layout
-  int per_token_q4 = 0;    // launches per decoded token, q4 layout
+  int per_token_q2 = 0;  // launches per decoded token, q2 layout
+  int per_token_q4 = 0;  // launches per decoded token, q4 layout
 };
 
 std::vector<Case> decode_cases() {
@@ -133,14 +135,16 @@ std::vector<Case> decode_cases() {
   return c;
 }
 
-void fill_random_blocks(GgmlType t, int64_t rows, int64_t cols, uint64_t seed, std::vector<uint8_t>& out) {
+void fill_random_blocks(GgmlType t, int64_t rows, int64_t cols, uint64_t seed,
+                        std::vector<uint8_t>& out) {
   const size_t rb = dsv4::ggml_row_bytes(t, (uint64_t)cols);
   out.resize(rb * (size_t)rows);
   const int64_t chunk = std::max<int64_t>(1, (1 << 22) / cols);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
-    dsv4::quant::random_blocks(t, seed * 1000003 + (uint64_t)r0, 1.0f, out.data() + (size_t)r0 * rb, n * cols);
+    dsv4::quant::random_blocks(t, seed * 1000003 + (uint64_t)r0, 1.0f, out.data() + (size_t)r0 * rb,
+                               n * cols);
   }
 }
 
@@ -149,11 +153,67 @@ void fill_random_blocks(GgmlType t, int64_t rows, int64_t cols, uint64_t seed, s
 int main(int argc, char** argv) {
   int reps = 100;
   bool quick = false;
+  std::string only;  // run only the cases whose "format label" contains this (profiling)
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(50, std::atoi(argv[++i]));
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else {
-      std::fprintf(stderr, "usage: %s [--reps N>=50] [--quick]\n", argv[0]);
+    if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
+      reps = std::max(50, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc)
+      only = argv[++i];
+    else if (!std::strcmp(argv[i], "--tune") && i + 1 < argc) {
+      // --tune key=value,...: planner knobs (cuda/mv_plan.h Tuning)
+      auto& t = dsv4::cuda::mv::tuning();
+      std::string spec = argv[++i];
+      size_t pos = 0;
+      while (pos < spec.size()) {
+        size_t end = spec.find(',', pos);
+        if (end == std::string::npos) end = spec.size();
+        const std::string kv = spec.substr(pos, end - pos);
+        const size_t eq = kv.find('=');
+        const std::string k = kv.substr(0, eq);
+        const int v = eq == std::string::npos ? 1 : std::atoi(kv.c_str() + eq + 1);
+        if (k == "target")
+          t.target_warps_per_sm = v;
+        else if (k == "bulk")
+          t.bulk = v;
+        else if (k == "stages")
+          t.bulk_stages = v;
+        else if (k == "force_lr")
+          t.bulk_force_lr = v;
+        else if (k == "min_ctas")
+          t.min_ctas_per_sm = v;
+        else if (k == "max_lr")
+          t.max_lr_log2 = v;
+        else if (k == "bulk_max_steps")
+          t.bulk_max_steps = v;
+        else if (k == "q8x")
+          t.q8_smem_x = v;
+        else if (k == "q8x_ks")
+          t.q8_smem_x_min_ks = v;
+        else if (k == "t_q8")
+          t.target_q8 = v;
+        else if (k == "t_iq2")
+          t.target_iq2 = v;
+        else if (k == "t_q2k")
+          t.target_q2k = v;
+        else if (k == "persist")
+          t.persist = v;
+        else if (k == "pw")
+          t.persist_warps = v;
+        else if (k == "pitems")
+          t.persist_items = v;
+        else if (k == "pocc")
+          t.persist_occ = v;
+        else {
+          std::fprintf(stderr, "unknown --tune key %s\n", k.c_str());
+          return 2;
+        }
+        pos = end + 1;
+      }
+      std::printf("# tune: %s\n", spec.c_str());
+    } else {
+      std::fprintf(stderr, "usage: %s [--reps N>=50] [--quick] [--only LABEL]\n", argv[0]);
       return 2;
     }
   }
@@ -166,11 +226,14 @@ int main(int argc, char** argv) {
     size_t free_b = 0, total_b = 0;
     DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     std::printf("# device: %s, cc %d.%d, %d SMs, L2 %zu MiB, %zu/%zu MiB free\n", dev.name.c_str(),
-                dev.cc_major, dev.cc_minor, dev.sm_count, dev.l2_bytes >> 20, free_b >> 20, total_b >> 20);
+                dev.cc_major, dev.cc_minor, dev.sm_count, dev.l2_bytes >> 20, free_b >> 20,
+                total_b >> 20);
 
     // 1. Streaming read and copy bandwidth.
     double stream_gbs = 0;
-    {
+    if (!only.empty())
+      stream_gbs = 4300;  // not measured with --only (nominal H200 value)
+    else {
       const size_t bytes = std::min<size_t>(size_t{2} << 30, free_b / 4) & ~size_t{4095};
       cu::DeviceBuffer buf(bytes), out(64);
       DSV4_CUDA_CHECK(cudaMemset(buf.data(), 0x5a, bytes));
@@ -183,32 +246,39 @@ int main(int argc, char** argv) {
             stream_read_kernel<<<blocks, threads>>>(buf.as<const uint4>(), n, out.as<unsigned>());
           });
           const double gbs = bytes / us * 1e-3;
-          std::printf("# stream read %zu MiB, %d blocks x %d threads: %.1f us, %.1f GB/s\n", bytes >> 20,
-                      blocks, threads, us, gbs);
+          std::printf("# stream read %zu MiB, %d blocks x %d threads: %.1f us, %.1f GB/s\n",
+                      bytes >> 20, blocks, threads, us, gbs);
           stream_gbs = std::max(stream_gbs, gbs);
         }
       const size_t half = bytes / 2;
       const double us = time_median_us(2, 10, [&](int) {
-        DSV4_CUDA_CHECK(cudaMemcpyAsync(buf.as<char>() + half, buf.data(), half, cudaMemcpyDeviceToDevice));
+        DSV4_CUDA_CHECK(
+            cudaMemcpyAsync(buf.as<char>() + half, buf.data(), half, cudaMemcpyDeviceToDevice));
       });
-      std::printf("# device-to-device copy %zu MiB: %.1f us, %.1f GB/s (read + write)\n", half >> 20, us,
-                  2.0 * half / us * 1e-3);
+      std::printf("# device-to-device copy %zu MiB: %.1f us, %.1f GB/s (read + write)\n",
+                  half >> 20, us, 2.0 * half / us * 1e-3);
       std::printf("# achievable read bandwidth (best stream read): %.1f GB/s\n", stream_gbs);
     }
 
     // 2. The decode matvecs.
-    std::printf("format,rows,cols,bytes,median_us,GB_s,label,per_token_q2,per_token_q4,frac_of_stream,plan\n");
+    std::printf(
+        "format,rows,cols,bytes,median_us,GB_s,label,per_token_q2,per_token_q4,frac_of_stream,"
+        "plan\n");
     double q2_us = 0, q4_us = 0, q2_bytes = 0, q4_bytes = 0;
     std::mt19937_64 rng(12345);
     for (const Case& c : decode_cases()) {
       if (quick && c.per_token_q2 == 0 && c.per_token_q4 == 0) continue;
+      if (!only.empty() && (std::string(dsv4::ggml_type_name(c.type)) + " " + c.label).find(only) ==
+                               std::string::npos)
+        continue;
       const size_t rb = dsv4::ggml_row_bytes(c.type, (uint64_t)c.cols);
       const int n_expert = c.experts ? 16 : c.n_slots;  // stacked experts / groups per tensor
       const size_t tensor_bytes = rb * (size_t)c.rows * (size_t)n_expert;
       const size_t touched = rb * (size_t)c.rows * (size_t)c.n_slots * (size_t)c.n_mats;
       // Enough copies of the weights to exceed 3x the L2 (the tensor is read from HBM every time).
       const size_t per_copy = tensor_bytes * (size_t)c.n_mats;
-      const int copies = (int)std::min<size_t>(512, std::max<size_t>(1, (3 * dev.l2_bytes + touched - 1) / touched));
+      const int copies = (int)std::min<size_t>(
+          512, std::max<size_t>(1, (3 * dev.l2_bytes + touched - 1) / touched));
       std::vector<uint8_t> host;
       fill_random_blocks(c.type, c.rows * n_expert, c.cols, rng(), host);
       std::vector<cu::DeviceBuffer> w;
@@ -221,7 +291,8 @@ int main(int argc, char** argv) {
       std::vector<float> hx((size_t)nx);
       std::normal_distribution<float> nd(0.0f, 1.0f);
       for (auto& v : hx) v = nd(rng);
-      cu::DeviceBuffer dx(hx.size() * 4), dy((size_t)c.n_mats * c.n_slots * c.rows * 4), dids(64 * 4);
+      cu::DeviceBuffer dx(hx.size() * 4), dy((size_t)c.n_mats * c.n_slots * c.rows * 4),
+          dids(64 * 4);
       dx.upload(hx.data(), hx.size() * 4);
       std::vector<int32_t> ids(16);
       for (int i = 0; i < 16; ++i) ids[(size_t)i] = i;
@@ -250,9 +321,9 @@ int main(int argc, char** argv) {
       const double us = time_median_us(5, reps, [&](int i) { cu::matvec_run(op_for(i % copies)); });
       const double gbs = touched / us * 1e-3;
       std::printf("%s,%" PRId64 ",%" PRId64 ",%zu,%.2f,%.1f,%s,%d,%d,%.3f,\"%s\"\n",
-                  std::string(dsv4::ggml_type_name(c.type)).c_str(), c.rows * c.n_slots * c.n_mats, c.cols,
-                  touched, us, gbs, c.label.c_str(), c.per_token_q2, c.per_token_q4, gbs / stream_gbs,
-                  plan.c_str());
+                  std::string(dsv4::ggml_type_name(c.type)).c_str(), c.rows * c.n_slots * c.n_mats,
+                  c.cols, touched, us, gbs, c.label.c_str(), c.per_token_q2, c.per_token_q4,
+                  gbs / stream_gbs, plan.c_str());
       std::fflush(stdout);
       q2_us += c.per_token_q2 * us;
       q4_us += c.per_token_q4 * us;
@@ -261,15 +332,20 @@ int main(int argc, char** argv) {
     }
 
     // 3. Per-token projection.
-    std::printf("# per token, q2 layout: %.3f GB of weights; projected decode %.3f ms/token (%.1f tok/s) if only "
-                "weight streaming counted; at the stream rate it would be %.3f ms; effective %.1f GB/s = %.0f%% of "
-                "stream\n",
-                q2_bytes * 1e-9, q2_us * 1e-3, 1e6 / q2_us, q2_bytes / stream_gbs * 1e-6, q2_bytes / q2_us * 1e-3,
-                100.0 * q2_bytes / q2_us * 1e-3 / stream_gbs);
-    std::printf("# per token, q4 layout: %.3f GB of weights; projected decode %.3f ms/token (%.1f tok/s); at the "
-                "stream rate %.3f ms; effective %.1f GB/s = %.0f%% of stream\n",
-                q4_bytes * 1e-9, q4_us * 1e-3, 1e6 / q4_us, q4_bytes / stream_gbs * 1e-6, q4_bytes / q4_us * 1e-3,
-                100.0 * q4_bytes / q4_us * 1e-3 / stream_gbs);
+    std::printf(
+        "# per token, q2 layout: %.3f GB of weights; projected decode %.3f ms/token (%.1f tok/s) "
+        "if only "
+        "weight streaming counted; at the stream rate it would be %.3f ms; effective %.1f GB/s = "
+        "%.0f%% of "
+        "stream\n",
+        q2_bytes * 1e-9, q2_us * 1e-3, 1e6 / q2_us, q2_bytes / stream_gbs * 1e-6,
+        q2_bytes / q2_us * 1e-3, 100.0 * q2_bytes / q2_us * 1e-3 / stream_gbs);
+    std::printf(
+        "# per token, q4 layout: %.3f GB of weights; projected decode %.3f ms/token (%.1f tok/s); "
+        "at the "
+        "stream rate %.3f ms; effective %.1f GB/s = %.0f%% of stream\n",
+        q4_bytes * 1e-9, q4_us * 1e-3, 1e6 / q4_us, q4_bytes / stream_gbs * 1e-6,
+        q4_bytes / q4_us * 1e-3, 100.0 * q4_bytes / q4_us * 1e-3 / stream_gbs);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_matvec: %s\n", e.what());
     return 1;

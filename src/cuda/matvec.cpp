@@ -15,8 +15,10 @@ bool matvec_supported(GgmlType t) {
     case GgmlType::Q8_0:
     case GgmlType::Q2_K:
     case GgmlType::Q4_K:
-    case GgmlType::IQ2_XXS: return true;
-    default: return false;
+    case GgmlType::IQ2_XXS:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -27,7 +29,9 @@ struct Prepared {
   mv::Shape shape;
 };
 
-bool aligned(const void* ptr, size_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; }
+bool aligned(const void* ptr, size_t a) {
+  return reinterpret_cast<uintptr_t>(ptr) % a == 0;
+}
 
 Prepared prepare(const MatvecOp& op) {
   if (!matvec_supported(op.type))
@@ -73,6 +77,7 @@ Prepared prepare(const MatvecOp& op) {
   s.nb = op.nb;
   s.n_mats = op.n_mats;
   s.n_slots = op.n_slots;
+  s.per_slot_x = op.n_slots > 1 && op.x_slot_stride != 0;
   const auto geom = mv::format_geom(op.type);
   bool ok = op.path == MatvecPath::kAuto && geom.has_value();
   if (ok) {
@@ -82,6 +87,9 @@ Prepared prepare(const MatvecOp& op) {
     ok = ok && aligned(op.x, 16) && p.x_vec_stride % 4 == 0 && p.x_slot_stride % 4 == 0;
   }
   s.aligned = ok;
+  bool a16 = ok;
+  for (int m = 0; m < op.n_mats; ++m) a16 = a16 && aligned(p.w[m], 16);
+  s.aligned16 = a16 && p.row_bytes % 16 == 0 && p.expert_bytes % 16 == 0;
   return r;
 }
 
@@ -103,7 +111,9 @@ std::string matvec_describe(const MatvecOp& op) {
 
 void matvec_run(const MatvecOp& op, cudaStream_t stream) {
   Prepared r = prepare(op);
-  const mv::Plan plan = op.path == MatvecPath::kGeneric ? mv::Plan{} : mv::plan_matvec(r.shape, limits());
+  const mv::DeviceLimits lim = limits();
+  const mv::Plan plan =
+      op.path == MatvecPath::kGeneric ? mv::Plan{} : mv::plan_matvec(r.shape, lim);
   if (!plan.fast) {
     mv::launch_generic(r.p, (uint32_t)op.type, op.nb, stream);
     return;
@@ -118,18 +128,34 @@ void matvec_run(const MatvecOp& op, cudaStream_t stream) {
   l.p.off_xsum = (uint32_t)plan.off_xsum;
   l.p.off_tab = (uint32_t)plan.off_tab;
   l.p.off_ring = (uint32_t)plan.off_ring;
+  l.p.bulk = plan.bulk ? 1 : 0;
+  l.p.smem_x = plan.smem_x ? 1 : 0;
+  l.p.persist = plan.persist ? 1 : 0;
+  l.p.stages = plan.stages;
+  l.p.stages_log2 = 0;
+  while ((1 << l.p.stages_log2) < plan.stages) ++l.p.stages_log2;
+  l.p.off_bar = (uint32_t)plan.off_bar;
   l.ctas = plan.ctas;
-  l.threads = plan.threads;
+  l.threads = plan.persist ? 32 * plan.persist_warps : plan.threads;
+  l.sm_count = lim.sm_count;
   l.smem = plan.smem;
   switch (op.type) {
-    case GgmlType::Q8_0: return mv::launch_q8_0(l, op.nb, stream);
-    case GgmlType::Q4_K: return mv::launch_q4_k(l, op.nb, stream);
-    case GgmlType::Q2_K: return mv::launch_q2_k(l, op.nb, stream);
-    case GgmlType::IQ2_XXS: return mv::launch_iq2_xxs(l, op.nb, stream);
-    case GgmlType::F16: return mv::launch_f16(l, op.nb, stream);
-    case GgmlType::BF16: return mv::launch_bf16(l, op.nb, stream);
-    case GgmlType::F32: return mv::launch_f32(l, op.nb, stream);
-    default: fail("cuda::matvec: no fast launcher for {}", ggml_type_name(op.type));
+    case GgmlType::Q8_0:
+      return mv::launch_q8_0(l, op.nb, stream);
+    case GgmlType::Q4_K:
+      return mv::launch_q4_k(l, op.nb, stream);
+    case GgmlType::Q2_K:
+      return mv::launch_q2_k(l, op.nb, stream);
+    case GgmlType::IQ2_XXS:
+      return mv::launch_iq2_xxs(l, op.nb, stream);
+    case GgmlType::F16:
+      return mv::launch_f16(l, op.nb, stream);
+    case GgmlType::BF16:
+      return mv::launch_bf16(l, op.nb, stream);
+    case GgmlType::F32:
+      return mv::launch_f32(l, op.nb, stream);
+    default:
+      fail("cuda::matvec: no fast launcher for {}", ggml_type_name(op.type));
   }
 }
 

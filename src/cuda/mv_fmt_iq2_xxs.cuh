@@ -19,7 +19,9 @@ namespace dsv4::cuda::mv {
 struct NibbleGrid {
   uint32_t v[256];
 };
-constexpr uint32_t iq2_grid_code(uint8_t b) { return b == 8 ? 0u : b == 25 ? 1u : 2u; }
+constexpr uint32_t iq2_grid_code(uint8_t b) {
+  return b == 8 ? 0u : b == 25 ? 1u : 2u;
+}
 constexpr NibbleGrid make_nibble_grid() {
   NibbleGrid t{};
   for (int i = 0; i < 256; ++i) {
@@ -47,11 +49,13 @@ __device__ const NibbleGrid g_nibble_grid = make_nibble_grid();
 // prmt selector: magnitude byte J of a in byte 0, zeros (sign replica of a byte < 0x80) in bytes
 // 1-2, sign byte J of b (0x80 or 0) in byte 3.
 template <int J>
-inline constexpr uint32_t kSignMagSel = (uint32_t)J | ((8u | J) << 4) | ((8u | J) << 8) | ((4u + J) << 12);
+inline constexpr uint32_t kSignMagSel = (uint32_t)J | ((8u | J) << 4) | ((8u | J) << 8) |
+                                        ((4u + J) << 12);
 
 struct FmtIQ2_XXS {
   static constexpr FormatGeom kGeom = kGeomIQ2_XXS;
   static constexpr bool kDenormal = true;
+  static constexpr bool kOptionalSmemX = false;  // planner may stage x in shared memory
 
   DSV4_HD static uint32_t table_word(int i) {
 #ifdef __CUDA_ARCH__
@@ -64,24 +68,24 @@ struct FmtIQ2_XXS {
   template <int NB, class X>
   DSV4_HD static void dot(const uint32_t (&w)[33], const X& x, const float*, int,
                           const uint32_t* tab, float (&acc)[NB]) {
-DSV4_UNROLL
+    DSV4_UNROLL
     for (int b = 0; b < 2; ++b) {
       // Block 0: d = bytes 0-1, group g at bytes 2+8g (2-byte aligned: funnel shifts).
       // Block 1: d = bytes 66-67 (high half of word 16), group g at words 17+2g, 18+2g.
       const float d = f16_bits_to_f32(b == 0 ? w[0] : (w[16] >> 16));
-DSV4_UNROLL
+      DSV4_UNROLL
       for (int g = 0; g < 8; ++g) {
         const uint32_t A = b == 0 ? funnel_r(w[2 * g], w[2 * g + 1], 16) : w[17 + 2 * g];
         const uint32_t B = b == 0 ? funnel_r(w[2 * g + 1], w[2 * g + 2], 16) : w[18 + 2 * g];
         const float db = fmul_rn(fmul_rn(d, fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
         float s[NB][4];
-DSV4_UNROLL
+        DSV4_UNROLL
         for (int l = 0; l < 4; ++l) {
           const uint32_t nib = tab[(A >> (8 * l)) & 0xFFu];
           const uint32_t mlo = byte_perm(0x002B1908u, 0u, nib & 0xFFFFu);
           const uint32_t mhi = byte_perm(0x002B1908u, 0u, nib >> 16);
           const uint32_t s7 = (B >> (7 * l)) & 127u;
-          const uint32_t m8 = s7 | ((popc(s7) & 1u) << 7);  // ksigns_iq2xs[s7]
+          const uint32_t m8 = s7 | ((popc(s7) & 1u) << 7);                 // ksigns_iq2xs[s7]
           const uint32_t tlo = ((m8 & 0xFu) * 0x10204080u) & 0x80808080u;  // bit j -> MSB of byte j
           const uint32_t thi = ((m8 >> 4) * 0x10204080u) & 0x80808080u;
           const float f0 = as_float(prmt(mlo, tlo, kSignMagSel<0>));
@@ -92,7 +96,7 @@ DSV4_UNROLL
           const float f5 = as_float(prmt(mhi, thi, kSignMagSel<1>));
           const float f6 = as_float(prmt(mhi, thi, kSignMagSel<2>));
           const float f7 = as_float(prmt(mhi, thi, kSignMagSel<3>));
-DSV4_UNROLL
+          DSV4_UNROLL
           for (int v = 0; v < NB; ++v) {
             const float4h xa = x.ld(v, 256 * b + 32 * g + 8 * l);
             const float4h xb = x.ld(v, 256 * b + 32 * g + 8 * l + 4);
@@ -107,7 +111,7 @@ DSV4_UNROLL
             s[v][l] = t;
           }
         }
-DSV4_UNROLL
+        DSV4_UNROLL
         for (int v = 0; v < NB; ++v)
           acc[v] = fma_f(db, (s[v][0] + s[v][1]) + (s[v][2] + s[v][3]), acc[v]);
 #ifdef __CUDA_ARCH__

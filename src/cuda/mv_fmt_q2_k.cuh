@@ -14,6 +14,7 @@ namespace dsv4::cuda::mv {
 struct FmtQ2_K {
   static constexpr FormatGeom kGeom = kGeomQ2_K;
   static constexpr bool kDenormal = true;
+  static constexpr bool kOptionalSmemX = false;  // planner may stage x in shared memory
 
   template <int K>
   DSV4_HD static void scale_min(uint32_t sw, float* sc, float* m) {
@@ -26,19 +27,19 @@ struct FmtQ2_K {
                           const uint32_t*, float (&acc)[NB]) {
     const float d = f16_bits_to_f32(w[20]);
     const float dmin = f16_bits_to_f32(w[20] >> 16);
-DSV4_UNROLL
+    DSV4_UNROLL
     for (int h = 0; h < 2; ++h) {  // halves of 128 values: code bytes qs[32h .. 32h+31]
-DSV4_UNROLL
+      DSV4_UNROLL
       for (int sh = 0; sh < 4; ++sh) {  // 2-bit field sh: values 128h + 32sh + l, l = 0..31
         float s[2][NB][2];
-DSV4_UNROLL
+        DSV4_UNROLL
         for (int v = 0; v < NB; ++v) s[0][v][0] = s[0][v][1] = s[1][v][0] = s[1][v][1] = 0.0f;
-DSV4_UNROLL
+        DSV4_UNROLL
         for (int i = 0; i < 8; ++i) {  // code bytes l = 4i .. 4i+3 (word 4 + 8h + i)
           const uint32_t c4 = (w[4 + 8 * h + i] >> (2 * sh)) & 0x03030303u;
           const float f0 = byte_to_denormal<0>(c4), f1 = byte_to_denormal<1>(c4);
           const float f2 = byte_to_denormal<2>(c4), f3 = byte_to_denormal<3>(c4);
-DSV4_UNROLL
+          DSV4_UNROLL
           for (int v = 0; v < NB; ++v) {
             const float4h xv = x.ld(v, 128 * h + 32 * sh + 4 * i);
             float& a = s[i >> 2][v][i & 1];
@@ -48,20 +49,28 @@ DSV4_UNROLL
             a = fma_f(f3, xv.w, a);
           }
         }
-DSV4_UNROLL
+        DSV4_UNROLL
         for (int half = 0; half < 2; ++half) {
           const int sb = 8 * h + 2 * sh + half;  // sub-block of 16 values; scale byte sb
           const uint32_t sw = w[sb >> 2];
           float scf, mf;
           switch (sb & 3) {
-            case 0: scale_min<0>(sw, &scf, &mf); break;
-            case 1: scale_min<1>(sw, &scf, &mf); break;
-            case 2: scale_min<2>(sw, &scf, &mf); break;
-            default: scale_min<3>(sw, &scf, &mf); break;
+            case 0:
+              scale_min<0>(sw, &scf, &mf);
+              break;
+            case 1:
+              scale_min<1>(sw, &scf, &mf);
+              break;
+            case 2:
+              scale_min<2>(sw, &scf, &mf);
+              break;
+            default:
+              scale_min<3>(sw, &scf, &mf);
+              break;
           }
           const float dl = fmul_rn(d, scf);
           const float nl = -fmul_rn(dmin, mf);
-DSV4_UNROLL
+          DSV4_UNROLL
           for (int v = 0; v < NB; ++v) {
             acc[v] = fma_f(dl, s[half][v][0] + s[half][v][1], acc[v]);
             acc[v] = fma_f(nl, xsum[v * xsum_vs + sb], acc[v]);

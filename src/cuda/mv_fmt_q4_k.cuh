@@ -15,6 +15,7 @@ namespace dsv4::cuda::mv {
 struct FmtQ4_K {
   static constexpr FormatGeom kGeom = kGeomQ4_K;
   static constexpr bool kDenormal = true;
+  static constexpr bool kOptionalSmemX = false;  // planner may stage x in shared memory
 
   template <int NB, class X>
   DSV4_HD static void dot(const uint32_t (&w)[36], const X& x, const float* xsum, int xsum_vs,
@@ -26,12 +27,12 @@ struct FmtQ4_K {
     const uint32_t m_lo = w[2] & 0x3F3F3F3Fu;
     const uint32_t sc_hi = (w[3] & 0x0F0F0F0Fu) | ((w[1] >> 2) & 0x30303030u);
     const uint32_t m_hi = ((w[3] >> 4) & 0x0F0F0F0Fu) | ((w[2] >> 2) & 0x30303030u);
-DSV4_UNROLL
+    DSV4_UNROLL
     for (int c = 0; c < 4; ++c) {  // 64-value chunks: sub-block 2c (low nibbles), 2c+1 (high)
       float slo[NB][2], shi[NB][2];
-DSV4_UNROLL
+      DSV4_UNROLL
       for (int v = 0; v < NB; ++v) slo[v][0] = slo[v][1] = shi[v][0] = shi[v][1] = 0.0f;
-DSV4_UNROLL
+      DSV4_UNROLL
       for (int i = 0; i < 8; ++i) {
         const uint32_t q = w[4 + 8 * c + i];
         const uint32_t lo = q & 0x0F0F0F0Fu;
@@ -40,7 +41,7 @@ DSV4_UNROLL
         const float l2 = byte_to_denormal<2>(lo), l3 = byte_to_denormal<3>(lo);
         const float h0 = byte_to_denormal<0>(hi), h1 = byte_to_denormal<1>(hi);
         const float h2 = byte_to_denormal<2>(hi), h3 = byte_to_denormal<3>(hi);
-DSV4_UNROLL
+        DSV4_UNROLL
         for (int v = 0; v < NB; ++v) {
           const float4h xl = x.ld(v, 64 * c + 4 * i);
           const float4h xh = x.ld(v, 64 * c + 32 + 4 * i);
@@ -69,7 +70,7 @@ DSV4_UNROLL
       }
       const float d0 = fmul_rn(d, sc0), d1 = fmul_rn(d, sc1);
       const float n0 = -fmul_rn(dmin, m0), n1 = -fmul_rn(dmin, m1);
-DSV4_UNROLL
+      DSV4_UNROLL
       for (int v = 0; v < NB; ++v) {
         const float* xsv = xsum + v * xsum_vs + 4 * c;
         acc[v] = fma_f(d0, slo[v][0] + slo[v][1], acc[v]);

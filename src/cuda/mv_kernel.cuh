@@ -41,15 +41,133 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-template <class F, int NB>
-__global__ void __launch_bounds__(max_threads_for_nb(NB)) mv_fast_kernel(const __grid_constant__ Params p) {
+// mbarrier + bulk-copy (TMA) helpers, sm_90.
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_wait_parity(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred P1;\n"
+      "LAB_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+      "@P1 bra DONE;\n"
+      "bra LAB_WAIT;\n"
+      "DONE:\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes,
+                                              uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void fence_proxy_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void fence_mbar_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// kBulk: the ring is filled with cp.async.bulk (one copy per row segment of a step, or per lane
+// when slots are padded) completing on one mbarrier per (warp, stage); p.stages is the planner's.
+// Otherwise cp.async granules (FormatGeom::copy_bytes) with commit groups; p.stages == g.stages.
+// x (scaled for the denormal formats) with its per-16 sums, and the lookup table, staged in shared
+// memory by all threads of the CTA (the caller synchronizes).
+template <class F, int NB, bool kSmemX>
+__device__ __forceinline__ void stage_x_and_table(const Params& p, const float* xg,
+                                                  unsigned char* smem) {
+  constexpr FormatGeom g = F::kGeom;
+  if constexpr (kSmemX) {
+    constexpr float kSc = F::kDenormal ? kXScale : 1.0f;
+    // 16-value groups j of [NB][cols]: 4 float4 loads each, up to 4 groups per thread in flight
+    // (a strided loop with one load per trip would serialize L2 latencies).
+    // Padded layout: unit u of vector v at v * XV + u * (unit_values + 4) floats,
+    // its per-16 sums at v * SV + u * (unit_values / 16 + 1), so that the LR lanes of a row (other
+    // units, same offsets) hit different banks.
+    constexpr int kG = g.unit_values / 16;  // 16-value groups per unit
+    float4* xw = reinterpret_cast<float4*>(smem);
+    float* sw = reinterpret_cast<float*>(smem + p.off_xsum);
+    const int n16 = p.cols >> 4;
+    const int ngroups = NB * n16;
+    const int xv4 = (p.units * (g.unit_values + 4)) >> 2;  // float4s per vector
+    const int sv = p.units * (kG + 1);
+    for (int base = threadIdx.x; base < ngroups; base += 4 * blockDim.x) {
+      float4 r[4][4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int j = base + k * blockDim.x;
+        if (j < ngroups) {
+          const int v = j / n16;
+          const float4* q =
+              reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 16 * (j - v * n16));
+#pragma unroll
+          for (int e = 0; e < 4; ++e) r[k][e] = __ldg(q + e);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int j = base + k * blockDim.x;
+        if (j < ngroups) {
+          const int v = j / n16;
+          const int lg = j - v * n16;
+          const int uu = lg / kG, gi = lg - uu * kG;
+          const int o4 = v * xv4 + uu * ((g.unit_values + 4) >> 2) + 4 * gi;
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            xw[o4 + e] =
+                make_float4(r[k][e].x * kSc, r[k][e].y * kSc, r[k][e].z * kSc, r[k][e].w * kSc);
+          if constexpr (g.xsum_group == 16) {
+            const float4 a = r[k][0], c = r[k][1], d = r[k][2], f = r[k][3];
+            const float sum = (((a.x + a.y) + (a.z + a.w)) + ((c.x + c.y) + (c.z + c.w))) +
+                              (((d.x + d.y) + (d.z + d.w)) + ((f.x + f.y) + (f.z + f.w)));
+            sw[v * sv + uu * (kG + 1) + gi] =
+                sum * kXsumScale;  // the scale of code * 2^-149 * x * 2^96
+          }
+        }
+      }
+    }
+  }
+  if constexpr (g.table_bytes > 0) {
+    uint32_t* tw = reinterpret_cast<uint32_t*>(smem + p.off_tab);
+    constexpr int kTabWords = g.table_bytes / 4;
+    for (int base = threadIdx.x; base < kTabWords; base += 8 * blockDim.x) {
+      uint32_t r[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int i = base + k * blockDim.x;
+        r[k] = i < kTabWords ? F::table_word(i) : 0u;
+      }
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int i = base + k * blockDim.x;
+        if (i < kTabWords) tw[i] = r[k];
+      }
+    }
+  }
+}
+
+// kSmemX: x staged in shared memory (always for the denormal formats; a planner choice for Q8_0,
+// unscaled there).
+template <class F, int NB, bool kBulk, bool kSmemX = F::kGeom.smem_x>
+__global__ void __launch_bounds__(max_threads_for_nb(NB))
+    mv_fast_kernel(const __grid_constant__ Params p) {
   constexpr FormatGeom g = F::kGeom;
   constexpr int kWords = g.unit_bytes / 4;
   constexpr int kPer = g.unit_bytes / g.copy_bytes;  // granules per unit
   constexpr int kStageBytes = 32 * g.slot_bytes;
+  constexpr bool kContig = g.slot_bytes == g.unit_bytes;  // slots of a row's lanes are adjacent
   static_assert(g.unit_bytes % g.copy_bytes == 0 && g.slot_bytes >= g.unit_bytes);
   static_assert((g.stages & (g.stages - 1)) == 0, "stages must be a power of two");
-  static_assert(F::kDenormal == g.smem_x);
+  static_assert(F::kDenormal == g.smem_x && (kSmemX || !g.smem_x));
 
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x >> 5;
@@ -79,8 +197,11 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB)) mv_fast_kernel(const _
   const uint8_t* W = p.w[mat] + expert * p.expert_bytes + (int64_t)row0 * p.row_bytes;
   const float* xg = p.x + slot * p.x_slot_stride;
 
-  unsigned char* ring = smem + p.off_ring + warp * (g.stages * kStageBytes);
+  const int stages = kBulk ? p.stages : g.stages;
+  unsigned char* ring = smem + p.off_ring + warp * (stages * kStageBytes);
   const uint32_t ring_s = smem_addr(ring);
+  const int my_k = lane & (lr - 1);
+  const int my_r = lane >> p.lr_log2;
 
   // Stage s of this warp: slot sl = rr*LR + kk holds unit (s*KS + warp)*LR + kk of row rr. The LR
   // units of a row are adjacent in memory, so granule i = lane + 32*it of a stage lies at a
@@ -90,95 +211,73 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB)) mv_fast_kernel(const _
   // would be hoisted out of the step loop and cost registers.
   const int last_row = rows_here - 1;
   const int row_bytes = (int)p.row_bytes;  // 32 rows fit in 31 bits (planner)
+  // Bulk mode: this lane copies (kContig: the LR units of its row, if it is the row's first lane;
+  // else its own unit) into its slot; one mbarrier per stage counts the stage's bytes.
+  const uint32_t bar0 = smem_addr(smem + p.off_bar + warp * kBarBytesPerWarp);
+  const bool copier = !kContig || my_k == 0;
+  const uint32_t copy_bytes = kContig ? (uint32_t)(lr * g.unit_bytes) : (uint32_t)g.unit_bytes;
+  const uint8_t* my_src =
+      W + (int64_t)min(my_r, last_row) * row_bytes + (kContig ? 0 : my_k) * g.unit_bytes;
   auto issue = [&](int s) {
-    if (s < p.steps) {
-      const uint8_t* ws = W + (int64_t)unit_of(s, p.ks, warp, p.lr_log2, 0) * g.unit_bytes;
-      const uint32_t dst0 = ring_s + (s & (g.stages - 1)) * kStageBytes;
-#pragma unroll
-      for (int it = 0; it < kPer; ++it) {
-        const int i = lane + 32 * it;
-        const int src = granule_src<kPer, g.unit_bytes, g.copy_bytes>(i, p.lr_log2, last_row, row_bytes);
-        cp_async<g.copy_bytes>(dst0 + granule_dst<kPer, g.unit_bytes, g.slot_bytes, g.copy_bytes>(i),
-                               ws + src);
+    if constexpr (kBulk) {
+      if (s < p.steps) {
+        const int j = s & (stages - 1);
+        const uint32_t bar = bar0 + 8 * j;
+        if (lane == 0) mbar_arrive_expect_tx(bar, (uint32_t)(32 * g.unit_bytes));
+        if (copier)
+          bulk_copy_g2s(ring_s + j * kStageBytes + lane * g.slot_bytes,
+                        my_src + (int64_t)unit_of(s, p.ks, warp, p.lr_log2, 0) * g.unit_bytes,
+                        copy_bytes, bar);
       }
+    } else {
+      if (s < p.steps) {
+        const uint8_t* ws = W + (int64_t)unit_of(s, p.ks, warp, p.lr_log2, 0) * g.unit_bytes;
+        const uint32_t dst0 = ring_s + (s & (g.stages - 1)) * kStageBytes;
+#pragma unroll
+        for (int it = 0; it < kPer; ++it) {
+          const int i = lane + 32 * it;
+          const int src =
+              granule_src<kPer, g.unit_bytes, g.copy_bytes>(i, p.lr_log2, last_row, row_bytes);
+          cp_async<g.copy_bytes>(
+              dst0 + granule_dst<kPer, g.unit_bytes, g.slot_bytes, g.copy_bytes>(i), ws + src);
+        }
+      }
+      cp_async_commit();  // always, so that group counting stays uniform
     }
-    cp_async_commit();  // always, so that group counting stays uniform
   };
 
+  if constexpr (kBulk) {
+    if (lane == 0) {
+      for (int j = 0; j < stages; ++j) mbar_init(bar0 + 8 * j, 1);
+      fence_mbar_init();
+    }
+    __syncwarp();
+    for (int s = 0; s < stages; ++s) issue(s);
+  } else {
 #pragma unroll
-  for (int s = 0; s < g.stages; ++s) issue(s);
-
+    for (int s = 0; s < g.stages; ++s) issue(s);
+  }
   // x (scaled) and its per-16 sums, lookup table: once per CTA, while the ring fills.
   const float* xs = reinterpret_cast<const float*>(smem);
   const float* xsum = reinterpret_cast<const float*>(smem + p.off_xsum);
   const uint32_t* tab = reinterpret_cast<const uint32_t*>(smem + p.off_tab);
-  if constexpr (g.smem_x) {
-    // 16-value groups j of [NB][cols]: 4 float4 loads each, up to 4 groups per thread in flight
-    // (a strided loop with one load per trip would serialize L2 latencies).
-    float4* xw = reinterpret_cast<float4*>(smem);
-    float* sw = reinterpret_cast<float*>(smem + p.off_xsum);
-    const int n16 = p.cols >> 4;
-    const int ngroups = NB * n16;
-    for (int base = threadIdx.x; base < ngroups; base += 4 * blockDim.x) {
-      float4 r[4][4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int j = base + k * blockDim.x;
-        if (j < ngroups) {
-          const int v = j / n16;
-          const float4* q = reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 16 * (j - v * n16));
-#pragma unroll
-          for (int e = 0; e < 4; ++e) r[k][e] = __ldg(q + e);
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int j = base + k * blockDim.x;
-        if (j < ngroups) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            xw[4 * j + e] = make_float4(r[k][e].x * kXScale, r[k][e].y * kXScale, r[k][e].z * kXScale,
-                                        r[k][e].w * kXScale);
-          if constexpr (g.xsum_group == 16) {
-            const float4 a = r[k][0], c = r[k][1], d = r[k][2], f = r[k][3];
-            const float sum = (((a.x + a.y) + (a.z + a.w)) + ((c.x + c.y) + (c.z + c.w))) +
-                              (((d.x + d.y) + (d.z + d.w)) + ((f.x + f.y) + (f.z + f.w)));
-            sw[j] = sum * kXsumScale;  // the scale of code * 2^-149 * x * 2^96
-          }
-        }
-      }
-    }
-  }
-  if constexpr (g.table_bytes > 0) {
-    uint32_t* tw = reinterpret_cast<uint32_t*>(smem + p.off_tab);
-    constexpr int kTabWords = g.table_bytes / 4;
-    for (int base = threadIdx.x; base < kTabWords; base += 8 * blockDim.x) {
-      uint32_t r[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int i = base + k * blockDim.x;
-        r[k] = i < kTabWords ? F::table_word(i) : 0u;
-      }
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int i = base + k * blockDim.x;
-        if (i < kTabWords) tw[i] = r[k];
-      }
-    }
-  }
-  if constexpr (g.smem_x || g.table_bytes > 0) __syncthreads();
+  stage_x_and_table<F, NB, kSmemX>(p, xg, smem);
+  if constexpr (kSmemX || g.table_bytes > 0) __syncthreads();
 
-  const int my_k = lane & (lr - 1);
   float acc[NB];
 #pragma unroll
   for (int v = 0; v < NB; ++v) acc[v] = 0.0f;
 
   for (int s = 0; s < p.steps; ++s) {
-    cp_async_wait<g.stages - 1>();  // this lane's copies of stage s have landed
-    __syncwarp();                   // ... and every lane's are visible
+    if constexpr (kBulk) {
+      mbar_wait_parity(bar0 + 8 * (s & (stages - 1)), (uint32_t)(s >> p.stages_log2) & 1u);
+    } else {
+      cp_async_wait<g.stages - 1>();  // this lane's copies of stage s have landed
+      __syncwarp();                   // ... and every lane's are visible
+    }
     uint32_t w[kWords];
     {
-      const unsigned char* sp = ring + (s & (g.stages - 1)) * kStageBytes + lane * g.slot_bytes;
+      const unsigned char* sp = ring + (s & (stages - 1)) * kStageBytes + lane * g.slot_bytes;
       if constexpr (g.copy_bytes == 16) {
 #pragma unroll
         for (int j = 0; j < kWords / 4; ++j) {
@@ -193,20 +292,29 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB)) mv_fast_kernel(const _
         for (int j = 0; j < kWords; ++j) w[j] = reinterpret_cast<const uint32_t*>(sp)[j];
       }
     }
-    __syncwarp();         // every lane has its unit in registers
-    issue(s + g.stages);  // refill the stage just read
+    if constexpr (kBulk) {
+      // Order this lane's generic reads of the slot before the async-proxy refill of the stage,
+      // and wait for every lane of the warp (a copy may fill other lanes' slots).
+      fence_proxy_async_smem();
+      __syncwarp();
+      issue(s + stages);
+    } else {
+      __syncwarp();         // every lane has its unit in registers
+      issue(s + g.stages);  // refill the stage just read
+    }
     const int u = unit_of(s, p.ks, warp, p.lr_log2, my_k);
-    if constexpr (g.smem_x) {
-      const XPlain xa{xs + (int64_t)u * g.unit_values, p.cols};
-      F::template dot<NB>(w, xa, xsum + (int64_t)u * (g.unit_values / 16), p.cols >> 4, tab, acc);
+    if constexpr (kSmemX) {
+      const XPlain xa{xs + u * (g.unit_values + 4), p.units * (g.unit_values + 4)};
+      F::template dot<NB>(w, xa, xsum + u * (g.unit_values / 16 + 1),
+                          p.units * (g.unit_values / 16 + 1), tab, acc);
     } else {
       const XGlobal xa{xg + (int64_t)u * g.unit_values, p.x_vec_stride};
       F::template dot<NB>(w, xa, nullptr, 0, tab, acc);
     }
   }
-  cp_async_wait<0>();
+  if constexpr (!kBulk) cp_async_wait<0>();
 
-  // Reduce over the LR lanes of a row (xor butterfly), then over the KS warps (warp order).
+    // Reduce over the LR lanes of a row (xor butterfly), then over the KS warps (warp order).
 #pragma unroll
   for (int v = 0; v < NB; ++v)
     for (int off = lr >> 1; off > 0; off >>= 1) acc[v] += __shfl_xor_sync(0xffffffffu, acc[v], off);
@@ -221,15 +329,173 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB)) mv_fast_kernel(const _
     for (int v = 0; v < NB; ++v) {
       float t = acc[v];
       for (int w2 = 1; w2 < p.ks; ++w2)
-        t += reinterpret_cast<const float*>(smem + p.off_ring + w2 * (g.stages * kStageBytes))[v * 32 + lane];
+        t += reinterpret_cast<const float*>(smem + p.off_ring +
+                                            w2 * (stages * kStageBytes))[v * 32 + lane];
       acc[v] = t;
     }
   }
-  const int my_r = lane >> p.lr_log2;
   if (my_k == 0 && my_r < rows_here) {
 #pragma unroll
     for (int v = 0; v < NB; ++v)
       y[v * p.y_vec_stride + my_r] = F::kDenormal ? acc[v] * kDenormOutScale : acc[v];
+  }
+}
+
+// Persistent variant (bulk copies, one warp per row group, no k-split): the grid holds as many CTAs
+// as are resident; warp gw of nw owns the logical CTAs [gw*L/nw, (gw+1)*L/nw) (L = groups * slots
+// * mats, the non-persistent kernel's grid) and streams their steps through one continuous ring,
+// so the copies of the next row group are in flight while this one is decoded. Each row group's
+// sum is formed in the same order as by mv_fast_kernel with ks = 1: the results are identical.
+// x in shared memory requires x shared by all slots (planner).
+template <class F, int NB, bool kSmemX = F::kGeom.smem_x>
+__global__ void __launch_bounds__(max_threads_for_nb(NB))
+    mv_persist_kernel(const __grid_constant__ Params p) {
+  constexpr FormatGeom g = F::kGeom;
+  constexpr int kWords = g.unit_bytes / 4;
+  constexpr int kStageBytes = 32 * g.slot_bytes;
+  constexpr bool kContig = g.slot_bytes == g.unit_bytes;
+  static_assert(F::kDenormal == g.smem_x && (kSmemX || !g.smem_x));
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int wpc = blockDim.x >> 5;
+  const int lr = 1 << p.lr_log2;
+  const int rpc = 32 >> p.lr_log2;
+  const int my_k = lane & (lr - 1);
+  const int my_r = lane >> p.lr_log2;
+  const int stages = p.stages;
+  const int row_bytes = (int)p.row_bytes;
+
+  const int64_t L = (int64_t)p.groups * p.n_slots * p.n_mats;
+  const int64_t nw = (int64_t)gridDim.x * wpc, gw = (int64_t)blockIdx.x * wpc + warp;
+  const int it0 = (int)(gw * L / nw), it1 = (int)((gw + 1) * L / nw);
+  const int total = (it1 - it0) * p.steps;
+
+  unsigned char* ring = smem + p.off_ring + warp * (stages * kStageBytes);
+  const uint32_t ring_s = smem_addr(ring);
+  const uint32_t bar0 = smem_addr(smem + p.off_bar + warp * kBarBytesPerWarp);
+  const bool copier = !kContig || my_k == 0;
+  const uint32_t copy_bytes = kContig ? (uint32_t)(lr * g.unit_bytes) : (uint32_t)g.unit_bytes;
+
+  struct Item {
+    const uint8_t* w;
+    float* y;
+    const float* x;
+    int rows_here;
+    bool bad;
+  };
+  auto item = [&](int lc) {
+    int b = lc;
+    const int group = b % p.groups;
+    b /= p.groups;
+    const int slot = b % p.n_slots;
+    const int mat = b / p.n_slots;
+    const int row0 = group * rpc;
+    Item it;
+    it.rows_here = min(rpc, p.rows - row0);
+    int64_t e = slot;
+    if (p.ids) e = p.ids[slot];
+    it.bad = p.n_expert > 0 && (e < 0 || e >= p.n_expert);
+    if (it.bad || p.expert_bytes == 0) e = 0;  // bad ids: read expert 0, write NaN
+    it.w = p.w[mat] + e * p.expert_bytes + (int64_t)row0 * p.row_bytes;
+    it.y = p.y + mat * p.y_mat_stride + slot * p.y_slot_stride + row0;
+    it.x = p.x + slot * p.x_slot_stride;
+    return it;
+  };
+
+  int pq = 0, p_item = it0, p_step = 0;
+  const uint8_t* p_src = nullptr;
+  auto issue_next = [&]() {
+    if (pq < total) {
+      if (p_step == 0) {
+        const Item it = item(p_item);
+        p_src = it.w + (int64_t)min(my_r, it.rows_here - 1) * row_bytes +
+                (kContig ? 0 : my_k) * g.unit_bytes;
+      }
+      const int j = pq & (stages - 1);
+      const uint32_t bar = bar0 + 8 * j;
+      if (lane == 0) mbar_arrive_expect_tx(bar, (uint32_t)(32 * g.unit_bytes));
+      if (copier)
+        bulk_copy_g2s(ring_s + j * kStageBytes + lane * g.slot_bytes,
+                      p_src + (int64_t)unit_of(p_step, 1, 0, p.lr_log2, 0) * g.unit_bytes,
+                      copy_bytes, bar);
+      if (++p_step == p.steps) {
+        p_step = 0;
+        ++p_item;
+      }
+    }
+    ++pq;
+  };
+
+  if (lane == 0) {
+    for (int j = 0; j < stages; ++j) mbar_init(bar0 + 8 * j, 1);
+    fence_mbar_init();
+  }
+  __syncwarp();
+  for (int s = 0; s < stages; ++s) issue_next();
+
+  stage_x_and_table<F, NB, kSmemX>(p, p.x, smem);
+  if constexpr (kSmemX || g.table_bytes > 0) __syncthreads();
+  const float* xs = reinterpret_cast<const float*>(smem);
+  const float* xsum = reinterpret_cast<const float*>(smem + p.off_xsum);
+  const uint32_t* tab = reinterpret_cast<const uint32_t*>(smem + p.off_tab);
+
+  float acc[NB];
+#pragma unroll
+  for (int v = 0; v < NB; ++v) acc[v] = 0.0f;
+  int c_item = it0, c_step = 0;
+  Item ci{};
+  if (total > 0) ci = item(it0);
+
+  for (int q = 0; q < total; ++q) {
+    mbar_wait_parity(bar0 + 8 * (q & (stages - 1)), (uint32_t)(q >> p.stages_log2) & 1u);
+    uint32_t w[kWords];
+    {
+      const unsigned char* sp = ring + (q & (stages - 1)) * kStageBytes + lane * g.slot_bytes;
+      if constexpr (g.copy_bytes == 16) {
+#pragma unroll
+        for (int j = 0; j < kWords / 4; ++j) {
+          const uint4 v4 = reinterpret_cast<const uint4*>(sp)[j];
+          w[4 * j] = v4.x;
+          w[4 * j + 1] = v4.y;
+          w[4 * j + 2] = v4.z;
+          w[4 * j + 3] = v4.w;
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kWords; ++j) w[j] = reinterpret_cast<const uint32_t*>(sp)[j];
+      }
+    }
+    fence_proxy_async_smem();
+    __syncwarp();
+    issue_next();
+    const int u = unit_of(c_step, 1, 0, p.lr_log2, my_k);
+    if constexpr (kSmemX) {
+      const XPlain xa{xs + u * (g.unit_values + 4), p.units * (g.unit_values + 4)};
+      F::template dot<NB>(w, xa, xsum + u * (g.unit_values / 16 + 1),
+                          p.units * (g.unit_values / 16 + 1), tab, acc);
+    } else {
+      const XGlobal xa{ci.x + (int64_t)u * g.unit_values, p.x_vec_stride};
+      F::template dot<NB>(w, xa, nullptr, 0, tab, acc);
+    }
+    if (++c_step == p.steps) {
+#pragma unroll
+      for (int v = 0; v < NB; ++v)
+        for (int off = lr >> 1; off > 0; off >>= 1)
+          acc[v] += __shfl_xor_sync(0xffffffffu, acc[v], off);
+      if (my_k == 0 && my_r < ci.rows_here) {
+#pragma unroll
+        for (int v = 0; v < NB; ++v)
+          ci.y[v * p.y_vec_stride + my_r] =
+              ci.bad ? __int_as_float(0x7fc00000)
+                     : (F::kDenormal ? acc[v] * kDenormOutScale : acc[v]);
+      }
+#pragma unroll
+      for (int v = 0; v < NB; ++v) acc[v] = 0.0f;
+      c_step = 0;
+      if (++c_item < it1) ci = item(c_item);
+    }
   }
 }
 

@@ -12,9 +12,10 @@ namespace dsv4::cuda::mv {
 
 struct Launch {
   Params p;
-  int64_t ctas = 0;
+  int64_t ctas = 0;  // persistent kernel: logical CTAs (the launch takes the resident count)
   int threads = 0;
   size_t smem = 0;
+  int sm_count = 0;
 };
 
 // Fast path, nb in [1, kMaxNb].

@@ -7,10 +7,17 @@
 // u = (s*KS + w)*LR + k for steps s = 0, 1, ...: every step a warp streams 32 units (LR adjacent
 // units of each of its 32/LR rows) with cp.async into a private shared-memory ring of
 // `stages` stages, each lane copies its own unit into registers and decodes it while the next
-// stages are in flight. x is read as warp-uniform (broadcast) float4 loads, from global memory
-// (Q8_0, F16, BF16, F32) or from a pre-scaled copy in shared memory (Q2_K, Q4_K, IQ2_XXS).
+// stages are in flight. x is read as float4 loads, from global memory (F16, BF16, F32, Q8_0 in
+// small CTAs) or from a copy in shared memory (Q2_K, Q4_K, IQ2_XXS pre-scaled; Q8_0 in CTAs of
+// several warps), padded by 16 bytes per unit so that the LR lanes of a row hit other banks.
 // Partial sums are reduced over the LR lanes (shuffles), then over the KS warps (shared memory,
 // fixed order), and written once.
+//
+// The ring is filled either with cp.async granules (FormatGeom::copy_bytes) or, where the planner
+// sets `bulk`, with one cp.async.bulk (TMA) copy per row segment of a step (or per lane for padded
+// slots) completing on an mbarrier per (warp, stage). With `persist` (bulk, KS = 1) the grid is
+// the resident CTA count and each warp walks a range of the logical CTAs (row groups) through one
+// continuous ring (mv_persist_kernel); the sums are formed in the same order as with KS = 1.
 #pragma once
 #include <cstdint>
 
@@ -27,9 +34,10 @@ struct FormatGeom {
   int table_bytes;  // lookup table copied to shared memory (IQ2_XXS grid)
 };
 
-inline constexpr FormatGeom kGeomQ8_0{64, 68, 4, 68, 4, false, 0, 0};        // 2 blocks
-inline constexpr FormatGeom kGeomQ4_K{256, 144, 16, 144, 2, true, 16, 0};    // 1 block
-inline constexpr FormatGeom kGeomQ2_K{256, 84, 4, 84, 2, true, 16, 0};       // 1 block
+// Q8_0: 8 blocks = 272 B = 17 x 16 B, 16-byte aligned whenever the row start is (cols % 256 == 0).
+inline constexpr FormatGeom kGeomQ8_0{256, 272, 16, 272, 4, false, 0, 0};
+inline constexpr FormatGeom kGeomQ4_K{256, 144, 16, 144, 2, true, 16, 0};      // 1 block
+inline constexpr FormatGeom kGeomQ2_K{256, 84, 4, 84, 2, true, 16, 0};         // 1 block
 inline constexpr FormatGeom kGeomIQ2_XXS{512, 132, 4, 132, 2, true, 0, 1024};  // 2 blocks
 inline constexpr FormatGeom kGeomF16{64, 128, 16, 144, 2, false, 0, 0};
 inline constexpr FormatGeom kGeomBF16{64, 128, 16, 144, 2, false, 0, 0};
@@ -42,7 +50,9 @@ inline constexpr FormatGeom kGeomF32{32, 128, 16, 144, 2, false, 0, 0};
 inline constexpr int kXShift = 96;
 
 // Most threads per CTA for a batch size (512 threads cap registers at 128; batches need more).
-constexpr int max_threads_for_nb(int nb) { return nb <= 1 ? 512 : 256; }
+constexpr int max_threads_for_nb(int nb) {
+  return nb <= 1 ? 512 : 256;
+}
 inline constexpr int kMaxNb = 8;
 
 struct Params {
@@ -58,12 +68,24 @@ struct Params {
   float* y;  // y[mat][slot][vec][rows]
   int64_t y_mat_stride, y_slot_stride, y_vec_stride;
   // launch geometry (from the planner)
-  int groups;     // row groups (CTAs) per (mat, slot)
-  int lr_log2;    // log2(lanes per row)
-  int ks;         // warps per CTA
-  int units;      // units per row
-  int steps;      // ceil(units / (ks << lr_log2))
+  int groups;                            // row groups (CTAs) per (mat, slot)
+  int lr_log2;                           // log2(lanes per row)
+  int ks;                                // warps per CTA
+  int units;                             // units per row
+  int steps;                             // ceil(units / (ks << lr_log2))
   uint32_t off_xsum, off_tab, off_ring;  // shared-memory byte offsets (x staged at 0)
+  // Bulk mode (TMA): the ring is filled with cp.async.bulk copies completing on one mbarrier per
+  // (warp, stage) at off_bar + 64 * warp (8 B each); `stages` (a power of two, <= 8) is chosen by
+  // the planner. cp.async mode: stages == FormatGeom::stages, off_bar unused.
+  int bulk;
+  int smem_x;   // x staged in shared memory (padded layout, mv_kernel.cuh)
+  int persist;  // mv_persist_kernel: grid = resident CTAs, warps own ranges of row groups
+  int stages, stages_log2;
+  uint32_t off_bar;
 };
+
+// Bytes of mbarriers reserved per warp in bulk mode (8 stages of 8 bytes).
+inline constexpr int kBarBytesPerWarp = 64;
+inline constexpr int kMaxBulkStages = 8;
 
 }  // namespace dsv4::cuda::mv

@@ -24,8 +24,34 @@ struct Shape {
   GgmlType type = GgmlType::F32;
   int64_t rows = 0, cols = 0;
   int nb = 1, n_mats = 1, n_slots = 1;
-  bool aligned = true;  // pointers and strides meet the fast path's alignment (see matvec.cpp)
+  bool aligned = true;      // pointers and strides meet the fast path's alignment (see matvec.cpp)
+  bool aligned16 = true;    // weight pointers and strides 16-byte aligned (bulk copies)
+  bool per_slot_x = false;  // slots read different x vectors
 };
+
+// Planner knobs (defaults are the tuned values; bench_matvec can sweep them).
+struct Tuning {
+  int target_warps_per_sm = 16;  // k-split until the grid has this many warps per SM
+  int bulk = 1;             // bulk (TMA) copies: 0 never (no persistent kernel either); 1 for Q8_0
+                            // and the persistent kernel; 2 wherever the shape allows
+  int bulk_stages = 2;      // ring depth in bulk mode (capped by the steps unless persistent)
+  int bulk_force_lr = 0;    // 1: raise lanes per row so that bulk copies apply (2-bit formats)
+  int min_ctas_per_sm = 1;  // more lanes per row while the grid has fewer CTAs than this per SM
+  int max_lr_log2 = 5;      // lanes per row at most 1 << this (<= 5)
+  int bulk_max_steps = 2;   // bulk copies only when a warp has at most this many steps
+  int q8_smem_x = 1;  // Q8_0 x in shared memory: 0 never, 1 in CTAs of >= q8_smem_x_min_ks warps
+                      // (and in persistent CTAs), 2 always
+  int q8_smem_x_min_ks = 4;
+  int target_q8 = 16;     // target_warps_per_sm for Q8_0
+  int target_iq2 = 32;    // ... IQ2_XXS
+  int target_q2k = 8;     // ... and Q2_K
+  int persist = 3;        // persistent kernel (bulk, no k-split): 0 off, 1 Q8_0, 2 every format,
+                          // 3 Q8_0 and IQ2_XXS
+  int persist_warps = 8;  // warps per persistent CTA
+  int persist_items = 8;  // raise lanes per row until each warp has about this many row groups
+  int persist_occ = 2;    // resident persistent CTAs per SM assumed by that estimate
+};
+Tuning& tuning();
 
 // Warps per SM the planner aims for (latency hiding; each warp keeps `stages` units in flight).
 inline constexpr int kTargetWarpsPerSm = 16;
@@ -36,10 +62,18 @@ struct Plan {
   int lr_log2 = 0;          // lanes per row = 1 << lr_log2
   int ks = 1;               // warps per CTA
   int threads = 32;
-  int groups = 0;           // CTAs per (mat, slot)
+  int groups = 0;  // CTAs per (mat, slot)
   int64_t ctas = 0;
   int units = 0, steps = 0;
   size_t smem = 0, off_xsum = 0, off_tab = 0, off_ring = 0;
+  bool bulk = false;    // ring filled by cp.async.bulk (mbarriers at off_bar)
+  bool smem_x = false;  // x staged in shared memory (always for the denormal formats)
+  // Persistent kernel (bulk, ks == 1): persist_warps warps per CTA, as many CTAs as are resident;
+  // ctas stays the logical count (row groups x slots x mats), smem is per physical CTA.
+  bool persist = false;
+  int persist_warps = 0;
+  int stages = 0;  // ring depth (per warp)
+  size_t off_bar = 0;
 };
 
 Plan plan_matvec(const Shape& s, const DeviceLimits& lim);

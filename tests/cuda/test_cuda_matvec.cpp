@@ -27,8 +27,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
-#include <random>
 #include <ostream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -48,8 +48,10 @@ namespace mv = dsv4::cuda::mv;
 uint64_t run_seed() {
   static const uint64_t seed = [] {
     uint64_t s = 0;
-    if (const char* e = std::getenv("DSV4_TEST_SEED")) s = std::strtoull(e, nullptr, 10);
-    else s = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count();
+    if (const char* e = std::getenv("DSV4_TEST_SEED"))
+      s = std::strtoull(e, nullptr, 10);
+    else
+      s = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count();
     std::printf("[   seed   ] DSV4_TEST_SEED=%" PRIu64 "\n", s);
     return s;
   }();
@@ -62,9 +64,66 @@ uint64_t mix(uint64_t a, uint64_t b) {
   return z ^ (z >> 31);
 }
 
-bool have_gpu() { return cu::device_count() > 0; }
-#define REQUIRE_GPU()                                                  \
-  do {                                                                 \
+bool have_gpu() {
+  return cu::device_count() > 0;
+}
+
+// DSV4_MV_TUNE=key=value,... runs every test under other planner knobs (mv_plan.h Tuning; the keys
+// of bench_matvec --tune), so that each launch geometry the benchmark tries is checked too.
+const bool kTuneApplied = [] {
+  const char* e = std::getenv("DSV4_MV_TUNE");
+  if (!e) return false;
+  mv::Tuning& t = mv::tuning();
+  const std::string spec = e;
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    size_t end = spec.find(',', pos);
+    if (end == std::string::npos) end = spec.size();
+    const std::string kv = spec.substr(pos, end - pos);
+    const size_t eq = kv.find('=');
+    const std::string k = kv.substr(0, eq);
+    const int v = eq == std::string::npos ? 1 : std::atoi(kv.c_str() + eq + 1);
+    if (k == "target")
+      t.target_warps_per_sm = v;
+    else if (k == "bulk")
+      t.bulk = v;
+    else if (k == "stages")
+      t.bulk_stages = v;
+    else if (k == "force_lr")
+      t.bulk_force_lr = v;
+    else if (k == "min_ctas")
+      t.min_ctas_per_sm = v;
+    else if (k == "max_lr")
+      t.max_lr_log2 = v;
+    else if (k == "bulk_max_steps")
+      t.bulk_max_steps = v;
+    else if (k == "q8x")
+      t.q8_smem_x = v;
+    else if (k == "q8x_ks")
+      t.q8_smem_x_min_ks = v;
+    else if (k == "t_q8")
+      t.target_q8 = v;
+    else if (k == "t_iq2")
+      t.target_iq2 = v;
+    else if (k == "t_q2k")
+      t.target_q2k = v;
+    else if (k == "persist")
+      t.persist = v;
+    else if (k == "pw")
+      t.persist_warps = v;
+    else if (k == "pitems")
+      t.persist_items = v;
+    else if (k == "pocc")
+      t.persist_occ = v;
+    else
+      std::fprintf(stderr, "DSV4_MV_TUNE: unknown key %s\n", k.c_str());
+    pos = end + 1;
+  }
+  std::printf("[   tune   ] DSV4_MV_TUNE=%s\n", e);
+  return true;
+}();
+#define REQUIRE_GPU()                                                    \
+  do {                                                                   \
     if (!have_gpu()) GTEST_SKIP() << "no CUDA device: GPU test skipped"; \
   } while (0)
 
@@ -88,8 +147,8 @@ HostMatrix random_matrix(GgmlType t, int64_t rows, int64_t cols, uint64_t seed) 
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
-    dsv4::quant::random_blocks(t, mix(seed, (uint64_t)r0), 1.0f, m.bytes.data() + (size_t)r0 * m.row_bytes,
-                               n * cols);
+    dsv4::quant::random_blocks(t, mix(seed, (uint64_t)r0), 1.0f,
+                               m.bytes.data() + (size_t)r0 * m.row_bytes, n * cols);
   }
   return m;
 }
@@ -103,7 +162,8 @@ std::vector<float> random_x(int64_t n, uint64_t seed) {
 }
 
 // S[r] = sum_i |w_i x_i| (float64), and optionally the float64 dot.
-void abs_dots(const HostMatrix& m, const float* x, std::vector<double>* sabs, std::vector<double>* exact) {
+void abs_dots(const HostMatrix& m, const float* x, std::vector<double>* sabs,
+              std::vector<double>* exact) {
   sabs->assign((size_t)m.rows, 0.0);
   if (exact) exact->assign((size_t)m.rows, 0.0);
 #pragma omp parallel
@@ -163,7 +223,9 @@ int64_t bit_mismatches(const float* a, const float* b, int64_t n, int64_t* first
   return bad;
 }
 
-void sync_check() { DSV4_CUDA_CHECK(cudaDeviceSynchronize()); }
+void sync_check() {
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 // ---------------------------------------------------------------------------------------------
 // Host-only: planner and error layer (no device needed).
@@ -176,16 +238,16 @@ struct RealShape {
   int n_mats, n_slots;
 };
 const RealShape kRealShapes[] = {
-    {GgmlType::Q8_0, 1024, 4096, 1, 1},   {GgmlType::Q8_0, 32768, 1024, 1, 1},
-    {GgmlType::Q8_0, 512, 4096, 1, 1},    {GgmlType::Q8_0, 4096, 8192, 1, 1},
-    {GgmlType::Q8_0, 1024, 4096, 1, 8},   {GgmlType::Q8_0, 2048, 4096, 2, 1},
-    {GgmlType::Q8_0, 4096, 2048, 1, 1},   {GgmlType::Q8_0, 129280, 4096, 1, 1},
+    {GgmlType::Q8_0, 1024, 4096, 1, 1},    {GgmlType::Q8_0, 32768, 1024, 1, 1},
+    {GgmlType::Q8_0, 512, 4096, 1, 1},     {GgmlType::Q8_0, 4096, 8192, 1, 1},
+    {GgmlType::Q8_0, 1024, 4096, 1, 8},    {GgmlType::Q8_0, 2048, 4096, 2, 1},
+    {GgmlType::Q8_0, 4096, 2048, 1, 1},    {GgmlType::Q8_0, 129280, 4096, 1, 1},
     {GgmlType::IQ2_XXS, 2048, 4096, 2, 6}, {GgmlType::Q2_K, 4096, 2048, 1, 6},
-    {GgmlType::Q4_K, 2048, 4096, 2, 6},   {GgmlType::Q4_K, 4096, 2048, 1, 6},
-    {GgmlType::F16, 24, 16384, 1, 1},     {GgmlType::F16, 1024, 4096, 2, 1},
-    {GgmlType::F16, 512, 4096, 2, 1},     {GgmlType::F16, 8192, 1024, 1, 1},
-    {GgmlType::F16, 64, 4096, 1, 1},      {GgmlType::F16, 256, 4096, 2, 1},
-    {GgmlType::F16, 256, 4096, 1, 1},     {GgmlType::F16, 4, 16384, 1, 1},
+    {GgmlType::Q4_K, 2048, 4096, 2, 6},    {GgmlType::Q4_K, 4096, 2048, 1, 6},
+    {GgmlType::F16, 24, 16384, 1, 1},      {GgmlType::F16, 1024, 4096, 2, 1},
+    {GgmlType::F16, 512, 4096, 2, 1},      {GgmlType::F16, 8192, 1024, 1, 1},
+    {GgmlType::F16, 64, 4096, 1, 1},       {GgmlType::F16, 256, 4096, 2, 1},
+    {GgmlType::F16, 256, 4096, 1, 1},      {GgmlType::F16, 4, 16384, 1, 1},
 };
 
 void expect_plan_invariants(const mv::Shape& s, const mv::Plan& p, const mv::DeviceLimits& lim) {
@@ -201,14 +263,33 @@ void expect_plan_invariants(const mv::Shape& s, const mv::Plan& p, const mv::Dev
   EXPECT_EQ(p.threads, 32 * p.ks);
   EXPECT_LE(p.threads, mv::max_threads_for_nb(s.nb));
   EXPECT_LE(p.smem, lim.smem_per_block);
-  EXPECT_EQ(p.smem, p.off_ring + (size_t)p.ks * g->stages * 32 * g->slot_bytes);
+  EXPECT_GE(p.stages, 1);
+  EXPECT_EQ(p.stages & (p.stages - 1), 0);
+  if (p.bulk) {
+    EXPECT_LE(p.stages, mv::kMaxBulkStages);
+  } else {
+    EXPECT_EQ(p.stages, g->stages);
+  }
+  const int wg = p.persist ? p.persist_warps : p.ks;  // warps of a launched CTA
+  if (p.persist) {
+    EXPECT_TRUE(p.bulk);
+    EXPECT_EQ(p.ks, 1);
+    EXPECT_GE(p.persist_warps, 1);
+    EXPECT_LE(32 * p.persist_warps, mv::max_threads_for_nb(s.nb));
+  }
+  EXPECT_EQ(p.off_bar, p.off_ring + (size_t)wg * p.stages * 32 * g->slot_bytes);
+  EXPECT_EQ(p.smem, p.off_bar + (p.bulk ? (size_t)wg * mv::kBarBytesPerWarp : 0));
+  EXPECT_EQ(p.off_bar % 16, 0u);
   EXPECT_EQ(p.off_xsum % 16, 0u);
   EXPECT_EQ(p.off_ring % 16, 0u);
   if (g->smem_x) {
+    EXPECT_TRUE(p.smem_x);
+  }
+  if (p.smem_x) {
     EXPECT_GE(p.off_xsum, (size_t)s.nb * s.cols * 4);
   }
   // the ring of a warp holds the cross-warp partial sums
-  EXPECT_GE((size_t)g->stages * 32 * g->slot_bytes, (size_t)s.nb * 32 * 4);
+  EXPECT_GE((size_t)p.stages * 32 * g->slot_bytes, (size_t)s.nb * 32 * 4);
 }
 
 TEST(CudaMatvecPlan, RealDecodeShapesTakeTheFastPath) {
@@ -238,7 +319,8 @@ TEST(CudaMatvecPlan, InvariantsOverManyShapes) {
                            std::to_string(cols) + " nb=" + std::to_string(nb) + ": " +
                            mv::to_string(p));
               const auto g = mv::format_geom(t);
-              if (cols % g->unit_values == 0 && (!g->smem_x || (size_t)nb * cols * 4 <= 64 * 1024)) {
+              if (cols % g->unit_values == 0 &&
+                  (!g->smem_x || (size_t)nb * cols * 4 <= 64 * 1024)) {
                 ASSERT_TRUE(p.fast);
               }
               if (p.fast) expect_plan_invariants(s, p, lim);
@@ -283,9 +365,9 @@ TEST(CudaDevice, ReportsOrSkips) {
     GTEST_SKIP() << "no CUDA device: GPU test skipped";
   }
   const auto& d = cu::current_device_info();
-  std::printf("[   info   ] device %d: %s, cc %d.%d, %d SMs, %zu KiB smem/block, %zu MiB L2\n", d.id,
-              d.name.c_str(), d.cc_major, d.cc_minor, d.sm_count, d.smem_per_block_optin / 1024,
-              d.l2_bytes >> 20);
+  std::printf("[   info   ] device %d: %s, cc %d.%d, %d SMs, %zu KiB smem/block, %zu MiB L2\n",
+              d.id, d.name.c_str(), d.cc_major, d.cc_minor, d.sm_count,
+              d.smem_per_block_optin / 1024, d.l2_bytes >> 20);
   EXPECT_GT(d.sm_count, 0);
   cu::DeviceBuffer b(1024);
   std::vector<uint8_t> h(1024, 7), back(1024, 0);
@@ -315,7 +397,8 @@ class CudaMatvec : public testing::TestWithParam<Case> {};
 TEST_P(CudaMatvec, MatchesCpu) {
   REQUIRE_GPU();
   const Case c = GetParam();
-  const uint64_t seed = mix(run_seed(), (uint64_t)c.t * 1000003 + (uint64_t)c.cols * 7 + (uint64_t)c.rows);
+  const uint64_t seed =
+      mix(run_seed(), (uint64_t)c.t * 1000003 + (uint64_t)c.cols * 7 + (uint64_t)c.rows);
   const HostMatrix m = random_matrix(c.t, c.rows, c.cols, seed);
   const std::vector<float> x = random_x(c.cols, seed ^ 0x55);
   std::vector<float> ref((size_t)c.rows);
@@ -379,22 +462,41 @@ TEST_P(CudaMatvec, MatchesCpu) {
 
 const Case kCases[] = {
     // Q8_0: attn_q_a, attn_q_b, attn_kv, attn_output_b, output head, shared experts, odd
-    {GgmlType::Q8_0, 4096, 1024}, {GgmlType::Q8_0, 1024, 32768}, {GgmlType::Q8_0, 4096, 512},
-    {GgmlType::Q8_0, 8192, 4096}, {GgmlType::Q8_0, 4096, 129280}, {GgmlType::Q8_0, 4096, 2048},
-    {GgmlType::Q8_0, 2048, 4096}, {GgmlType::Q8_0, 256, 64}, {GgmlType::Q8_0, 96, 37},
+    {GgmlType::Q8_0, 4096, 1024},
+    {GgmlType::Q8_0, 1024, 32768},
+    {GgmlType::Q8_0, 4096, 512},
+    {GgmlType::Q8_0, 8192, 4096},
+    {GgmlType::Q8_0, 4096, 129280},
+    {GgmlType::Q8_0, 4096, 2048},
+    {GgmlType::Q8_0, 2048, 4096},
+    {GgmlType::Q8_0, 256, 64},
+    {GgmlType::Q8_0, 96, 37},
     {GgmlType::Q8_0, 64, 1},
     // routed experts
-    {GgmlType::IQ2_XXS, 4096, 2048}, {GgmlType::IQ2_XXS, 256, 64}, {GgmlType::IQ2_XXS, 1024, 100},
-    {GgmlType::Q4_K, 4096, 2048}, {GgmlType::Q4_K, 2048, 4096}, {GgmlType::Q4_K, 256, 64},
+    {GgmlType::IQ2_XXS, 4096, 2048},
+    {GgmlType::IQ2_XXS, 256, 64},
+    {GgmlType::IQ2_XXS, 1024, 100},
+    {GgmlType::Q4_K, 4096, 2048},
+    {GgmlType::Q4_K, 2048, 4096},
+    {GgmlType::Q4_K, 256, 64},
     {GgmlType::Q4_K, 768, 33},
-    {GgmlType::Q2_K, 2048, 4096}, {GgmlType::Q2_K, 4096, 2048}, {GgmlType::Q2_K, 256, 64},
+    {GgmlType::Q2_K, 2048, 4096},
+    {GgmlType::Q2_K, 4096, 2048},
+    {GgmlType::Q2_K, 256, 64},
     {GgmlType::Q2_K, 512, 5},
     // F16: compressor, HC, indexer q_b, indexer proj, router, odd
-    {GgmlType::F16, 4096, 1024}, {GgmlType::F16, 16384, 24}, {GgmlType::F16, 1024, 8192},
-    {GgmlType::F16, 4096, 64}, {GgmlType::F16, 4096, 256}, {GgmlType::F16, 256, 64},
+    {GgmlType::F16, 4096, 1024},
+    {GgmlType::F16, 16384, 24},
+    {GgmlType::F16, 1024, 8192},
+    {GgmlType::F16, 4096, 64},
+    {GgmlType::F16, 4096, 256},
+    {GgmlType::F16, 256, 64},
     {GgmlType::F16, 96, 10},
-    {GgmlType::BF16, 4096, 512}, {GgmlType::BF16, 64, 3},
-    {GgmlType::F32, 4096, 256}, {GgmlType::F32, 256, 64}, {GgmlType::F32, 32, 5},
+    {GgmlType::BF16, 4096, 512},
+    {GgmlType::BF16, 64, 3},
+    {GgmlType::F32, 4096, 256},
+    {GgmlType::F32, 256, 64},
+    {GgmlType::F32, 32, 5},
 };
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaMatvec, testing::ValuesIn(kCases), case_name);
 
@@ -403,11 +505,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaMatvec, testing::ValuesIn(kCases), case_nam
 
 TEST(CudaMatvecBatch, MatchesCpuMatmul) {
   REQUIRE_GPU();
-  const Case cases[] = {{GgmlType::Q8_0, 4096, 1024}, {GgmlType::Q8_0, 8192, 512},
-                        {GgmlType::Q4_K, 4096, 2048}, {GgmlType::Q2_K, 2048, 1024},
-                        {GgmlType::IQ2_XXS, 4096, 512}, {GgmlType::F16, 4096, 1024},
-                        {GgmlType::BF16, 1024, 256}, {GgmlType::F32, 1024, 256},
-                        {GgmlType::IQ2_XXS, 256, 40}};
+  const Case cases[] = {
+      {GgmlType::Q8_0, 4096, 1024}, {GgmlType::Q8_0, 8192, 512},    {GgmlType::Q4_K, 4096, 2048},
+      {GgmlType::Q2_K, 2048, 1024}, {GgmlType::IQ2_XXS, 4096, 512}, {GgmlType::F16, 4096, 1024},
+      {GgmlType::BF16, 1024, 256},  {GgmlType::F32, 1024, 256},     {GgmlType::IQ2_XXS, 256, 40}};
   for (const Case& c : cases)
     for (int nb : {2, 3, 5, 8}) {
       SCOPED_TRACE(std::string(dsv4::ggml_type_name(c.t)) + " " + std::to_string(c.cols) + "->" +
@@ -448,12 +549,10 @@ struct ExpertCase {
 
 TEST(CudaMatvecExperts, SelectedExpertsMatchCpu) {
   REQUIRE_GPU();
-  const ExpertCase cases[] = {{GgmlType::IQ2_XXS, 4096, 2048, 2, false},
-                              {GgmlType::Q2_K, 2048, 4096, 1, true},
-                              {GgmlType::Q4_K, 4096, 2048, 2, false},
-                              {GgmlType::Q4_K, 2048, 4096, 1, true},
-                              {GgmlType::Q8_0, 4096, 1024, 1, true},
-                              {GgmlType::IQ2_XXS, 256, 96, 2, true}};
+  const ExpertCase cases[] = {
+      {GgmlType::IQ2_XXS, 4096, 2048, 2, false}, {GgmlType::Q2_K, 2048, 4096, 1, true},
+      {GgmlType::Q4_K, 4096, 2048, 2, false},    {GgmlType::Q4_K, 2048, 4096, 1, true},
+      {GgmlType::Q8_0, 4096, 1024, 1, true},     {GgmlType::IQ2_XXS, 256, 96, 2, true}};
   constexpr int kExperts = 10, kSlots = 6;
   for (const ExpertCase& c : cases) {
     SCOPED_TRACE(std::string(dsv4::ggml_type_name(c.t)) + " " + std::to_string(c.cols) + "->" +
@@ -474,7 +573,8 @@ TEST(CudaMatvecExperts, SelectedExpertsMatchCpu) {
       dw.emplace_back(m.bytes.size());
       dw.back().upload(m.bytes.data(), m.bytes.size());
     }
-    cu::DeviceBuffer dids(ids.size() * 4), dx(x.size() * 4), dy((size_t)c.n_mats * kSlots * c.rows * 4);
+    cu::DeviceBuffer dids(ids.size() * 4), dx(x.size() * 4),
+        dy((size_t)c.n_mats * kSlots * c.rows * 4);
     dids.upload(ids.data(), ids.size() * 4);
     dx.upload(x.data(), x.size() * 4);
     dy.fill_bytes(0xFF);
@@ -567,9 +667,11 @@ TEST(CudaMatvecExperts, GroupedRowsWithoutIds) {
   for (int g = 0; g < kGroups; ++g) {
     HostMatrix sub = m;
     sub.rows = rows;
-    sub.bytes.assign(m.row((int64_t)g * rows), m.row((int64_t)g * rows) + m.row_bytes * (size_t)rows);
+    sub.bytes.assign(m.row((int64_t)g * rows),
+                     m.row((int64_t)g * rows) + m.row_bytes * (size_t)rows);
     std::vector<float> ref((size_t)rows);
-    dsv4::quant::matvec(GgmlType::Q8_0, sub.bytes.data(), rows, cols, x.data() + (size_t)g * cols, ref.data());
+    dsv4::quant::matvec(GgmlType::Q8_0, sub.bytes.data(), rows, cols, x.data() + (size_t)g * cols,
+                        ref.data());
     std::vector<double> sabs;
     abs_dots(sub, x.data() + (size_t)g * cols, &sabs, nullptr);
     const Cmp cmp = compare(got.data() + (size_t)g * rows, ref.data(), sabs.data(), rows);
