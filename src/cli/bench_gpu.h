@@ -14,7 +14,7 @@ struct GpuBenchOptions {
   double reserve_gib = 6;
   int64_t ctx_start = 128, ctx_max = 512, step_incr = 0, gen_tokens = 16;
   double step_mul = 2.0;
-  int64_t max_batch = 512;
+  int64_t max_batch = 2048;
   bool qat = true;
   bool prefill_gemm = true;   // tensor-core GEMM prefill (CudaOptions::prefill_gemm)
   bool fill_context = false;  // reach frontiers with fill_synthetic_context, not prefill
