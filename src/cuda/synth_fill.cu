@@ -37,12 +37,34 @@ __host__ __device__ inline float mul_add(float a, float b, float c) {
 #endif
 }
 
+// f32 -> f16 bits, round to nearest even, in integer arithmetic only, so that the host replay and
+// the kernels produce the same bits by construction (the device path through __half lost the low
+// byte of every value on sm_90). |v| <= 65504 here; NaN/Inf are not produced.
+__host__ __device__ inline uint16_t f16_bits_rne(float v) {
+  uint32_t x;
+  memcpy(&x, &v, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const int32_t exp = (int32_t)((x >> 23) & 0xffu) - 127 + 15;
+  uint32_t mant = x & 0x7fffffu;
+  if (exp <= 0) {  // subnormal or zero in f16
+    if (exp < -10) return (uint16_t)sign;
+    mant |= 0x800000u;
+    const int shift = 14 - exp;
+    uint32_t h = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1u))) ++h;
+    return (uint16_t)(sign | h);
+  }
+  uint32_t h = ((uint32_t)exp << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry rolls into the exponent
+  return (uint16_t)(sign | h);
+}
+
 __host__ __device__ inline void put_half(uint8_t* p, float v) {
-  const __half h = __float2half_rn(fmaxf(fminf(v, 65504.0f), -65504.0f));
-  // Byte stores of the raw bits (a device-side memcpy of a __half lost the low byte on sm_90).
-  const __half_raw r = h;
-  p[0] = (uint8_t)(r.x & 0xFF);
-  p[1] = (uint8_t)(r.x >> 8);
+  const uint16_t b = f16_bits_rne(fmaxf(fminf(v, 65504.0f), -65504.0f));
+  p[0] = (uint8_t)(b & 0xFFu);
+  p[1] = (uint8_t)(b >> 8);
 }
 
 // Byte b of the random stream of a tensor.
