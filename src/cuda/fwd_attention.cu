@@ -2,6 +2,7 @@
 // frontier state, sparse attention with sinks, and the raw-window ring update.
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
+#include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::fwd {
 
@@ -12,6 +13,7 @@ constexpr int kMaxWidth = 1024;  // head dims handled by the emit kernel's share
 
 __global__ void q_norm_rope_kernel(float* q, int H, int hd, int rd, const float* freqs,
                                    const int32_t* p0, float eps) {
+  pdl_trigger();
   __shared__ float red[33];
   const int h = blockIdx.x, i = blockIdx.y;
   float* qh = q + ((int64_t)i * H + h) * hd;
@@ -29,6 +31,7 @@ __global__ void q_norm_rope_kernel(float* q, int H, int hd, int rd, const float*
 __global__ void kv_norm_rope_kernel(const float* kv, const float* w, int hd, int rd,
                                     const float* freqs, const int32_t* p0, float eps, bool qat,
                                     float* kvn) {
+  pdl_trigger();
   __shared__ float red[33];
   const int i = blockIdx.x;
   const float* x = kv + (int64_t)i * hd;
@@ -61,6 +64,7 @@ __global__ void kv_norm_rope_kernel(const float* kv, const float* w, int hd, int
 __global__ void compressor_pool_kernel(const float* kv, const float* score, const float* ape, int n,
                                        int ratio, int width, const int32_t* p0, const float* skv,
                                        const float* ssc, float* pooled) {
+  pdl_trigger();
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   const int i = blockIdx.y;
   if (d >= width) return;
@@ -112,6 +116,7 @@ __global__ void compressor_pool_kernel(const float* kv, const float* score, cons
 __global__ void compressor_state_kernel(const float* kv, const float* score, const float* ape,
                                         int n, int ratio, int width, const int32_t* p0, float* skv,
                                         float* ssc) {
+  pdl_trigger();
   const bool overlap = ratio == 4;
   const int slot_w = (overlap ? 2 : 1) * width;
   const int col = blockIdx.x * blockDim.x + threadIdx.x;
@@ -152,6 +157,7 @@ __global__ void compressor_state_kernel(const float* kv, const float* score, con
 __global__ void compressor_emit_kernel(const float* pooled, const float* w, int ratio, int width,
                                        int rd, const float* freqs, const int32_t* p0, float eps,
                                        int mode, bool qat, float* rows) {
+  pdl_trigger();
   __shared__ float red[33];
   __shared__ float r[kMaxWidth];
   const int i = blockIdx.x;
@@ -189,6 +195,7 @@ __global__ void attention_kernel(const float* q, const float* kvn, const float* 
                                  const float* comp, const int32_t* sel, const float* sinks, int H,
                                  int hd, int rd, int W, int ratio, int topk, const float* freqs,
                                  const int32_t* p0, float* o) {
+  pdl_trigger();
   extern __shared__ float smem[];
   __shared__ float red[33];
   __shared__ float den_sh;
@@ -268,6 +275,7 @@ __global__ void __launch_bounds__(kAttThreads)
                         const int32_t* sel, const float* sinks, int H, int hd, int rd, int W,
                         int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys,
                         float* o) {
+  pdl_trigger();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float red[33];
   const float** kp = reinterpret_cast<const float**>(smem_raw);
@@ -395,6 +403,7 @@ __global__ void __launch_bounds__(kMhThreads)
     attention_mh_kernel(const float* q, const float* kvn, const float* ring, const float* comp,
                         const int32_t* sel, const float* sinks, int H, int hd, int rd, int W,
                         int ratio, int topk, const float* freqs, const int32_t* p0, float* o) {
+  pdl_trigger();
   __shared__ __align__(16) float qs[kMhHeads * kMhMaxHd];
   __shared__ float pw[kMhHeads][kMhChunk];
   __shared__ const float* kp[kMhChunk];
@@ -550,6 +559,7 @@ __global__ void __launch_bounds__(kAttSplitThreads)
     attention_split_kernel(const float* q, const float* kvn, const float* ring, const float* comp,
                            const int32_t* sel, int hd, int W, int ratio, int topk,
                            const int32_t* p0, int chunk_max, float* part) {
+  pdl_trigger();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const float** kp = reinterpret_cast<const float**>(smem_raw);
   float* qs = reinterpret_cast<float*>(kp + ((chunk_max + 1) & ~1));
@@ -659,6 +669,7 @@ __global__ void __launch_bounds__(kAttSplitThreads)
 // Dynamic shared memory: hd + S floats.
 __global__ void attention_combine_kernel(const float* part, const float* sinks, int hd, int rd,
                                          int S, const float* freqs, const int32_t* p0, float* o) {
+  pdl_trigger();
   extern __shared__ float cs_sh[];
   float* wz = cs_sh + hd;
   const int h = blockIdx.x;
@@ -689,6 +700,7 @@ __global__ void attention_combine_kernel(const float* part, const float* sinks, 
 
 __global__ void ring_store_kernel(const float* kvn, int n, int hd, int W, const int32_t* p0,
                                   float* ring) {
+  pdl_trigger();
   const int i = blockIdx.x;
   if (i < n - W) return;
   const int64_t pos = (int64_t)p0[0] + i;
@@ -744,12 +756,12 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
     const size_t smem_s = attention_split_smem(hd, chunk_max);
     if (n == 1 && part != nullptr && H % kAttHeads == 0 && smem_s <= 48 * 1024 &&
         (size_t)(hd + splits) * sizeof(float) <= 48 * 1024) {
-      attention_split_kernel<<<dim3((unsigned)(H / kAttHeads), (unsigned)splits),
-                               kAttSplitThreads, smem_s, s>>>(q, kvn, ring, comp, sel, hd, W, ratio,
-                                                              topk, p0, chunk_max, part);
+      attention_split_kernel<<<dim3((unsigned)(H / kAttHeads), (unsigned)splits), kAttSplitThreads,
+                               smem_s, s>>>(q, kvn, ring, comp, sel, hd, W, ratio, topk, p0,
+                                            chunk_max, part);
       FWD_LAUNCH_CHECK("attention_split_kernel");
-      attention_combine_kernel<<<(unsigned)H, kThreads, sizeof(float) * (size_t)(hd + splits),
-                                 s>>>(part, sinks, hd, rd, splits, freqs, p0, o);
+      attention_combine_kernel<<<(unsigned)H, kThreads, sizeof(float) * (size_t)(hd + splits), s>>>(
+          part, sinks, hd, rd, splits, freqs, p0, o);
       FWD_LAUNCH_CHECK("attention_combine_kernel");
       return;
     }

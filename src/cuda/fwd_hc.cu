@@ -4,6 +4,7 @@
 
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
+#include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::fwd {
 
@@ -15,6 +16,7 @@ constexpr int kMaxHc = 16;
 
 __global__ void embed_kernel(const uint8_t* table, uint32_t type, int64_t row_bytes,
                              const int32_t* tokens, int D, int hc, float* X) {
+  pdl_trigger();
   const int i = blockIdx.x;
   const uint8_t* row = table + (int64_t)tokens[i] * row_bytes;
   float* x = X + (int64_t)i * hc * D;
@@ -69,6 +71,7 @@ __global__ void __launch_bounds__(kRowThreads)
     hc_pre_kernel(const float* X, const float* mixes, const float* base, const float* scale,
                   const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
                   float* post, float* comb, float* xin) {
+  pdl_trigger();
   __shared__ float red[33];
   __shared__ float pre[kMaxHc];
   __shared__ float cm[kMaxHc * kMaxHc];
@@ -178,6 +181,7 @@ __global__ void __launch_bounds__(kRowThreads)
     hc_pre_reg_kernel(const float* X, const float* mixes, const float* base, const float* scale,
                       const float* norm_w, int D, int iters, float rms_eps, float hc_eps,
                       float* post, float* comb, float* xin) {
+  pdl_trigger();
   static_assert(HC * HC <= 32, "one lane per matrix element");
   __shared__ float red[33];
   const int i = blockIdx.x, t = threadIdx.x;
@@ -251,6 +255,7 @@ __global__ void __launch_bounds__(kRowThreads)
 
 __global__ void hc_post_kernel(const float* f, const float* post, const float* comb, int D, int hc,
                                float* X) {
+  pdl_trigger();
   const int i = blockIdx.y;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= D) return;
@@ -270,6 +275,7 @@ __global__ void hc_post_kernel(const float* f, const float* post, const float* c
 __global__ void __launch_bounds__(kRowThreads)
     hc_head_kernel(const float* X, const float* mixes, const float* base, const float* scale,
                    const float* norm_w, int D, int hc, float rms_eps, float hc_eps, float* z) {
+  pdl_trigger();
   __shared__ float red[33];
   __shared__ float w[kMaxHc];
   const int i = blockIdx.x;
@@ -298,6 +304,7 @@ __global__ void __launch_bounds__(kRowThreads)
 }
 
 __global__ void rms_rows_kernel(const float* x, const float* w, int dim, float eps, float* out) {
+  pdl_trigger();
   __shared__ float red[33];
   const int i = blockIdx.x;
   const float* xi = x + (int64_t)i * dim;
@@ -310,6 +317,7 @@ __global__ void rms_rows_kernel(const float* x, const float* w, int dim, float e
 }
 
 __global__ void argmax_kernel(const float* x, int n, int32_t* out) {
+  pdl_trigger();
   __shared__ float sv[32];
   __shared__ int si[32];
   float best = -INFINITY;
@@ -348,6 +356,7 @@ __global__ void argmax_kernel(const float* x, int n, int32_t* out) {
 }
 
 __global__ void fill_kernel(float* p, int64_t n, float v) {
+  pdl_trigger();
   const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (t < n) p[t] = v;
 }
@@ -355,6 +364,7 @@ __global__ void fill_kernel(float* p, int64_t n, float v) {
 // Uniform in [-a, a] from a 64-bit hash of (seed, index): counter-based, so any n and any
 // launch geometry give the same values.
 __global__ void fill_random_kernel(float* p, int64_t n, uint64_t seed, float a) {
+  pdl_trigger();
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < n;
        t += (int64_t)gridDim.x * blockDim.x) {
     uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1);

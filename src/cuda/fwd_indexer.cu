@@ -5,6 +5,7 @@
 
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
+#include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::fwd {
 
@@ -16,6 +17,7 @@ constexpr int kTopkThreads = 1024;
 
 __global__ void idx_q_kernel(float* iq, int IH, int ID, int rd, const float* freqs,
                              const int32_t* p0, bool qat) {
+  pdl_trigger();
   __shared__ float v[kMaxId];
   const int h = blockIdx.x, i = blockIdx.y;
   float* x = iq + ((int64_t)i * IH + h) * ID;
@@ -36,6 +38,7 @@ __global__ void idx_q_kernel(float* iq, int IH, int ID, int rd, const float* fre
 __global__ void idx_scores_kernel(const float* iq, const float* iw, const float* krows, int IH,
                                   int ID, int topk, float wscale, const int32_t* p0,
                                   int score_stride, float* scores) {
+  pdl_trigger();
   const int i = blockIdx.y;
   const int64_t p = (int64_t)p0[0] + i;
   const int64_t visible = (p + 1) / 4;
@@ -66,6 +69,7 @@ __global__ void __launch_bounds__(256)
     idx_scores_tiled_kernel(const float* iq, const float* iw, const float* krows, int IH, int ID,
                             int topk, float wscale, const int32_t* p0, int grid_rows,
                             int score_stride, float* scores) {
+  pdl_trigger();
   __shared__ __align__(16) float kt[kTileDims][kTilePad];
   __shared__ __align__(16) float qt[kTileDims][kTilePad];
   __shared__ float red[16][kTileRows];
@@ -137,6 +141,7 @@ __global__ void __launch_bounds__(256)
 __global__ void idx_reduce_kernel(const float* dots, const float* iw, int IH, int rows,
                                   float wscale, const int32_t* p0, int i0, int topk,
                                   int score_stride, float* scores) {
+  pdl_trigger();
   const int i = blockIdx.y;
   const int64_t p = (int64_t)p0[0] + i0 + i;
   const int64_t visible = (p + 1) / 4;
@@ -235,6 +240,7 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
 
 __global__ void idx_topk_kernel(const float* scores, int score_stride, int topk, const int32_t* p0,
                                 int32_t* sel) {
+  pdl_trigger();
   const int i = blockIdx.x;
   const int64_t p = (int64_t)p0[0] + i;
   const int64_t visible = (p + 1) / 4;
@@ -254,6 +260,7 @@ __device__ int64_t visible_rows(const int32_t* p0) {
 }
 
 __global__ void topk_hist_kernel(const float* sc, int topk, const int32_t* p0, int* hist) {
+  pdl_trigger();
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;
   for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < visible;
@@ -264,6 +271,7 @@ __global__ void topk_hist_kernel(const float* sc, int topk, const int32_t* p0, i
 // One block of kTopkThreads: the bin holding the topk-th largest key, by suffix sums over groups
 // of 64 bins.
 __global__ void topk_thresh_kernel(int topk, const int32_t* p0, const int* hist, int* ctl) {
+  pdl_trigger();
   __shared__ int scan_sh[33];
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;
@@ -293,6 +301,7 @@ __global__ void topk_thresh_kernel(int topk, const int32_t* p0, const int* hist,
 
 __global__ void topk_collect_kernel(const float* sc, int topk, const int32_t* p0, int* ctl,
                                     int32_t* above, uint64_t* cand) {
+  pdl_trigger();
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;
   const uint32_t bstar = (uint32_t)ctl[0];
@@ -338,6 +347,7 @@ __device__ int pow2_at_least(int n) {
 // One block of kTopkThreads. Dynamic shared memory: (kCand + pow2(topk)) u64.
 __global__ void topk_final_kernel(const float* sc, int topk, const int32_t* p0, const int* ctl,
                                   const int32_t* above, const uint64_t* cand, int32_t* sel) {
+  pdl_trigger();
   extern __shared__ uint64_t tk_sh[];
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;

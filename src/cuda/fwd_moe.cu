@@ -4,6 +4,7 @@
 
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
+#include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::fwd {
 
@@ -16,6 +17,7 @@ constexpr int kMaxE = 4096;
 __global__ void router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
                               const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
                               float* wts) {
+  pdl_trigger();
   extern __shared__ float sm[];
   float* s = sm;
   float* biased = sm + E;
@@ -88,6 +90,7 @@ __global__ void router_kernel(const float* logits, const float* bias, const int3
 // Row s of `rows`; routed rows are slot-major (s = j * n_tok + i) and take weight wts[i][j].
 __global__ void swiglu_kernel(const float* g, const float* u, const float* wts, int n_tok, int k,
                               int F, float clamp, float* h) {
+  pdl_trigger();
   const int s = blockIdx.y;
   const int f = blockIdx.x * blockDim.x + threadIdx.x;
   if (f >= F) return;
@@ -99,6 +102,7 @@ __global__ void swiglu_kernel(const float* g, const float* u, const float* wts, 
 }
 
 __global__ void replicate_kernel(const float* x, int64_t count, int copies, float* out) {
+  pdl_trigger();
   const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= count) return;
   const float v = x[t];
@@ -107,6 +111,7 @@ __global__ void replicate_kernel(const float* x, int64_t count, int copies, floa
 
 __global__ void moe_combine_kernel(const float* contrib, const float* shared, const int32_t* ids,
                                    const int32_t* pos, int n, int k, int D, float* out) {
+  pdl_trigger();
   const int i = blockIdx.y;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= D) return;
@@ -137,6 +142,7 @@ constexpr int kGroupTile = 1024;
 __global__ void moe_group_kernel(const int32_t* ids, const float* wts, int n, int k, int E, int S,
                                  int gn, int32_t* slot_ids, int32_t* pos, float* row_w,
                                  int32_t* row_tok) {
+  pdl_trigger();
   extern __shared__ int gsm[];
   int* cnt = gsm;
   int* gbase = gsm + E;
@@ -200,6 +206,7 @@ __global__ void moe_group_kernel(const int32_t* ids, const float* wts, int n, in
 // gx[r] = x[row_tok[r]] (zeros for padding rows); rows of unused groups are skipped.
 __global__ void moe_gather_kernel(const float* x, const int32_t* slot_ids, const int32_t* row_tok,
                                   int gn, int D, float* gx) {
+  pdl_trigger();
   const int r = blockIdx.y;
   if (slot_ids[r / gn] < 0) return;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
@@ -210,6 +217,7 @@ __global__ void moe_gather_kernel(const float* x, const int32_t* slot_ids, const
 
 __global__ void swiglu_rows_kernel(const float* g, const float* u, const float* row_w,
                                    const int32_t* slot_ids, int gn, int F, float clamp, float* h) {
+  pdl_trigger();
   const int r = blockIdx.y;
   if (slot_ids[r / gn] < 0) return;
   const int f = blockIdx.x * blockDim.x + threadIdx.x;
@@ -222,6 +230,7 @@ __global__ void swiglu_rows_kernel(const float* g, const float* u, const float* 
 }
 
 __global__ void iota_kernel(int32_t* v, int n) {
+  pdl_trigger();
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t < n) v[t] = t;
 }
@@ -230,6 +239,7 @@ __global__ void iota_kernel(int32_t* v, int n) {
 __global__ void moe_scatter_kernel(const int32_t* keys, const int32_t* vals, const float* wts,
                                    int n, int k, int pairs, int32_t* slot_ids, int32_t* pos,
                                    float* row_w, int32_t* row_tok) {
+  pdl_trigger();
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= pairs) return;
   const int q = vals[r], j = q / n, i = q % n;

@@ -16,6 +16,7 @@
 
 #include "cuda/mv_intrin.cuh"
 #include "cuda/mv_params.h"
+#include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::mv {
 
@@ -172,6 +173,10 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
+  pdl_trigger();
+  // Expert ids come from a predecessor: wait before reading them; otherwise the weight copies
+  // below start before the wait (they read only constant data).
+  if (p.ids) pdl_wait();
 
   int b = blockIdx.x;
   const int group = b % p.groups;
@@ -257,6 +262,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
 #pragma unroll
     for (int s = 0; s < g.stages; ++s) issue(s);
   }
+  pdl_wait();  // x and y belong to the predecessors from here on
   // x (scaled) and its per-16 sums, lookup table: once per CTA, while the ring fills.
   const float* xs = reinterpret_cast<const float*>(smem);
   const float* xsum = reinterpret_cast<const float*>(smem + p.off_xsum);
@@ -360,6 +366,8 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   const int wpc = blockDim.x >> 5;
+  pdl_trigger();
+  if (p.ids) pdl_wait();  // item() reads the expert ids
   const int lr = 1 << p.lr_log2;
   const int rpc = 32 >> p.lr_log2;
   const int my_k = lane & (lr - 1);
@@ -435,6 +443,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   __syncwarp();
   for (int s = 0; s < stages; ++s) issue_next();
 
+  pdl_wait();  // x and y belong to the predecessors from here on
   stage_x_and_table<F, NB, kSmemX>(p, p.x, smem);
   if constexpr (kSmemX || g.table_bytes > 0) __syncthreads();
   const float* xs = reinterpret_cast<const float*>(smem);
