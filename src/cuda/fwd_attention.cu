@@ -14,6 +14,7 @@ constexpr int kMaxWidth = 1024;  // head dims handled by the emit kernel's share
 __global__ void q_norm_rope_kernel(float* q, int H, int hd, int rd, const float* freqs,
                                    const int32_t* p0, float eps) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float red[33];
   const int h = blockIdx.x, i = blockIdx.y;
   float* qh = q + ((int64_t)i * H + h) * hd;
@@ -32,6 +33,7 @@ __global__ void kv_norm_rope_kernel(const float* kv, const float* w, int hd, int
                                     const float* freqs, const int32_t* p0, float eps, bool qat,
                                     float* kvn) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float red[33];
   const int i = blockIdx.x;
   const float* x = kv + (int64_t)i * hd;
@@ -65,6 +67,7 @@ __global__ void compressor_pool_kernel(const float* kv, const float* score, cons
                                        int ratio, int width, const int32_t* p0, const float* skv,
                                        const float* ssc, float* pooled) {
   pdl_trigger();
+  pdl_wait();
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   const int i = blockIdx.y;
   if (d >= width) return;
@@ -117,6 +120,7 @@ __global__ void compressor_state_kernel(const float* kv, const float* score, con
                                         int n, int ratio, int width, const int32_t* p0, float* skv,
                                         float* ssc) {
   pdl_trigger();
+  pdl_wait();
   const bool overlap = ratio == 4;
   const int slot_w = (overlap ? 2 : 1) * width;
   const int col = blockIdx.x * blockDim.x + threadIdx.x;
@@ -158,6 +162,7 @@ __global__ void compressor_emit_kernel(const float* pooled, const float* w, int 
                                        int rd, const float* freqs, const int32_t* p0, float eps,
                                        int mode, bool qat, float* rows) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float red[33];
   __shared__ float r[kMaxWidth];
   const int i = blockIdx.x;
@@ -196,6 +201,7 @@ __global__ void attention_kernel(const float* q, const float* kvn, const float* 
                                  int hd, int rd, int W, int ratio, int topk, const float* freqs,
                                  const int32_t* p0, float* o) {
   pdl_trigger();
+  pdl_wait();
   extern __shared__ float smem[];
   __shared__ float red[33];
   __shared__ float den_sh;
@@ -276,6 +282,7 @@ __global__ void __launch_bounds__(kAttThreads)
                         int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys,
                         float* o) {
   pdl_trigger();
+  pdl_wait();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float red[33];
   const float** kp = reinterpret_cast<const float**>(smem_raw);
@@ -404,6 +411,7 @@ __global__ void __launch_bounds__(kMhThreads)
                         const int32_t* sel, const float* sinks, int H, int hd, int rd, int W,
                         int ratio, int topk, const float* freqs, const int32_t* p0, float* o) {
   pdl_trigger();
+  pdl_wait();
   __shared__ __align__(16) float qs[kMhHeads * kMhMaxHd];
   __shared__ float pw[kMhHeads][kMhChunk];
   __shared__ const float* kp[kMhChunk];
@@ -560,6 +568,7 @@ __global__ void __launch_bounds__(kAttSplitThreads)
                            const int32_t* sel, int hd, int W, int ratio, int topk,
                            const int32_t* p0, int chunk_max, float* part) {
   pdl_trigger();
+  pdl_wait();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const float** kp = reinterpret_cast<const float**>(smem_raw);
   float* qs = reinterpret_cast<float*>(kp + ((chunk_max + 1) & ~1));
@@ -670,6 +679,7 @@ __global__ void __launch_bounds__(kAttSplitThreads)
 __global__ void attention_combine_kernel(const float* part, const float* sinks, int hd, int rd,
                                          int S, const float* freqs, const int32_t* p0, float* o) {
   pdl_trigger();
+  pdl_wait();
   extern __shared__ float cs_sh[];
   float* wz = cs_sh + hd;
   const int h = blockIdx.x;
@@ -701,6 +711,7 @@ __global__ void attention_combine_kernel(const float* part, const float* sinks, 
 __global__ void ring_store_kernel(const float* kvn, int n, int hd, int W, const int32_t* p0,
                                   float* ring) {
   pdl_trigger();
+  pdl_wait();
   const int i = blockIdx.x;
   if (i < n - W) return;
   const int64_t pos = (int64_t)p0[0] + i;
@@ -713,25 +724,26 @@ __global__ void ring_store_kernel(const float* kvn, int n, int hd, int W, const 
 
 void q_norm_rope(float* q, int n, int H, int hd, int rd, const float* freqs, const int32_t* p0,
                  float eps, cudaStream_t s) {
-  q_norm_rope_kernel<<<dim3((unsigned)H, (unsigned)n), kThreads, 0, s>>>(q, H, hd, rd, freqs, p0,
-                                                                         eps);
+  launch_k(q_norm_rope_kernel, dim3((unsigned)H, (unsigned)n), kThreads, 0, s, q, H, hd, rd, freqs,
+           p0, eps);
   FWD_LAUNCH_CHECK("q_norm_rope_kernel");
 }
 
 void kv_norm_rope(const float* kv, const float* w, int n, int hd, int rd, const float* freqs,
                   const int32_t* p0, float eps, bool qat, float* kvn, cudaStream_t s) {
-  kv_norm_rope_kernel<<<n, kThreads, 0, s>>>(kv, w, hd, rd, freqs, p0, eps, qat, kvn);
+  launch_k(kv_norm_rope_kernel, n, kThreads, 0, s, kv, w, hd, rd, freqs, p0, eps, qat, kvn);
   FWD_LAUNCH_CHECK("kv_norm_rope_kernel");
 }
 
 void compressor(const float* kv, const float* score, const float* ape, int n, int ratio, int width,
                 const int32_t* p0, float* skv, float* ssc, float* pooled, cudaStream_t s) {
-  compressor_pool_kernel<<<dim3((unsigned)((width + kThreads - 1) / kThreads), (unsigned)n),
-                           kThreads, 0, s>>>(kv, score, ape, n, ratio, width, p0, skv, ssc, pooled);
+  launch_k(compressor_pool_kernel, dim3((unsigned)((width + kThreads - 1) / kThreads), (unsigned)n),
+           kThreads, 0, s, kv, score, ape, n, ratio, width, p0, skv, ssc, pooled);
   FWD_LAUNCH_CHECK("compressor_pool_kernel");
   const int slot_w = (ratio == 4 ? 2 : 1) * width;
-  compressor_state_kernel<<<dim3((unsigned)((slot_w + kThreads - 1) / kThreads), (unsigned)ratio),
-                            kThreads, 0, s>>>(kv, score, ape, n, ratio, width, p0, skv, ssc);
+  launch_k(compressor_state_kernel,
+           dim3((unsigned)((slot_w + kThreads - 1) / kThreads), (unsigned)ratio), kThreads, 0, s,
+           kv, score, ape, n, ratio, width, p0, skv, ssc);
   FWD_LAUNCH_CHECK("compressor_state_kernel");
 }
 
@@ -740,8 +752,8 @@ void compressor_emit(const float* pooled, const float* w, int n, int ratio, int 
                      float* rows, cudaStream_t s) {
   if (width > kMaxWidth || (mode == 1 && (width & (width - 1)) != 0))
     throw_invalid_argument("cuda forward: compressor row width unsupported");
-  compressor_emit_kernel<<<n, kThreads, 0, s>>>(pooled, w, ratio, width, rd, freqs, p0, eps, mode,
-                                                qat, rows);
+  launch_k(compressor_emit_kernel, n, kThreads, 0, s, pooled, w, ratio, width, rd, freqs, p0, eps,
+           mode, qat, rows);
   FWD_LAUNCH_CHECK("compressor_emit_kernel");
 }
 
@@ -756,20 +768,20 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
     const size_t smem_s = attention_split_smem(hd, chunk_max);
     if (n == 1 && part != nullptr && H % kAttHeads == 0 && smem_s <= 48 * 1024 &&
         (size_t)(hd + splits) * sizeof(float) <= 48 * 1024) {
-      attention_split_kernel<<<dim3((unsigned)(H / kAttHeads), (unsigned)splits), kAttSplitThreads,
-                               smem_s, s>>>(q, kvn, ring, comp, sel, hd, W, ratio, topk, p0,
-                                            chunk_max, part);
+      launch_k(attention_split_kernel, dim3((unsigned)(H / kAttHeads), (unsigned)splits),
+               kAttSplitThreads, smem_s, s, q, kvn, ring, comp, sel, hd, W, ratio, topk, p0,
+               chunk_max, part);
       FWD_LAUNCH_CHECK("attention_split_kernel");
-      attention_combine_kernel<<<(unsigned)H, kThreads, sizeof(float) * (size_t)(hd + splits), s>>>(
-          part, sinks, hd, rd, splits, freqs, p0, o);
+      launch_k(attention_combine_kernel, (unsigned)H, kThreads,
+               sizeof(float) * (size_t)(hd + splits), s, part, sinks, hd, rd, splits, freqs, p0, o);
       FWD_LAUNCH_CHECK("attention_combine_kernel");
       return;
     }
     const int nd4 = hd / 4;
     if (n > 1 && H % kMhHeads == 0 && hd <= kMhMaxHd && kMhThreads % nd4 == 0 &&
         nd4 <= kMhThreads) {
-      attention_mh_kernel<<<dim3((unsigned)(H / kMhHeads), (unsigned)n), kMhThreads, 0, s>>>(
-          q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, o);
+      launch_k(attention_mh_kernel, dim3((unsigned)(H / kMhHeads), (unsigned)n), kMhThreads, 0, s,
+               q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, o);
       FWD_LAUNCH_CHECK("attention_mh_kernel");
       return;
     }
@@ -777,8 +789,8 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
       DSV4_CUDA_CHECK(cudaFuncSetAttribute(
           attention_v4_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem4));
     }
-    attention_v4_kernel<<<dim3((unsigned)H, (unsigned)n), kAttThreads, smem4, s>>>(
-        q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, max_keys, o);
+    launch_k(attention_v4_kernel, dim3((unsigned)H, (unsigned)n), kAttThreads, smem4, s, q, kvn,
+             ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, max_keys, o);
     FWD_LAUNCH_CHECK("attention_v4_kernel");
     return;
   }
@@ -787,8 +799,8 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   }
-  attention_kernel<<<dim3((unsigned)H, (unsigned)n), kThreads, smem, s>>>(
-      q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, o);
+  launch_k(attention_kernel, dim3((unsigned)H, (unsigned)n), kThreads, smem, s, q, kvn, ring, comp,
+           sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0, o);
   FWD_LAUNCH_CHECK("attention_kernel");
 }
 
@@ -798,7 +810,7 @@ int64_t attention_part_floats(int H, int hd, int max_keys) {
 
 void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float* ring,
                 cudaStream_t s) {
-  ring_store_kernel<<<n, kThreads, 0, s>>>(kvn, n, hd, W, p0, ring);
+  launch_k(ring_store_kernel, n, kThreads, 0, s, kvn, n, hd, W, p0, ring);
   FWD_LAUNCH_CHECK("ring_store_kernel");
 }
 

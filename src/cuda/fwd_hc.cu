@@ -17,6 +17,7 @@ constexpr int kMaxHc = 16;
 __global__ void embed_kernel(const uint8_t* table, uint32_t type, int64_t row_bytes,
                              const int32_t* tokens, int D, int hc, float* X) {
   pdl_trigger();
+  pdl_wait();
   const int i = blockIdx.x;
   const uint8_t* row = table + (int64_t)tokens[i] * row_bytes;
   float* x = X + (int64_t)i * hc * D;
@@ -72,6 +73,7 @@ __global__ void __launch_bounds__(kRowThreads)
                   const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
                   float* post, float* comb, float* xin) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float red[33];
   __shared__ float pre[kMaxHc];
   __shared__ float cm[kMaxHc * kMaxHc];
@@ -182,6 +184,7 @@ __global__ void __launch_bounds__(kRowThreads)
                       const float* norm_w, int D, int iters, float rms_eps, float hc_eps,
                       float* post, float* comb, float* xin) {
   pdl_trigger();
+  pdl_wait();
   static_assert(HC * HC <= 32, "one lane per matrix element");
   __shared__ float red[33];
   const int i = blockIdx.x, t = threadIdx.x;
@@ -256,6 +259,7 @@ __global__ void __launch_bounds__(kRowThreads)
 __global__ void hc_post_kernel(const float* f, const float* post, const float* comb, int D, int hc,
                                float* X) {
   pdl_trigger();
+  pdl_wait();
   const int i = blockIdx.y;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= D) return;
@@ -276,6 +280,7 @@ __global__ void __launch_bounds__(kRowThreads)
     hc_head_kernel(const float* X, const float* mixes, const float* base, const float* scale,
                    const float* norm_w, int D, int hc, float rms_eps, float hc_eps, float* z) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float red[33];
   __shared__ float w[kMaxHc];
   const int i = blockIdx.x;
@@ -305,6 +310,7 @@ __global__ void __launch_bounds__(kRowThreads)
 
 __global__ void rms_rows_kernel(const float* x, const float* w, int dim, float eps, float* out) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float red[33];
   const int i = blockIdx.x;
   const float* xi = x + (int64_t)i * dim;
@@ -318,6 +324,7 @@ __global__ void rms_rows_kernel(const float* x, const float* w, int dim, float e
 
 __global__ void argmax_kernel(const float* x, int n, int32_t* out) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float sv[32];
   __shared__ int si[32];
   float best = -INFINITY;
@@ -357,6 +364,7 @@ __global__ void argmax_kernel(const float* x, int n, int32_t* out) {
 
 __global__ void fill_kernel(float* p, int64_t n, float v) {
   pdl_trigger();
+  pdl_wait();
   const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (t < n) p[t] = v;
 }
@@ -365,6 +373,7 @@ __global__ void fill_kernel(float* p, int64_t n, float v) {
 // launch geometry give the same values.
 __global__ void fill_random_kernel(float* p, int64_t n, uint64_t seed, float a) {
   pdl_trigger();
+  pdl_wait();
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < n;
        t += (int64_t)gridDim.x * blockDim.x) {
     uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1);
@@ -383,8 +392,8 @@ void embed(const void* table, uint32_t type, int64_t row_bytes, const int32_t* t
   if (type != 0 && type != 1 && type != 30)
     throw_invalid_argument("cuda forward: token embedding must be F32, F16 or BF16");
   if (hc > kMaxHc) throw_invalid_argument("cuda forward: hc_mult > 16");
-  embed_kernel<<<n, kThreads, 0, s>>>(static_cast<const uint8_t*>(table), type, row_bytes, tokens,
-                                      D, hc, X);
+  launch_k(embed_kernel, n, kThreads, 0, s, static_cast<const uint8_t*>(table), type, row_bytes,
+           tokens, D, hc, X);
   FWD_LAUNCH_CHECK("embed_kernel");
 }
 
@@ -396,52 +405,52 @@ void hc_pre(const float* X, const float* mixes, const float* base, const float* 
       (reinterpret_cast<uintptr_t>(X) & 15) == 0 && (reinterpret_cast<uintptr_t>(xin) & 15) == 0;
   if (hc == 4 && D % 4 == 0 && D / 4 <= kRowThreads && aligned) {
     const int threads = ((D / 4 + 31) / 32) * 32;
-    hc_pre_reg_kernel<4><<<dim3((unsigned)n, 2), threads, 0, s>>>(
-        X, mixes, base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb, xin);
+    launch_k(hc_pre_reg_kernel<4>, dim3((unsigned)n, 2), threads, 0, s, X, mixes, base, scale,
+             norm_w, D, iters, rms_eps, hc_eps, post, comb, xin);
     FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
     return;
   }
-  hc_pre_kernel<<<n, kRowThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, iters, rms_eps,
-                                          hc_eps, post, comb, xin);
+  launch_k(hc_pre_kernel, n, kRowThreads, 0, s, X, mixes, base, scale, norm_w, D, hc, iters,
+           rms_eps, hc_eps, post, comb, xin);
   FWD_LAUNCH_CHECK("hc_pre_kernel");
 }
 
 void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,
              cudaStream_t s) {
   dim3 grid((unsigned)((D + kThreads - 1) / kThreads), (unsigned)n);
-  hc_post_kernel<<<grid, kThreads, 0, s>>>(f, post, comb, D, hc, X);
+  launch_k(hc_post_kernel, grid, kThreads, 0, s, f, post, comb, D, hc, X);
   FWD_LAUNCH_CHECK("hc_post_kernel");
 }
 
 void hc_head(const float* X, const float* mixes, const float* base, const float* scale,
              const float* norm_w, int n, int D, int hc, float rms_eps, float hc_eps, float* z,
              cudaStream_t s) {
-  hc_head_kernel<<<n, kRowThreads, 0, s>>>(X, mixes, base, scale, norm_w, D, hc, rms_eps, hc_eps,
-                                           z);
+  launch_k(hc_head_kernel, n, kRowThreads, 0, s, X, mixes, base, scale, norm_w, D, hc, rms_eps,
+           hc_eps, z);
   FWD_LAUNCH_CHECK("hc_head_kernel");
 }
 
 void rms_rows(const float* x, const float* w, int n, int dim, float eps, float* out,
               cudaStream_t s) {
-  rms_rows_kernel<<<n, kThreads, 0, s>>>(x, w, dim, eps, out);
+  launch_k(rms_rows_kernel, n, kThreads, 0, s, x, w, dim, eps, out);
   FWD_LAUNCH_CHECK("rms_rows_kernel");
 }
 
 void argmax(const float* x, int n, int32_t* out, cudaStream_t s) {
-  argmax_kernel<<<1, 1024, 0, s>>>(x, n, out);
+  launch_k(argmax_kernel, 1, 1024, 0, s, x, n, out);
   FWD_LAUNCH_CHECK("argmax_kernel");
 }
 
 void fill(float* p, int64_t n, float v, cudaStream_t s) {
   if (n <= 0) return;
-  fill_kernel<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(p, n, v);
+  launch_k(fill_kernel, (unsigned)((n + 255) / 256), 256, 0, s, p, n, v);
   FWD_LAUNCH_CHECK("fill_kernel");
 }
 
 void fill_random(float* p, int64_t n, uint64_t seed, float a, cudaStream_t s) {
   if (n <= 0) return;
   const int64_t want = (n + 255) / 256;
-  fill_random_kernel<<<(unsigned)(want < 65536 ? want : 65536), 256, 0, s>>>(p, n, seed, a);
+  launch_k(fill_random_kernel, (unsigned)(want < 65536 ? want : 65536), 256, 0, s, p, n, seed, a);
   FWD_LAUNCH_CHECK("fill_random_kernel");
 }
 

@@ -18,6 +18,7 @@ constexpr int kTopkThreads = 1024;
 __global__ void idx_q_kernel(float* iq, int IH, int ID, int rd, const float* freqs,
                              const int32_t* p0, bool qat) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float v[kMaxId];
   const int h = blockIdx.x, i = blockIdx.y;
   float* x = iq + ((int64_t)i * IH + h) * ID;
@@ -39,6 +40,7 @@ __global__ void idx_scores_kernel(const float* iq, const float* iw, const float*
                                   int ID, int topk, float wscale, const int32_t* p0,
                                   int score_stride, float* scores) {
   pdl_trigger();
+  pdl_wait();
   const int i = blockIdx.y;
   const int64_t p = (int64_t)p0[0] + i;
   const int64_t visible = (p + 1) / 4;
@@ -70,6 +72,7 @@ __global__ void __launch_bounds__(256)
                             int topk, float wscale, const int32_t* p0, int grid_rows,
                             int score_stride, float* scores) {
   pdl_trigger();
+  pdl_wait();
   __shared__ __align__(16) float kt[kTileDims][kTilePad];
   __shared__ __align__(16) float qt[kTileDims][kTilePad];
   __shared__ float red[16][kTileRows];
@@ -142,6 +145,7 @@ __global__ void idx_reduce_kernel(const float* dots, const float* iw, int IH, in
                                   float wscale, const int32_t* p0, int i0, int topk,
                                   int score_stride, float* scores) {
   pdl_trigger();
+  pdl_wait();
   const int i = blockIdx.y;
   const int64_t p = (int64_t)p0[0] + i0 + i;
   const int64_t visible = (p + 1) / 4;
@@ -241,6 +245,7 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
 __global__ void idx_topk_kernel(const float* scores, int score_stride, int topk, const int32_t* p0,
                                 int32_t* sel) {
   pdl_trigger();
+  pdl_wait();
   const int i = blockIdx.x;
   const int64_t p = (int64_t)p0[0] + i;
   const int64_t visible = (p + 1) / 4;
@@ -261,6 +266,7 @@ __device__ int64_t visible_rows(const int32_t* p0) {
 
 __global__ void topk_hist_kernel(const float* sc, int topk, const int32_t* p0, int* hist) {
   pdl_trigger();
+  pdl_wait();
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;
   for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < visible;
@@ -272,6 +278,7 @@ __global__ void topk_hist_kernel(const float* sc, int topk, const int32_t* p0, i
 // of 64 bins.
 __global__ void topk_thresh_kernel(int topk, const int32_t* p0, const int* hist, int* ctl) {
   pdl_trigger();
+  pdl_wait();
   __shared__ int scan_sh[33];
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;
@@ -302,6 +309,7 @@ __global__ void topk_thresh_kernel(int topk, const int32_t* p0, const int* hist,
 __global__ void topk_collect_kernel(const float* sc, int topk, const int32_t* p0, int* ctl,
                                     int32_t* above, uint64_t* cand) {
   pdl_trigger();
+  pdl_wait();
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;
   const uint32_t bstar = (uint32_t)ctl[0];
@@ -348,6 +356,7 @@ __device__ int pow2_at_least(int n) {
 __global__ void topk_final_kernel(const float* sc, int topk, const int32_t* p0, const int* ctl,
                                   const int32_t* above, const uint64_t* cand, int32_t* sel) {
   pdl_trigger();
+  pdl_wait();
   extern __shared__ uint64_t tk_sh[];
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;
@@ -393,18 +402,18 @@ void idx_topk_large(const float* scores, int topk, const int32_t* p0, int grid_r
   DSV4_CUDA_CHECK(cudaMemsetAsync(hist, 0, sizeof(int) * kHistBins, s));
   const int64_t want = ((int64_t)grid_rows + kLargeThreads * 8 - 1) / (kLargeThreads * 8);
   const unsigned blocks = (unsigned)std::max<int64_t>(1, std::min<int64_t>(want, 1024));
-  topk_hist_kernel<<<blocks, kLargeThreads, 0, s>>>(scores, topk, p0, hist);
+  launch_k(topk_hist_kernel, blocks, kLargeThreads, 0, s, scores, topk, p0, hist);
   FWD_LAUNCH_CHECK("topk_hist_kernel");
-  topk_thresh_kernel<<<1, kTopkThreads, 0, s>>>(topk, p0, hist, ctl);
+  launch_k(topk_thresh_kernel, 1, kTopkThreads, 0, s, topk, p0, hist, ctl);
   FWD_LAUNCH_CHECK("topk_thresh_kernel");
-  topk_collect_kernel<<<blocks, kLargeThreads, 0, s>>>(scores, topk, p0, ctl, above, cand);
+  launch_k(topk_collect_kernel, blocks, kLargeThreads, 0, s, scores, topk, p0, ctl, above, cand);
   FWD_LAUNCH_CHECK("topk_collect_kernel");
   int m = 1;
   while (m < topk) m <<= 1;
   const size_t smem = sizeof(uint64_t) * (size_t)(kCand + m);
   DSV4_CUDA_CHECK(cudaFuncSetAttribute(topk_final_kernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  topk_final_kernel<<<1, kTopkThreads, smem, s>>>(scores, topk, p0, ctl, above, cand, sel);
+  launch_k(topk_final_kernel, 1, kTopkThreads, smem, s, scores, topk, p0, ctl, above, cand, sel);
   FWD_LAUNCH_CHECK("topk_final_kernel");
 }
 
@@ -412,7 +421,8 @@ void idx_q(float* iq, int n, int IH, int ID, int rd, const float* freqs, const i
            bool qat, cudaStream_t s) {
   if (ID > kMaxId || (ID & (ID - 1)) != 0)
     throw_invalid_argument("cuda forward: indexer head dim must be a power of 2 <= 1024");
-  idx_q_kernel<<<dim3((unsigned)IH, (unsigned)n), 128, 0, s>>>(iq, IH, ID, rd, freqs, p0, qat);
+  launch_k(idx_q_kernel, dim3((unsigned)IH, (unsigned)n), 128, 0, s, iq, IH, ID, rd, freqs, p0,
+           qat);
   FWD_LAUNCH_CHECK("idx_q_kernel");
 }
 
@@ -423,15 +433,15 @@ void idx_scores(const float* iq, const float* iw, const float* krows, int n, int
   const bool aligned =
       (reinterpret_cast<uintptr_t>(iq) & 15) == 0 && (reinterpret_cast<uintptr_t>(krows) & 15) == 0;
   if (IH <= kTileHeads && ID % kTileDims == 0 && aligned) {
-    idx_scores_tiled_kernel<<<
-        dim3((unsigned)((grid_rows + kTileRows - 1) / kTileRows), (unsigned)n), 256, 0, s>>>(
-        iq, iw, krows, IH, ID, topk, wscale, p0, grid_rows, score_stride, scores);
+    launch_k(idx_scores_tiled_kernel,
+             dim3((unsigned)((grid_rows + kTileRows - 1) / kTileRows), (unsigned)n), 256, 0, s, iq,
+             iw, krows, IH, ID, topk, wscale, p0, grid_rows, score_stride, scores);
     FWD_LAUNCH_CHECK("idx_scores_tiled_kernel");
     return;
   }
   const unsigned bx = (unsigned)((grid_rows + kScoreWarps - 1) / kScoreWarps);
-  idx_scores_kernel<<<dim3(bx, (unsigned)n), kScoreWarps * 32, 0, s>>>(
-      iq, iw, krows, IH, ID, topk, wscale, p0, score_stride, scores);
+  launch_k(idx_scores_kernel, dim3(bx, (unsigned)n), kScoreWarps * 32, 0, s, iq, iw, krows, IH, ID,
+           topk, wscale, p0, score_stride, scores);
   FWD_LAUNCH_CHECK("idx_scores_kernel");
 }
 
@@ -439,14 +449,14 @@ void idx_reduce(const float* dots, const float* iw, int n, int IH, int rows, flo
                 const int32_t* p0, int i0, int topk, int score_stride, float* scores,
                 cudaStream_t s) {
   if (rows <= 0 || n <= 0) return;
-  idx_reduce_kernel<<<dim3((unsigned)((rows + 255) / 256), (unsigned)n), 256, 0, s>>>(
-      dots, iw, IH, rows, wscale, p0, i0, topk, score_stride, scores);
+  launch_k(idx_reduce_kernel, dim3((unsigned)((rows + 255) / 256), (unsigned)n), 256, 0, s, dots,
+           iw, IH, rows, wscale, p0, i0, topk, score_stride, scores);
   FWD_LAUNCH_CHECK("idx_reduce_kernel");
 }
 
 void idx_topk(const float* scores, int n, int score_stride, int topk, const int32_t* p0,
               int32_t* sel, cudaStream_t s) {
-  idx_topk_kernel<<<n, kTopkThreads, 0, s>>>(scores, score_stride, topk, p0, sel);
+  launch_k(idx_topk_kernel, n, kTopkThreads, 0, s, scores, score_stride, topk, p0, sel);
   FWD_LAUNCH_CHECK("idx_topk_kernel");
 }
 

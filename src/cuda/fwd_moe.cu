@@ -18,6 +18,7 @@ __global__ void router_kernel(const float* logits, const float* bias, const int3
                               const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
                               float* wts) {
   pdl_trigger();
+  pdl_wait();
   extern __shared__ float sm[];
   float* s = sm;
   float* biased = sm + E;
@@ -91,6 +92,7 @@ __global__ void router_kernel(const float* logits, const float* bias, const int3
 __global__ void swiglu_kernel(const float* g, const float* u, const float* wts, int n_tok, int k,
                               int F, float clamp, float* h) {
   pdl_trigger();
+  pdl_wait();
   const int s = blockIdx.y;
   const int f = blockIdx.x * blockDim.x + threadIdx.x;
   if (f >= F) return;
@@ -103,6 +105,7 @@ __global__ void swiglu_kernel(const float* g, const float* u, const float* wts, 
 
 __global__ void replicate_kernel(const float* x, int64_t count, int copies, float* out) {
   pdl_trigger();
+  pdl_wait();
   const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= count) return;
   const float v = x[t];
@@ -112,6 +115,7 @@ __global__ void replicate_kernel(const float* x, int64_t count, int copies, floa
 __global__ void moe_combine_kernel(const float* contrib, const float* shared, const int32_t* ids,
                                    const int32_t* pos, int n, int k, int D, float* out) {
   pdl_trigger();
+  pdl_wait();
   const int i = blockIdx.y;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= D) return;
@@ -143,6 +147,7 @@ __global__ void moe_group_kernel(const int32_t* ids, const float* wts, int n, in
                                  int gn, int32_t* slot_ids, int32_t* pos, float* row_w,
                                  int32_t* row_tok) {
   pdl_trigger();
+  pdl_wait();
   extern __shared__ int gsm[];
   int* cnt = gsm;
   int* gbase = gsm + E;
@@ -207,6 +212,7 @@ __global__ void moe_group_kernel(const int32_t* ids, const float* wts, int n, in
 __global__ void moe_gather_kernel(const float* x, const int32_t* slot_ids, const int32_t* row_tok,
                                   int gn, int D, float* gx) {
   pdl_trigger();
+  pdl_wait();
   const int r = blockIdx.y;
   if (slot_ids[r / gn] < 0) return;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
@@ -218,6 +224,7 @@ __global__ void moe_gather_kernel(const float* x, const int32_t* slot_ids, const
 __global__ void swiglu_rows_kernel(const float* g, const float* u, const float* row_w,
                                    const int32_t* slot_ids, int gn, int F, float clamp, float* h) {
   pdl_trigger();
+  pdl_wait();
   const int r = blockIdx.y;
   if (slot_ids[r / gn] < 0) return;
   const int f = blockIdx.x * blockDim.x + threadIdx.x;
@@ -231,6 +238,7 @@ __global__ void swiglu_rows_kernel(const float* g, const float* u, const float* 
 
 __global__ void iota_kernel(int32_t* v, int n) {
   pdl_trigger();
+  pdl_wait();
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t < n) v[t] = t;
 }
@@ -240,6 +248,7 @@ __global__ void moe_scatter_kernel(const int32_t* keys, const int32_t* vals, con
                                    int n, int k, int pairs, int32_t* slot_ids, int32_t* pos,
                                    float* row_w, int32_t* row_tok) {
   pdl_trigger();
+  pdl_wait();
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= pairs) return;
   const int q = vals[r], j = q / n, i = q % n;
@@ -279,13 +288,13 @@ void moe_group_sorted(const int32_t* ids, const float* wts, int n, int k, int E,
   const size_t used = (size_t)(static_cast<char*>(cub_tmp) - static_cast<char*>(temp));
   if (used > temp_bytes) throw_invalid_argument("moe_group_sorted: temp buffer too small");
   size_t cub_bytes = temp_bytes - used;
-  iota_kernel<<<(unsigned)((pairs + 255) / 256), 256, 0, s>>>(vals_in, pairs);
+  launch_k(iota_kernel, (unsigned)((pairs + 255) / 256), 256, 0, s, vals_in, pairs);
   FWD_LAUNCH_CHECK("iota_kernel");
   // Stable radix sort by expert id: each expert's pairs stay in slot-major order.
   DSV4_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_tmp, cub_bytes, ids, keys_out, vals_in,
                                                   vals_out, pairs, 0, end_bit_for(E), s));
-  moe_scatter_kernel<<<(unsigned)((pairs + 255) / 256), 256, 0, s>>>(
-      keys_out, vals_out, wts, n, k, pairs, slot_ids, pos, row_w, row_tok);
+  launch_k(moe_scatter_kernel, (unsigned)((pairs + 255) / 256), 256, 0, s, keys_out, vals_out, wts,
+           n, k, pairs, slot_ids, pos, row_w, row_tok);
   FWD_LAUNCH_CHECK("moe_scatter_kernel");
 }
 
@@ -293,27 +302,27 @@ void router(const float* logits, const float* bias, const int32_t* tid2eid, cons
             int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s) {
   if (k > kMaxK || k > E || E > kMaxE)
     throw_invalid_argument("cuda forward: expert counts unsupported (k <= 16, E <= 4096)");
-  router_kernel<<<n, 128, sizeof(float) * 2 * (size_t)E, s>>>(logits, bias, tid2eid, tokens, n, E,
-                                                              k, scale, ids, wts);
+  launch_k(router_kernel, n, 128, sizeof(float) * 2 * (size_t)E, s, logits, bias, tid2eid, tokens,
+           n, E, k, scale, ids, wts);
   FWD_LAUNCH_CHECK("router_kernel");
 }
 
 void swiglu(const float* g, const float* u, const float* wts, int n_tok, int k, int rows, int F,
             float clamp, float* h, cudaStream_t s) {
-  swiglu_kernel<<<dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s>>>(g, u, wts, n_tok,
-                                                                                  k, F, clamp, h);
+  launch_k(swiglu_kernel, dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s, g, u, wts,
+           n_tok, k, F, clamp, h);
   FWD_LAUNCH_CHECK("swiglu_kernel");
 }
 
 void replicate(const float* x, int64_t count, int copies, float* out, cudaStream_t s) {
-  replicate_kernel<<<(unsigned)((count + 255) / 256), 256, 0, s>>>(x, count, copies, out);
+  launch_k(replicate_kernel, (unsigned)((count + 255) / 256), 256, 0, s, x, count, copies, out);
   FWD_LAUNCH_CHECK("replicate_kernel");
 }
 
 void moe_combine(const float* contrib, const float* shared, const int32_t* ids, int n, int k, int D,
                  float* out, cudaStream_t s) {
-  moe_combine_kernel<<<dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s>>>(
-      contrib, shared, ids, nullptr, n, k, D, out);
+  launch_k(moe_combine_kernel, dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s, contrib,
+           shared, ids, nullptr, n, k, D, out);
   FWD_LAUNCH_CHECK("moe_combine_kernel");
 }
 
@@ -326,28 +335,29 @@ void moe_group(const int32_t* ids, const float* wts, int n, int k, int E, int S,
   if (smem > 48 * 1024)
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(moe_group_kernel,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  moe_group_kernel<<<1, 1024, smem, s>>>(ids, wts, n, k, E, S, gn, slot_ids, pos, row_w, row_tok);
+  launch_k(moe_group_kernel, 1, 1024, smem, s, ids, wts, n, k, E, S, gn, slot_ids, pos, row_w,
+           row_tok);
   FWD_LAUNCH_CHECK("moe_group_kernel");
 }
 
 void moe_gather(const float* x, const int32_t* slot_ids, const int32_t* row_tok, int gn, int rows,
                 int D, float* gx, cudaStream_t s) {
-  moe_gather_kernel<<<dim3((unsigned)((D + 255) / 256), (unsigned)rows), 256, 0, s>>>(
-      x, slot_ids, row_tok, gn, D, gx);
+  launch_k(moe_gather_kernel, dim3((unsigned)((D + 255) / 256), (unsigned)rows), 256, 0, s, x,
+           slot_ids, row_tok, gn, D, gx);
   FWD_LAUNCH_CHECK("moe_gather_kernel");
 }
 
 void swiglu_rows(const float* g, const float* u, const float* row_w, const int32_t* slot_ids,
                  int gn, int rows, int F, float clamp, float* h, cudaStream_t s) {
-  swiglu_rows_kernel<<<dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s>>>(
-      g, u, row_w, slot_ids, gn, F, clamp, h);
+  launch_k(swiglu_rows_kernel, dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s, g, u,
+           row_w, slot_ids, gn, F, clamp, h);
   FWD_LAUNCH_CHECK("swiglu_rows_kernel");
 }
 
 void moe_combine_grouped(const float* contrib, const float* shared, const int32_t* ids,
                          const int32_t* pos, int n, int k, int D, float* out, cudaStream_t s) {
-  moe_combine_kernel<<<dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s>>>(
-      contrib, shared, ids, pos, n, k, D, out);
+  launch_k(moe_combine_kernel, dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s, contrib,
+           shared, ids, pos, n, k, D, out);
   FWD_LAUNCH_CHECK("moe_combine_kernel");
 }
 

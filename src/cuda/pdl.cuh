@@ -5,6 +5,12 @@
 // a predecessor reads; before that it may only touch constant data (the weights). Both are no-ops
 // for kernels launched normally and on architectures before sm_90.
 #pragma once
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <utility>
+
+#include "cuda/cuda_check.h"
 
 namespace dsv4::cuda {
 
@@ -18,6 +24,37 @@ __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+// Launches `kernel` on `s` with programmatic stream serialization (see pdl.cuh): the kernel's
+// blocks may be scheduled while its predecessor finishes; the forward kernels call pdl_wait()
+// before touching memory, so this only hides the launch gap. DSV4_PDL=0: plain launches.
+inline bool pdl_launches_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DSV4_PDL");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+template <typename... KArgs, typename... Args>
+void launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+              Args&&... args) {
+  if (!pdl_launches_enabled()) {
+    kernel<<<grid, block, smem, s>>>(std::forward<Args>(args)...);
+    return;
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx",
+        __FILE__, __LINE__);
 }
 
 }  // namespace dsv4::cuda
