@@ -370,7 +370,7 @@ struct CudaModel::Impl {
   // Routed experts of a long chunk with GEMMs: pairs grouped by expert (moe_group_sorted: a stable
   // radix sort), the expert of each row read back to the host, then per batch of experts one
   // dequantize launch and one GEMM per expert over its rows. Contributions land in g_out rows
-  // (g_pos), combined by moe_combine_grouped.
+  // (g_pos), combined by moe_combine_post.
   void routed_gemm(const LayerWeights& L, int n, float clamp) {
     cudaStream_t cs = stream.get();
     const int D = (int)c.n_embd, F = (int)c.expert_ff, E = (int)c.n_expert,
@@ -583,7 +583,7 @@ struct CudaModel::Impl {
     proj(L.kv, xin.as<float>(), n, kv.as<float>());
     M("kv_norm_rope");
     fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
-                      kvn.as<float>(), cs);
+                      kvn.as<float>(), n == 1 ? st.raw.as<float>() : nullptr, W, cs);
     if (d.ratio) {
       M("comp_kv_gate");
       proj(L.comp_kv, xin.as<float>(), n, ckv.as<float>());
@@ -643,8 +643,10 @@ struct CudaModel::Impl {
                    d.ratio ? st.comp.as<float>() : nullptr, sel.as<int32_t>(), fptr(L.sinks), n, H,
                    hd, rd, W, (int)d.ratio, topk, d.freqs, P, max_keys, o.as<float>(),
                    att_part.as<float>(), cs);
-    M("ring_store");
-    fwd::ring_store(kvn.as<float>(), n, hd, W, P, st.raw.as<float>(), cs);
+    if (n > 1) {  // one token: kv_norm_rope stored its row
+      M("ring_store");
+      fwd::ring_store(kvn.as<float>(), n, hd, W, P, st.raw.as<float>(), cs);
+    }
     // Grouped output projection (§5.7).
     M("o_a");
     const int64_t G = c.o_groups, OL = c.o_lora_rank, gs = (int64_t)H * hd / G;
@@ -772,15 +774,10 @@ struct CudaModel::Impl {
       M("shexp_down");
       mv(L.down_shexp, h.as<float>(), n, shout.as<float>());
     }
-    M("moe_combine");
-    if (grouped_out)
-      fwd::moe_combine_grouped(g_out.as<float>(), shout.as<float>(), ids.as<int32_t>(),
-                               g_pos.as<int32_t>(), n, k, D, f.as<float>(), cs);
-    else
-      fwd::moe_combine(contrib.as<float>(), shout.as<float>(), ids.as<int32_t>(), n, k, D,
-                       f.as<float>(), cs);
-    M("hc_post");
-    fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
+    M("moe_combine_post");
+    fwd::moe_combine_post(grouped_out ? g_out.as<float>() : contrib.as<float>(), shout.as<float>(),
+                          ids.as<int32_t>(), grouped_out ? g_pos.as<int32_t>() : nullptr, n, k, D,
+                          post.as<float>(), comb.as<float>(), hc, X.as<float>(), cs);
   }
 
   // Everything of one chunk after the inputs are in `tok` / `p0`: embedding, layers, head for

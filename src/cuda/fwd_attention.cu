@@ -31,7 +31,7 @@ __global__ void q_norm_rope_kernel(float* q, int H, int hd, int rd, const float*
 
 __global__ void kv_norm_rope_kernel(const float* kv, const float* w, int hd, int rd,
                                     const float* freqs, const int32_t* p0, float eps, bool qat,
-                                    float* kvn) {
+                                    float* kvn, float* ring, int W) {
   pdl_trigger();
   pdl_wait();
   __shared__ float red[33];
@@ -51,6 +51,11 @@ __global__ void kv_norm_rope_kernel(const float* kv, const float* w, int hd, int
   if (qat)
     for (int b = (threadIdx.x >> 5) * 64; b < hd - rd; b += (blockDim.x >> 5) * 64)
       fp8_sim_block_warp(r + b, 64);
+  if (ring) {  // one token: its slot holds position pos - W, outside its own window
+    __syncthreads();
+    float* dst = ring + (pos % W) * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) dst[d] = r[d];
+  }
 }
 
 // The compressor frontier (§5.4) for a chunk of n tokens, in two parallel passes over the state
@@ -730,8 +735,11 @@ void q_norm_rope(float* q, int n, int H, int hd, int rd, const float* freqs, con
 }
 
 void kv_norm_rope(const float* kv, const float* w, int n, int hd, int rd, const float* freqs,
-                  const int32_t* p0, float eps, bool qat, float* kvn, cudaStream_t s) {
-  launch_k(kv_norm_rope_kernel, n, kThreads, 0, s, kv, w, hd, rd, freqs, p0, eps, qat, kvn);
+                  const int32_t* p0, float eps, bool qat, float* kvn, float* ring, int W,
+                  cudaStream_t s) {
+  if (ring && n != 1) throw_invalid_argument("kv_norm_rope: the ring store is for one token");
+  launch_k(kv_norm_rope_kernel, n, kThreads, 0, s, kv, w, hd, rd, freqs, p0, eps, qat, kvn, ring,
+           W);
   FWD_LAUNCH_CHECK("kv_norm_rope_kernel");
 }
 

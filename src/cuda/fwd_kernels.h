@@ -38,9 +38,12 @@ void rms_rows(const float* x, const float* w, int n, int dim, float eps, float* 
 void q_norm_rope(float* q, int n, int H, int hd, int rd, const float* freqs, const int32_t* p0,
                  float eps, cudaStream_t s);
 
-// kvn[i] = FP8sim(RoPE(RMS(kv[i], w))) (§5.2; FP8 only when qat).
+// kvn[i] = FP8sim(RoPE(RMS(kv[i], w))) (§5.2; FP8 only when qat). ring (one token only, else
+// null): the row is also stored in the raw ring (what ring_store does), which is safe before the
+// attention for a single token since its slot holds a position outside the token's window.
 void kv_norm_rope(const float* kv, const float* w, int n, int hd, int rd, const float* freqs,
-                  const int32_t* p0, float eps, bool qat, float* kvn, cudaStream_t s);
+                  const int32_t* p0, float eps, bool qat, float* kvn, float* ring, int W,
+                  cudaStream_t s);
 
 // Compressor frontier steps (§5.4) for n consecutive tokens. kv/score [n][lanes*width] (score
 // without ape), ape [ratio][lanes*width]; state skv/ssc [lanes*ratio][lanes*width]. For a token
@@ -105,9 +108,13 @@ void swiglu(const float* g, const float* u, const float* wts, int n_tok, int k, 
 // out[c][t] = x[t] for c < copies, t < count.
 void replicate(const float* x, int64_t count, int copies, float* out, cudaStream_t s);
 
-// out[i][d] = sum over slots in ascending expert id of contrib[j][i][d], + shared[i][d].
-void moe_combine(const float* contrib, const float* shared, const int32_t* ids, int n, int k, int D,
-                 float* out, cudaStream_t s);
+// The MoE output combined and applied to the residual state in one kernel: f[i][d] = sum over
+// slots in ascending expert id of the routed contributions (pos null: contrib[j * n + i], the
+// per-pair layout; else contrib[pos[j * n + i]], the grouped one) + shared[i][d], then HCPost
+// (§4.3) with f on X. f is not written.
+void moe_combine_post(const float* contrib, const float* shared, const int32_t* ids,
+                      const int32_t* pos, int n, int k, int D, const float* post, const float* comb,
+                      int hc, float* X, cudaStream_t s);
 
 // Expert-grouped layout of a chunk's k * n (slot, token) pairs (ids [k][n] slot-major, wts
 // [n][k]) for prefill: experts in ascending id, each expert's pairs (slot-major order) packed in
@@ -133,10 +140,6 @@ void moe_gather(const float* x, const int32_t* slot_ids, const int32_t* row_tok,
 // h[r][f] = row_w[r] * silu(min(g, c)) * clamp(u, -c, c) for the rows of used groups.
 void swiglu_rows(const float* g, const float* u, const float* row_w, const int32_t* slot_ids,
                  int gn, int rows, int F, float clamp, float* h, cudaStream_t s);
-
-// moe_combine with the routed contributions at contrib[pos[j * n + i]] (grouped layout).
-void moe_combine_grouped(const float* contrib, const float* shared, const int32_t* ids,
-                         const int32_t* pos, int n, int k, int D, float* out, cudaStream_t s);
 
 // idx_topk for one token (n == 1) with many blocks, for long contexts: a 16-bit histogram of the
 // score keys, the bin holding the topk-th largest, the keys above it and the candidates in it

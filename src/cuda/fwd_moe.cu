@@ -112,8 +112,13 @@ __global__ void replicate_kernel(const float* x, int64_t count, int copies, floa
   for (int c = 0; c < copies; ++c) out[(int64_t)c * count + t] = v;
 }
 
-__global__ void moe_combine_kernel(const float* contrib, const float* shared, const int32_t* ids,
-                                   const int32_t* pos, int n, int k, int D, float* out) {
+// out f[i][d] = sum over slots in ascending expert id of contrib, + shared (as the CPU sums), then
+// hc_post for the same (token, d): X[c] = post[c] * f + sum_j comb[j][c] X[j], without a round trip
+// of f through memory.
+constexpr int kMaxHcPost = 16;
+__global__ void moe_combine_post_kernel(const float* contrib, const float* shared,
+                                        const int32_t* ids, const int32_t* pos, int n, int k, int D,
+                                        const float* post, const float* comb, int hc, float* X) {
   pdl_trigger();
   pdl_wait();
   const int i = blockIdx.y;
@@ -130,14 +135,23 @@ __global__ void moe_combine_kernel(const float* contrib, const float* shared, co
       order[b] = order[b - 1];
       order[b - 1] = t;
     }
-  float o = 0.0f;
+  float fv = 0.0f;
   for (int j = 0; j < k; ++j) {
     const int64_t sidx = (int64_t)order[j] * n + i;
     const int64_t row = pos ? (int64_t)pos[sidx] : sidx;
-    o += row >= 0 ? contrib[row * D + d] : __int_as_float(0x7fc00000);
+    fv += row >= 0 ? contrib[row * D + d] : __int_as_float(0x7fc00000);
   }
-  o += shared[(int64_t)i * D + d];
-  out[(int64_t)i * D + d] = o;
+  fv += shared[(int64_t)i * D + d];
+  float* x = X + (int64_t)i * hc * D;
+  const float* cm = comb + (int64_t)i * hc * hc;
+  float xs[kMaxHcPost], y[kMaxHcPost];
+  for (int j = 0; j < hc; ++j) xs[j] = x[j * D + d];
+  for (int c = 0; c < hc; ++c) {
+    float acc = 0.0f;
+    for (int j = 0; j < hc; ++j) acc += cm[j * hc + c] * xs[j];
+    y[c] = post[i * hc + c] * fv + acc;
+  }
+  for (int c = 0; c < hc; ++c) x[c * D + d] = y[c];
 }
 
 // One block. Experts in ascending id, each expert's pairs in slot-major order (s = j * n + i),
@@ -319,11 +333,13 @@ void replicate(const float* x, int64_t count, int copies, float* out, cudaStream
   FWD_LAUNCH_CHECK("replicate_kernel");
 }
 
-void moe_combine(const float* contrib, const float* shared, const int32_t* ids, int n, int k, int D,
-                 float* out, cudaStream_t s) {
-  launch_k(moe_combine_kernel, dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s, contrib,
-           shared, ids, nullptr, n, k, D, out);
-  FWD_LAUNCH_CHECK("moe_combine_kernel");
+void moe_combine_post(const float* contrib, const float* shared, const int32_t* ids,
+                      const int32_t* pos, int n, int k, int D, const float* post, const float* comb,
+                      int hc, float* X, cudaStream_t s) {
+  if (hc > kMaxHcPost) throw_invalid_argument("cuda forward: hc_mult > 16");
+  launch_k(moe_combine_post_kernel, dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s,
+           contrib, shared, ids, pos, n, k, D, post, comb, hc, X);
+  FWD_LAUNCH_CHECK("moe_combine_post_kernel");
 }
 
 void moe_group(const int32_t* ids, const float* wts, int n, int k, int E, int S, int gn,
@@ -352,13 +368,6 @@ void swiglu_rows(const float* g, const float* u, const float* row_w, const int32
   launch_k(swiglu_rows_kernel, dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s, g, u,
            row_w, slot_ids, gn, F, clamp, h);
   FWD_LAUNCH_CHECK("swiglu_rows_kernel");
-}
-
-void moe_combine_grouped(const float* contrib, const float* shared, const int32_t* ids,
-                         const int32_t* pos, int n, int k, int D, float* out, cudaStream_t s) {
-  launch_k(moe_combine_kernel, dim3((unsigned)((D + 255) / 256), (unsigned)n), 256, 0, s, contrib,
-           shared, ids, pos, n, k, D, out);
-  FWD_LAUNCH_CHECK("moe_combine_kernel");
 }
 
 }  // namespace dsv4::cuda::fwd
