@@ -19,6 +19,7 @@
 #include "cuda/cuda_forward.h"
 #include "cuda/device.h"
 #include "model/memory_plan.h"
+#include "model/tiny_model.h"
 #include "model/weights.h"
 #include "text/tokenizer.h"
 
@@ -107,18 +108,35 @@ void run_gpu_bench(const GpuBenchOptions& o) {
       "# device copy bandwidth: %.1f GB/s (read + write, %.2f GiB D2D cudaMemcpy, best of 5)\n", bw,
       copy_bytes / 1073741824.0);
 
+  // The session's max_ctx and chunk size, known before the weights are placed: the device memory
+  // left free must hold the scratch for --batch and the session state for --ctx-max.
+  cuda::CudaOptions co;
+  co.qat = o.qat;
+  co.max_ctx = o.ctx_max + o.gen_tokens + 1;  // +1: the untimed warm-up decode step
+  co.max_batch = o.max_batch;
+  co.prefill_gemm = o.prefill_gemm;
   cuda::PlacementOptions po;
   po.expert_host_fraction = o.expert_host_fraction;
   po.reserve_bytes = (uint64_t)(o.reserve_gib * 1073741824.0);
+  auto reserve_for = [&](const ModelConfig& rc) {
+    const uint64_t need = cuda::CudaModel::scratch_bytes(rc, co) +
+                          kv_memory_plan(rc, co.max_ctx, StateStorage::kF32).total_bytes() +
+                          (1ull << 30);  // CUDA context, cuBLAS, fragmentation
+    po.reserve_bytes = std::max(po.reserve_bytes, need);
+  };
   std::unique_ptr<Model> model;
   std::unique_ptr<cuda::DeviceModel> dm;
   const double t_load0 = now_s();
   if (!o.synthetic.empty()) {
+    reserve_for(layout_config(build_layout_model(o.synthetic)));
     dm = cuda::synthesize_model(o.synthetic, o.seed, po);
   } else {
     model = load_model(o.model);
+    reserve_for(model->cfg);
     dm = cuda::upload_model(*model, po);
   }
+  std::printf("# device memory kept free for the session and scratch: %.2f GiB\n",
+              po.reserve_bytes / 1073741824.0);
   const double t_load = now_s() - t_load0;
   std::printf("# %s (%s in %.1f s)\n", cuda::describe_placement(*dm).c_str(),
               o.synthetic.empty() ? "uploaded" : "synthesized", t_load);
@@ -131,11 +149,6 @@ void run_gpu_bench(const GpuBenchOptions& o) {
       "active parameters %.2f B\n",
       tok_bytes / 1e9, host_tok / 1e9, act / 1e9);
 
-  cuda::CudaOptions co;
-  co.qat = o.qat;
-  co.max_ctx = o.ctx_max + o.gen_tokens + 1;  // +1: the untimed warm-up decode step
-  co.max_batch = o.max_batch;
-  co.prefill_gemm = o.prefill_gemm;
   print_commented(kv_plan_text(kv_memory_plan(cfg, co.max_ctx, StateStorage::kF32)));
   print_commented(kv_plan_text(kv_memory_plan(cfg, co.max_ctx, StateStorage::kSpec)));
   cuda::CudaModel cm(*dm, co);

@@ -214,6 +214,17 @@ struct CudaModel::Impl {
     if (c.hc_mult > 16 || c.n_expert_used > 16) fail("CudaModel: hc_mult or n_expert_used > 16");
     if (opt.max_batch > 8192) fail("CudaModel: max_batch {} > 8192", opt.max_batch);
     B = std::min(opt.max_batch, opt.max_ctx);
+    {
+      size_t free_b = 0, total_b = 0;
+      DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+      const uint64_t need = CudaModel::scratch_bytes(c, opt);
+      if (need > free_b)
+        fail(
+            "CudaModel: scratch for max_batch {} (max_ctx {}) needs {:.2f} GiB, {:.2f} GiB free "
+            "on the device: lower the prefill chunk (--batch) or leave more memory free "
+            "(--reserve-gib)",
+            B, opt.max_ctx, need / 1073741824.0, free_b / 1073741824.0);
+    }
     if (prof.on) opt.use_graph = false;  // events need the direct path
     rope_plain = upload_floats(ops::rope_freqs(c.rope_dim, c.rope_base, false, c));
     rope_yarn = upload_floats(ops::rope_freqs(c.rope_dim, c.compress_rope_base, true, c));
@@ -974,6 +985,40 @@ void CudaModel::fill_synthetic_context(CudaSession& cs, int64_t n, uint64_t seed
   }
   m.stream.sync();
   s.n_past_ = n;
+}
+
+uint64_t CudaModel::scratch_bytes(const ModelConfig& c, const CudaOptions& opt) {
+  // Mirrors the allocations of Impl's constructor and init_gemm (dense sizes from the config).
+  const int64_t B = std::max<int64_t>(1, std::min(opt.max_batch, opt.max_ctx));
+  const int64_t D = c.n_embd, hc = c.hc_mult, hd = c.head_dim, H = c.n_head, F = c.expert_ff;
+  const int64_t k = c.n_expert_used, E = c.n_expert, ID = c.idx_head_dim, IH = c.idx_n_head;
+  const int64_t QL = c.q_lora_rank, G = c.o_groups, OL = c.o_lora_rank, V = c.n_vocab;
+  const int64_t idx_cap = opt.max_ctx / 4;
+  const int64_t per_tok = hc * D + (int64_t)c.hc_mix() + hc + hc * hc + D + 2 * QL + H * hd +
+                          2 * hd + 4 * hd + hd + 4 * ID + ID + IH * ID + IH + idx_cap +
+                          (int64_t)c.idx_topk + H * hd + G * OL + D + E + 2 * k + 2 * k * F +
+                          k * F + 2 * k * D + 2 * D + V;
+  uint64_t floats = (uint64_t)(B * per_tok);
+  if (B > 1) {
+    const int64_t pairs = k * B, used = std::min(E, pairs);
+    const int64_t S = pairs + used, rows = pairs + 8 * used;
+    floats += (uint64_t)(S + pairs + 2 * rows + rows * D + 3 * rows * F + rows * D);
+  }
+  uint64_t bytes = 4 * floats;
+  bytes += 4ull * (uint64_t)(H * 128 * (hd + 4));  // decode attention partials (most splits)
+  if (opt.prefill_gemm && B >= opt.gemm_min_tokens && B > 1) {
+    const int64_t dense = std::max(
+        {QL * D, H * hd * QL, G * OL * (H * hd / std::max<int64_t>(G, 1)), D * G * OL, 2 * F * D});
+    const int64_t f32_elems = std::max((int64_t)c.hc_mix() * hc * D, E * D);
+    const int64_t per_expert = 2 * F * D;
+    const int64_t eb = std::clamp<int64_t>(((int64_t)256 << 20) / (2 * per_expert), 1, 64);
+    bytes += (uint64_t)std::max({2 * dense, 4 * f32_elems, 4 * eb * per_expert});
+    bytes += (uint64_t)(2 * B * std::max({H * hd, F, QL, D}));
+    bytes += (uint64_t)std::max<int64_t>(
+        4 * IH * idx_cap, std::min<int64_t>((int64_t)256 << 20, 4 * B * IH * idx_cap));
+    bytes += (uint64_t)(16 * k * B) + (64ull << 20);  // radix sort keys/values + CUB, cuBLAS
+  }
+  return bytes;
 }
 
 uint64_t CudaModel::session_bytes() const {

@@ -53,6 +53,12 @@ class CudaModel {
   // rows are visited and ranked), but their logits are meaningless.
   void fill_synthetic_context(CudaSession& sess, int64_t n, uint64_t seed) const;
 
+  // Device bytes the model allocates for its scratch with options `opt` (per-chunk buffers for
+  // max_batch tokens, the prefill GEMM buffers): an estimate from the config alone, within a few
+  // MiB of the allocation, for sizing device memory before the weights are placed. The
+  // constructor fails naming max_batch when this does not fit in the free device memory.
+  static uint64_t scratch_bytes(const ModelConfig& c, const CudaOptions& opt);
+
   // Device bytes of one session's state per token of context, and in total for max_ctx.
   uint64_t session_bytes() const;
 

@@ -416,6 +416,30 @@ TEST(CudaForwardApi, SyntheticContextFill) {
   EXPECT_EQ(s->n_past(), 394);
 }
 
+// CudaModel::scratch_bytes (used to size device memory before placing weights) against what the
+// constructor really takes, at a size where the per-token buffers dominate.
+TEST(CudaForwardApi, ScratchEstimateMatchesAllocation) {
+  SKIP_WITHOUT_GPU();
+  Loaded& l = loaded("tiny");
+  cuda::CudaOptions o = small_opts(false);
+  o.max_ctx = 1 << 16;
+  o.max_batch = 4096;
+  o.prefill_gemm = true;
+  const uint64_t est = cuda::CudaModel::scratch_bytes(l.model->cfg, o);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  size_t free0 = 0, free1 = 0, total = 0;
+  DSV4_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+  {
+    cuda::CudaModel gpu(*l.dev, o);
+    DSV4_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+  }
+  const double used = (double)free0 - (double)free1;
+  std::printf("  scratch estimate %.1f MiB, allocated %.1f MiB\n", est / 1048576.0,
+              used / 1048576.0);
+  EXPECT_GT(est, 256ull << 20);  // the indexer scores alone: 4096 x 16384 floats
+  EXPECT_LE(std::fabs(used - (double)est), 0.15 * (double)est + 320.0 * 1048576.0);
+}
+
 TEST(CudaForwardApi, RejectsBadInput) {
   SKIP_WITHOUT_GPU();
   Loaded& l = loaded("tiny");
