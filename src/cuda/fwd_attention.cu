@@ -201,6 +201,30 @@ __global__ void compressor_emit_kernel(const float* pooled, const float* w, int 
 
 // One block per (head, token). Dynamic shared memory: hd floats (q, then the output) + max_keys
 // floats (scores, then weights).
+// The keys one query at position p visits (§5.6), in canonical order: n_comp compressed rows
+// (the indexer's selection when it applies, else every visible row), then the raw window
+// [raw_start, p]; rows of the current chunk (positions >= base) are read from kvn, earlier ones
+// from the ring.
+struct QueryKeys {
+  int64_t base, raw_start;
+  int n_comp, nk;
+  bool use_sel;
+  __device__ QueryKeys(int64_t base_, int64_t p, int ratio, int topk, int W) : base(base_) {
+    const int64_t visible = ratio ? (p + 1) / ratio : 0;
+    use_sel = ratio == 4 && visible > topk;
+    n_comp = (int)(use_sel ? topk : visible);
+    raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
+    nk = n_comp + (int)(p - raw_start + 1);
+  }
+  // Key j; sel_i: this query's selected rows.
+  __device__ const float* row(int j, const int32_t* sel_i, const float* comp, const float* kvn,
+                              const float* ring, int W, int hd) const {
+    if (j < n_comp) return comp + (int64_t)(use_sel ? sel_i[j] : j) * hd;
+    const int64_t t = raw_start + (j - n_comp);
+    return t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
+  }
+};
+
 __global__ void attention_kernel(const float* q, const float* kvn, const float* ring,
                                  const float* comp, const int32_t* sel, const float* sinks, int H,
                                  int hd, int rd, int W, int ratio, int topk, const float* freqs,
@@ -215,23 +239,12 @@ __global__ void attention_kernel(const float* q, const float* kvn, const float* 
   const int h = blockIdx.x, i = blockIdx.y;
   const int64_t base = p0[0];
   const int64_t p = base + i;
-  const int64_t visible = ratio ? (p + 1) / ratio : 0;
-  const bool use_sel = ratio == 4 && visible > topk;
-  const int n_comp = (int)(use_sel ? topk : visible);
-  const int64_t raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
-  const int n_raw = (int)(p - raw_start + 1);
-  const int nk = n_comp + n_raw;
+  const QueryKeys qk(base, p, ratio, topk, W);
+  const int nk = qk.nk;
   const float* qh = q + ((int64_t)i * H + h) * hd;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = qh[d];
   __syncthreads();
-  auto key = [&](int j) -> const float* {
-    if (j < n_comp) {
-      const int64_t r = use_sel ? sel[(int64_t)i * topk + j] : j;
-      return comp + r * hd;
-    }
-    const int64_t t = raw_start + (j - n_comp);
-    return t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
-  };
+  auto key = [&](int j) { return qk.row(j, sel + (int64_t)i * topk, comp, kvn, ring, W, hd); };
   const float scale = 1.0f / sqrtf((float)hd);
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
   for (int j = wid; j < nk; j += nw) {
@@ -299,25 +312,12 @@ __global__ void __launch_bounds__(kAttThreads)
   const int h = blockIdx.x, i = blockIdx.y;
   const int64_t base = p0[0];
   const int64_t p = base + i;
-  const int64_t visible = ratio ? (p + 1) / ratio : 0;
-  const bool use_sel = ratio == 4 && visible > topk;
-  const int n_comp = (int)(use_sel ? topk : visible);
-  const int64_t raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
-  const int n_raw = (int)(p - raw_start + 1);
-  const int nk = n_comp + n_raw;
+  const QueryKeys qk(base, p, ratio, topk, W);
+  const int nk = qk.nk;
   const float* qh = q + ((int64_t)i * H + h) * hd;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = qh[d];
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
-    const float* k;
-    if (j < n_comp) {
-      const int64_t r = use_sel ? sel[(int64_t)i * topk + j] : j;
-      k = comp + r * hd;
-    } else {
-      const int64_t t = raw_start + (j - n_comp);
-      k = t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
-    }
-    kp[j] = k;
-  }
+  for (int j = threadIdx.x; j < nk; j += blockDim.x)
+    kp[j] = qk.row(j, sel + (int64_t)i * topk, comp, kvn, ring, W, hd);
   __syncthreads();
   const float scale = 1.0f / sqrtf((float)hd);
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -424,11 +424,8 @@ __global__ void __launch_bounds__(kMhThreads)
   const int h0 = blockIdx.x * kMhHeads, i = blockIdx.y;
   const int64_t base = p0[0];
   const int64_t p = base + i;
-  const int64_t visible = ratio ? (p + 1) / ratio : 0;
-  const bool use_sel = ratio == 4 && visible > topk;
-  const int n_comp = (int)(use_sel ? topk : visible);
-  const int64_t raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
-  const int nk = n_comp + (int)(p - raw_start + 1);
+  const QueryKeys qk(base, p, ratio, topk, W);
+  const int nk = qk.nk;
   const int nd4 = hd / 4, groups = kMhThreads / nd4;
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
   for (int t = threadIdx.x; t < kMhHeads * nd4; t += blockDim.x) {
@@ -448,18 +445,8 @@ __global__ void __launch_bounds__(kMhThreads)
   const float4* q4 = reinterpret_cast<const float4*>(qs);
   for (int j0 = 0; j0 < nk; j0 += kMhChunk) {
     const int kc = min(kMhChunk, nk - j0);
-    if (threadIdx.x < kc) {
-      const int j = j0 + threadIdx.x;
-      const float* k;
-      if (j < n_comp) {
-        const int64_t r = use_sel ? sel[(int64_t)i * topk + j] : j;
-        k = comp + r * hd;
-      } else {
-        const int64_t t = raw_start + (j - n_comp);
-        k = t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
-      }
-      kp[threadIdx.x] = k;
-    }
+    if (threadIdx.x < kc)
+      kp[threadIdx.x] = qk.row(j0 + threadIdx.x, sel + (int64_t)i * topk, comp, kvn, ring, W, hd);
     __syncthreads();
     // Scores: warp wid takes keys wid, wid + 8, ... of the chunk.
     for (int jj = wid; jj < kc; jj += kMhThreads / 32) {
@@ -582,30 +569,16 @@ __global__ void __launch_bounds__(kAttSplitThreads)
   const int h0 = blockIdx.x * kAttHeads, z = blockIdx.y, S = (int)gridDim.y;
   const int64_t base = p0[0];
   const int64_t p = base;
-  const int64_t visible = ratio ? (p + 1) / ratio : 0;
-  const bool use_sel = ratio == 4 && visible > topk;
-  const int n_comp = (int)(use_sel ? topk : visible);
-  const int64_t raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
-  const int n_raw = (int)(p - raw_start + 1);
-  const int nk_all = n_comp + n_raw;
+  const QueryKeys qk(base, p, ratio, topk, W);
+  const int nk_all = qk.nk;
   const int chunk = (nk_all + S - 1) / S;
   const int j_lo = z * chunk;
   const int j_hi = j_lo + chunk < nk_all ? j_lo + chunk : nk_all;
   const int nk = j_hi > j_lo ? j_hi - j_lo : 0;
   const float* qh = q + (int64_t)h0 * hd;
   for (int d = threadIdx.x; d < kAttHeads * hd; d += blockDim.x) qs[d] = qh[d];
-  for (int jj = threadIdx.x; jj < nk; jj += blockDim.x) {
-    const int j = j_lo + jj;
-    const float* k;
-    if (j < n_comp) {
-      const int64_t r = use_sel ? sel[j] : j;
-      k = comp + r * hd;
-    } else {
-      const int64_t t = raw_start + (j - n_comp);
-      k = t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
-    }
-    kp[jj] = k;
-  }
+  for (int jj = threadIdx.x; jj < nk; jj += blockDim.x)
+    kp[jj] = qk.row(j_lo + jj, sel, comp, kvn, ring, W, hd);
   __syncthreads();
   const float scale = 1.0f / sqrtf((float)hd);
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;

@@ -34,16 +34,24 @@ struct Pack8 {
   }
 };
 
+// The source matrix of blockIdx.y = expert-list entry * (w1 ? 2 : 1) + matrix (0: w0, 1: w1);
+// its output is matrix blockIdx.y of `out`. Without a list (list.n == 0) the single matrix w0.
+__device__ __forceinline__ const uint8_t* block_matrix(const uint8_t* w0, const uint8_t* w1,
+                                                       int64_t expert_bytes,
+                                                       const ExpertList& list) {
+  const int nm = w1 ? 2 : 1;
+  const int mat = (int)blockIdx.y % nm, ei = (int)blockIdx.y / nm;
+  const int64_t expert = list.n > 0 ? list.ids[ei] : 0;
+  return (mat == 0 ? w0 : w1) + expert * expert_bytes;
+}
+
 // Eight consecutive values per thread (one block of every format holds a multiple of 8), grid
 // over rows * cols / 8, blockIdx.y selects (expert, matrix) for stacked tensors.
 template <uint32_t T, class Out>
 __global__ void dequant_kernel(const uint8_t* w0, const uint8_t* w1, int64_t expert_bytes,
                                int64_t row_bytes, int64_t rows, int64_t cols, ExpertList list,
                                Out* out) {
-  const int nm = w1 ? 2 : 1;
-  const int mat = (int)blockIdx.y % nm, ei = (int)blockIdx.y / nm;
-  const int64_t expert = list.n > 0 ? list.ids[ei] : 0;
-  const uint8_t* base = (mat == 0 ? w0 : w1) + expert * expert_bytes;
+  const uint8_t* base = block_matrix(w0, w1, expert_bytes, list);
   Out* o = out + (int64_t)blockIdx.y * rows * cols;
   const int64_t per_row = cols / 8, total = rows * per_row;
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total;
@@ -65,10 +73,7 @@ template <class Out>
 __global__ void dequant_iq2xxs_kernel(const uint8_t* w0, const uint8_t* w1, int64_t expert_bytes,
                                       int64_t row_bytes, int64_t rows, int64_t cols,
                                       ExpertList list, Out* out) {
-  const int nm = w1 ? 2 : 1;
-  const int mat = (int)blockIdx.y % nm, ei = (int)blockIdx.y / nm;
-  const int64_t expert = list.n > 0 ? list.ids[ei] : 0;
-  const uint8_t* base = (mat == 0 ? w0 : w1) + expert * expert_bytes;
+  const uint8_t* base = block_matrix(w0, w1, expert_bytes, list);
   Out* o = out + (int64_t)blockIdx.y * rows * cols;
   const int64_t per_row = cols / 32, total = rows * per_row;
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total;
@@ -102,10 +107,7 @@ template <class Out>
 __global__ void dequant_q2k_kernel(const uint8_t* w0, const uint8_t* w1, int64_t expert_bytes,
                                    int64_t row_bytes, int64_t rows, int64_t cols, ExpertList list,
                                    Out* out) {
-  const int nm = w1 ? 2 : 1;
-  const int mat = (int)blockIdx.y % nm, ei = (int)blockIdx.y / nm;
-  const int64_t expert = list.n > 0 ? list.ids[ei] : 0;
-  const uint8_t* base = (mat == 0 ? w0 : w1) + expert * expert_bytes;
+  const uint8_t* base = block_matrix(w0, w1, expert_bytes, list);
   Out* o = out + (int64_t)blockIdx.y * rows * cols;
   const int64_t per_row = cols / 16, total = rows * per_row;
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total;

@@ -2,11 +2,11 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 
 #include "cuda/cuda_check.h"
 #include "cuda/mv_kernel.cuh"
 #include "cuda/mv_launch.h"
+#include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::mv {
 
@@ -54,35 +54,6 @@ int resident_ctas_per_sm(int threads, size_t smem) {
   return n;
 }
 
-// Programmatic dependent launch of the fast kernels (pdl.cuh): on by default, DSV4_PDL=0 turns
-// it off (every launch then waits for its predecessor to finish, as before).
-inline bool pdl_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("DSV4_PDL");
-    return !(e && e[0] == '0');
-  }();
-  return on;
-}
-
-template <auto Kernel>
-void launch_pdl(unsigned grid, int threads, size_t smem, cudaStream_t s, const Params& p) {
-  if (!pdl_enabled()) {
-    Kernel<<<grid, threads, smem, s>>>(p);
-    return;
-  }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3((unsigned)threads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  DSV4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, Kernel, p));
-}
-
 template <class F, int NB, bool kSmemX>
 void launch_persist_v(const Launch& l, cudaStream_t s) {
   constexpr auto K = mv_persist_kernel<F, NB, kSmemX>;
@@ -92,7 +63,7 @@ void launch_persist_v(const Launch& l, cudaStream_t s) {
   int64_t grid = (int64_t)occ * (l.sm_count > 0 ? l.sm_count : 1);
   grid = std::min(grid, (l.ctas + wpc - 1) / wpc);
   if (grid < 1) grid = 1;
-  launch_pdl<K>(static_cast<unsigned>(grid), l.threads, l.smem, s, l.p);
+  launch_k(K, static_cast<unsigned>(grid), l.threads, l.smem, s, l.p);  // pdl.cuh
 }
 
 template <class F, int NB, bool kBulk, bool kSmemX>
@@ -102,7 +73,7 @@ void launch_fast_v(const Launch& l, cudaStream_t s) {
   }
   constexpr auto K = mv_fast_kernel<F, NB, kBulk, kSmemX>;
   ensure_smem_limit<K>(l.smem);
-  launch_pdl<K>(static_cast<unsigned>(l.ctas), l.threads, l.smem, s, l.p);
+  launch_k(K, static_cast<unsigned>(l.ctas), l.threads, l.smem, s, l.p);
 }
 
 template <class F, int NB>

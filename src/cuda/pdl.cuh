@@ -26,9 +26,10 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// Launches `kernel` on `s` with programmatic stream serialization (see pdl.cuh): the kernel's
-// blocks may be scheduled while its predecessor finishes; the forward kernels call pdl_wait()
-// before touching memory, so this only hides the launch gap. DSV4_PDL=0: plain launches.
+// Launches `kernel` on `s` with programmatic stream serialization: its blocks may be scheduled
+// while its predecessor finishes, so the kernel must follow the rules above (the forward kernels
+// wait first, which hides the launch gap; the matvec kernels start their weight copies before
+// waiting). DSV4_PDL=0: plain launches.
 inline bool pdl_launches_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("DSV4_PDL");

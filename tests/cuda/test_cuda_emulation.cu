@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "test_seed.h"
 #include "core/ggml_type.h"
 #include "cuda/mv_fmt_f16.cuh"
 #include "cuda/mv_fmt_f32.cuh"
@@ -34,16 +35,7 @@ namespace {
 using dsv4::GgmlType;
 namespace mv = dsv4::cuda::mv;
 
-uint64_t run_seed() {
-  static const uint64_t seed = [] {
-    uint64_t s = 0;
-    if (const char* e = std::getenv("DSV4_TEST_SEED")) s = std::strtoull(e, nullptr, 10);
-    else s = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count();
-    std::printf("[   seed   ] DSV4_TEST_SEED=%" PRIu64 "\n", s);
-    return s;
-  }();
-  return seed;
-}
+using dsv4::test::run_seed;
 
 struct Problem {
   GgmlType t;

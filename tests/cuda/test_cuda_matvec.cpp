@@ -38,6 +38,7 @@
 #include "cuda/matvec.h"
 #include "cuda/mv_plan.h"
 #include "quant/quant.h"
+#include "test_seed.h"
 
 namespace {
 
@@ -45,18 +46,7 @@ using dsv4::GgmlType;
 namespace cu = dsv4::cuda;
 namespace mv = dsv4::cuda::mv;
 
-uint64_t run_seed() {
-  static const uint64_t seed = [] {
-    uint64_t s = 0;
-    if (const char* e = std::getenv("DSV4_TEST_SEED"))
-      s = std::strtoull(e, nullptr, 10);
-    else
-      s = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count();
-    std::printf("[   seed   ] DSV4_TEST_SEED=%" PRIu64 "\n", s);
-    return s;
-  }();
-  return seed;
-}
+using dsv4::test::run_seed;
 uint64_t mix(uint64_t a, uint64_t b) {
   uint64_t z = a + 0x9e3779b97f4a7c15ull * (b + 1);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;

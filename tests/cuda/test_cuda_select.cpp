@@ -21,23 +21,13 @@
 
 #include "cuda/device.h"
 #include "cuda/fwd_kernels.h"
+#include "test_seed.h"
 
 namespace {
 
 namespace cu = dsv4::cuda;
 
-uint64_t run_seed() {
-  static const uint64_t seed = [] {
-    uint64_t s = 0;
-    if (const char* e = std::getenv("DSV4_TEST_SEED"))
-      s = std::strtoull(e, nullptr, 10);
-    else
-      s = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count();
-    std::printf("[   seed   ] DSV4_TEST_SEED=%" PRIu64 "\n", s);
-    return s;
-  }();
-  return seed;
-}
+using dsv4::test::run_seed;
 
 #define REQUIRE_GPU() \
   if (cu::device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped"
