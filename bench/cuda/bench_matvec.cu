@@ -95,6 +95,7 @@ struct Case {
   bool per_slot_x = false;
   int per_token_q2 = 0;  // launches per decoded token, q2 layout
   int per_token_q4 = 0;  // launches per decoded token, q4 layout
+  bool x8 = false;       // MatvecOp::x8 (int8 x)
 };
 
 std::vector<Case> decode_cases() {
@@ -127,6 +128,11 @@ std::vector<Case> decode_cases() {
   c.push_back({"output_hc_fn", F16, 4, 16384, 1, 1, false, false, 1, 1});
   // one expert matrix alone (per-format numbers, not in the per-token sum)
   c.push_back({"one expert gate", GgmlType::IQ2_XXS, 2048, 4096, 1, 1, false, false, 0, 0});
+  // the int8-x variant (CudaOptions::decode_x8), not in the per-token sum
+  c.push_back(
+      {"exps gate+up x6 int8-x", GgmlType::IQ2_XXS, 2048, 4096, 2, 6, true, false, 0, 0, true});
+  c.push_back(
+      {"one expert gate int8-x", GgmlType::IQ2_XXS, 2048, 4096, 1, 1, false, false, 0, 0, true});
   c.push_back({"one expert down", GgmlType::Q2_K, 4096, 2048, 1, 1, false, false, 0, 0});
   c.push_back({"one expert gate", GgmlType::Q4_K, 2048, 4096, 1, 1, false, false, 0, 0});
   c.push_back({"one expert down", GgmlType::Q4_K, 4096, 2048, 1, 1, false, false, 0, 0});
@@ -315,6 +321,7 @@ int main(int argc, char** argv) {
         op.x = dx.as<float>();
         op.x_slot_stride = c.per_slot_x ? c.cols : 0;
         op.y = dy.as<float>();
+        op.x8 = c.x8;
         return op;
       };
       const std::string plan = cu::matvec_describe(op_for(0));

@@ -203,6 +203,12 @@ struct CudaModel::Impl {
   std::vector<Stream> side;
   std::vector<std::unique_ptr<gemm::Blas>> side_blas;
   Event ev_ready[2], ev_done[2], ev_side[kSide];
+  // Decode branches (par_decode): a layer's independent products run on the side streams beside
+  // the query path, forked from and joined back to `stream` through these events (graph branches
+  // when captured). DSV4_CUDA_PAR=0, or the stage profiler, keeps decode on one stream.
+  bool par_decode = true;
+  Event ev_fork[kSide], ev_join[kSide];
+  DeviceBuffer sgu, sh;  // the shared expert's gate/up and SwiGLU rows of a decode step
   std::vector<int32_t> host_slots;
 
   Impl(const DeviceModel& m, CudaOptions op) : dm(m), c(m.cfg), opt(op) {
@@ -289,6 +295,13 @@ struct CudaModel::Impl {
     z = scratch<float>(B * D);
     logits = scratch<float>(B * c.n_vocab);
     amax = scratch<int32_t>(1);
+    side.resize(kSide);
+    if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
+    if (prof.on) par_decode = false;  // stage events on one stream
+    int64_t shexp_ff = 1;
+    for (const LayerDev& d : layers) shexp_ff = std::max(shexp_ff, d.L->gate_shexp.rows());
+    sgu = scratch<float>(2 * shexp_ff);
+    sh = scratch<float>(shexp_ff);
     if (B > 1) {
       if (const char* e = std::getenv("DSV4_CUDA_MOE_GROUP")) moe_gn = std::atoi(e);
       if (moe_gn < 0 || moe_gn > 8) fail("DSV4_CUDA_MOE_GROUP must be 0..8, got {}", moe_gn);
@@ -308,10 +321,10 @@ struct CudaModel::Impl {
     if (opt.prefill_gemm && B >= opt.gemm_min_tokens && B > 1) init_gemm();
     // Poison (NaN) every float scratch buffer: a kernel reading what no step wrote shows up as
     // NaN logits in the tests.
-    for (DeviceBuffer* b :
-         {&X,      &mixes, &post, &comb,    &xin,   &qa, &qr,     &q,       &kv, &kvn, &ckv,  &csc,
-          &pooled, &ikv,   &isc,  &ipooled, &iq,    &iw, &scores, &o,       &u,  &f,   &rlog, &wts,
-          &xrep,   &gu,    &h,    &contrib, &shout, &z,  &logits, &att_part})
+    for (DeviceBuffer* b : {&X,       &mixes, &post, &comb,   &xin,      &qa,  &qr,      &q,  &kv,
+                            &kvn,     &ckv,   &csc,  &pooled, &ikv,      &isc, &ipooled, &iq, &iw,
+                            &scores,  &o,     &u,    &f,      &rlog,     &wts, &xrep,    &gu, &h,
+                            &contrib, &shout, &z,    &logits, &att_part, &sgu, &sh})
       b->fill_bytes(0xff);
     sel.fill_bytes(0);
     ids.fill_bytes(0);
@@ -351,7 +364,6 @@ struct CudaModel::Impl {
           4 * c.idx_n_head * idx_cap,
           std::min<int64_t>((int64_t)256 << 20, 4 * B * c.idx_n_head * idx_cap)));
     blas = std::make_unique<gemm::Blas>(stream.get());
-    side.resize(kSide);
     for (int k = 0; k < kSide; ++k)
       side_blas.push_back(std::make_unique<gemm::Blas>(side[k].get()));
   }
@@ -474,8 +486,8 @@ struct CudaModel::Impl {
     blas->bf16_nt(w, xq.as<gemm::bf16>(), shout.as<float>(), D, F, n, F, D);
   }
 
-  // y[n][rows] = W x[n][cols], in launches of 8 vectors per slot.
-  void mv(const TensorRef& w, const float* x, int64_t n, float* y) const {
+  // y[n][rows] = W x[n][cols], in launches of 8 vectors per slot (on `s`, default the stream).
+  void mv(const TensorRef& w, const float* x, int64_t n, float* y, cudaStream_t s = nullptr) const {
     const int64_t rows = w.rows(), cols = w.cols();
     int64_t done = 0;
     while (done < n) {
@@ -496,7 +508,7 @@ struct CudaModel::Impl {
         op.nb = (int)(n - done);
         done = n;
       }
-      matvec_run(op, stream.get());
+      matvec_run(op, s ? s : stream.get());
     }
   }
 
@@ -521,6 +533,7 @@ struct CudaModel::Impl {
     prof.mark("exp_gate_up", cs);
     MatvecOp op;
     op.type = L.gate_exps.type;
+    op.x8 = opt.decode_x8;
     op.w[0] = L.gate_exps.data;
     op.w[1] = L.up_exps.data;
     op.n_mats = 2;
@@ -562,6 +575,65 @@ struct CudaModel::Impl {
     matvec_run(dn, cs);
   }
 
+  // y0 = W0 x and y1 = W1 x for one token on `s`: one launch when the two matrices share type
+  // and geometry (the compressors' kv and gate), else two.
+  void mv_pair(const TensorRef& w0, const TensorRef& w1, const float* x, float* y0, float* y1,
+               cudaStream_t s) const {
+    if (w0.type != w1.type || w0.rows() != w1.rows() || w0.cols() != w1.cols()) {
+      mv(w0, x, 1, y0, s);
+      mv(w1, x, 1, y1, s);
+      return;
+    }
+    MatvecOp op;
+    op.type = w0.type;
+    op.w[0] = w0.data;
+    op.w[1] = w1.data;
+    op.n_mats = 2;
+    op.rows = w0.rows();
+    op.cols = w0.cols();
+    op.x = x;
+    op.y = y0;
+    // Matrix 1's outputs go to y1: a distance in floats between two scratch buffers (both
+    // 4-byte aligned device allocations, so the byte distance is a multiple of 4).
+    op.y_mat_stride = (int64_t)(reinterpret_cast<uintptr_t>(y1) - reinterpret_cast<uintptr_t>(y0)) /
+                      (int64_t)sizeof(float);
+    matvec_run(op, s);
+  }
+
+  // Fork/join of the decode branches: fork(k) makes side stream k continue after what `stream`
+  // has queued so far; join_all() makes `stream` wait for every forked side stream.
+  struct Branches {
+    const Impl& m;
+    bool on;
+    bool forked[kSide] = {};
+    cudaStream_t at(int k) const { return on ? m.side[k].get() : m.stream.get(); }
+    void fork(int k) {
+      if (!on) return;
+      m.ev_fork[k].record(m.stream.get());
+      DSV4_CUDA_CHECK(cudaStreamWaitEvent(m.side[k].get(), m.ev_fork[k].get(), 0));
+      forked[k] = true;
+    }
+    void join(int k) {
+      if (!on || !forked[k]) return;
+      m.ev_join[k].record(m.side[k].get());
+      DSV4_CUDA_CHECK(cudaStreamWaitEvent(m.stream.get(), m.ev_join[k].get(), 0));
+      forked[k] = false;
+    }
+    void join_all() {
+      for (int k = 0; k < kSide; ++k) join(k);
+    }
+  };
+
+  // The shared expert of one token on `s`, in its own scratch (sgu, sh) so that it can run
+  // beside the routed experts: gate and up in one launch, SwiGLU, down into shout.
+  void shared_decode(const LayerWeights& L, float clamp, cudaStream_t s) {
+    const int64_t F = L.gate_shexp.rows();
+    mv_pair(L.gate_shexp, L.up_shexp, xin.as<float>(), sgu.as<float>(), sgu.as<float>() + F, s);
+    fwd::swiglu(sgu.as<float>(), sgu.as<float>() + F, nullptr, 1, (int)c.n_expert_used, 1, (int)F,
+                clamp, sh.as<float>(), s);
+    mv(L.down_shexp, sh.as<float>(), 1, shout.as<float>(), s);
+  }
+
   void layer(SessionImpl& s, uint32_t li, int n, bool capture, int64_t host_p0) {
     const LayerDev& d = layers[li];
     const LayerWeights& L = *d.L;
@@ -582,73 +654,105 @@ struct CudaModel::Impl {
     fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(L.hc_attn_base), fptr(L.hc_attn_scale),
                 fptr(L.attn_norm), n, D, hc, (int)c.hc_sinkhorn_iters, eps, c.hc_eps,
                 post.as<float>(), comb.as<float>(), xin.as<float>(), cs);
+    // One token: the kv row (branch 0), the compressor (1) and the indexer's compressor and head
+    // weights (2) need only xin, and q_b (3) only qr: they run beside the indexer's query path.
+    Branches br{*this, n == 1 && par_decode};
+    const bool one = n == 1;
+    br.fork(0);
+    M("kv");
+    if (one)
+      mv(L.kv, xin.as<float>(), 1, kv.as<float>(), br.at(0));
+    else
+      proj(L.kv, xin.as<float>(), n, kv.as<float>());
+    M("kv_norm_rope");
+    fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
+                      kvn.as<float>(), one ? st.raw.as<float>() : nullptr, W, br.at(0));
+    if (d.ratio) {
+      br.fork(1);
+      M("comp_kv_gate");
+      if (one) {
+        mv_pair(L.comp_kv, L.comp_gate, xin.as<float>(), ckv.as<float>(), csc.as<float>(),
+                br.at(1));
+      } else {
+        proj(L.comp_kv, xin.as<float>(), n, ckv.as<float>());
+        proj(L.comp_gate, xin.as<float>(), n, csc.as<float>());
+      }
+      M("compressor");
+      fwd::compressor(ckv.as<float>(), csc.as<float>(), d.comp_ape.as<float>(), n, (int)d.ratio, hd,
+                      P, st.ckv.as<float>(), st.csc.as<float>(), pooled.as<float>(), br.at(1));
+      M("compressor_emit");
+      fwd::compressor_emit(pooled.as<float>(), fptr(L.comp_norm), n, (int)d.ratio, hd, rd, d.freqs,
+                           P, eps, 0, opt.qat, st.comp.as<float>(), br.at(1));
+    }
+    const int64_t max_visible = (host_p0 + n) / 4;
+    const bool idx_query = d.ratio == 4 && (capture || max_visible > topk);
+    if (d.ratio == 4) {
+      br.fork(2);
+      M("idx_kv_gate");
+      if (one) {
+        mv_pair(L.idx_kv, L.idx_gate, xin.as<float>(), ikv.as<float>(), isc.as<float>(), br.at(2));
+      } else {
+        proj(L.idx_kv, xin.as<float>(), n, ikv.as<float>());
+        proj(L.idx_gate, xin.as<float>(), n, isc.as<float>());
+      }
+      M("idx_compressor");
+      fwd::compressor(ikv.as<float>(), isc.as<float>(), d.idx_ape.as<float>(), n, 4, ID, P,
+                      st.ikv.as<float>(), st.isc.as<float>(), ipooled.as<float>(), br.at(2));
+      fwd::compressor_emit(ipooled.as<float>(), fptr(L.idx_norm), n, 4, ID, rd, d.freqs, P, eps, 1,
+                           opt.qat, st.idx.as<float>(), br.at(2));
+      if (idx_query) {
+        M("idx_proj");
+        if (one)
+          mv(L.idx_proj, xin.as<float>(), 1, iw.as<float>(), br.at(2));
+        else
+          proj(L.idx_proj, xin.as<float>(), n, iw.as<float>());
+      }
+    }
     M("q_a");
     proj(L.q_a, xin.as<float>(), n, qa.as<float>());
     M("q_a_norm");
     fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
+    br.fork(3);
     M("q_b");
-    proj(L.q_b, qr.as<float>(), n, q.as<float>());
+    if (one)
+      mv(L.q_b, qr.as<float>(), 1, q.as<float>(), br.at(3));
+    else
+      proj(L.q_b, qr.as<float>(), n, q.as<float>());
     M("q_norm_rope");
-    fwd::q_norm_rope(q.as<float>(), n, H, hd, rd, d.freqs, P, eps, cs);
-    M("kv");
-    proj(L.kv, xin.as<float>(), n, kv.as<float>());
-    M("kv_norm_rope");
-    fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
-                      kvn.as<float>(), n == 1 ? st.raw.as<float>() : nullptr, W, cs);
-    if (d.ratio) {
-      M("comp_kv_gate");
-      proj(L.comp_kv, xin.as<float>(), n, ckv.as<float>());
-      proj(L.comp_gate, xin.as<float>(), n, csc.as<float>());
-      M("compressor");
-      fwd::compressor(ckv.as<float>(), csc.as<float>(), d.comp_ape.as<float>(), n, (int)d.ratio, hd,
-                      P, st.ckv.as<float>(), st.csc.as<float>(), pooled.as<float>(), cs);
-      M("compressor_emit");
-      fwd::compressor_emit(pooled.as<float>(), fptr(L.comp_norm), n, (int)d.ratio, hd, rd, d.freqs,
-                           P, eps, 0, opt.qat, st.comp.as<float>(), cs);
-    }
-    if (d.ratio == 4) {
-      M("idx_kv_gate");
-      proj(L.idx_kv, xin.as<float>(), n, ikv.as<float>());
-      proj(L.idx_gate, xin.as<float>(), n, isc.as<float>());
-      M("idx_compressor");
-      fwd::compressor(ikv.as<float>(), isc.as<float>(), d.idx_ape.as<float>(), n, 4, ID, P,
-                      st.ikv.as<float>(), st.isc.as<float>(), ipooled.as<float>(), cs);
-      fwd::compressor_emit(ipooled.as<float>(), fptr(L.idx_norm), n, 4, ID, rd, d.freqs, P, eps, 1,
-                           opt.qat, st.idx.as<float>(), cs);
-      const int64_t max_visible = (host_p0 + n) / 4;
-      if (capture || max_visible > topk) {
-        M("idx_q_proj");
-        proj(L.idx_q_b, qr.as<float>(), n, iq.as<float>());
-        proj(L.idx_proj, xin.as<float>(), n, iw.as<float>());
-        M("idx_q");
-        fwd::idx_q(iq.as<float>(), n, IH, ID, rd, d.freqs, P, opt.qat, cs);
-        const int grid_rows = (int)(capture ? idx_cap : max_visible);
-        M("idx_scores");
-        if (use_gemm(n)) {
-          // f32 GEMM of T tokens' queries with the visible rows at a time, then the ReLU-weighted
-          // sum over heads.
-          const int64_t per_tok = (int64_t)IH * grid_rows;
-          const int64_t T = std::max<int64_t>(1, (int64_t)(idx_dots.size() / 4) / per_tok);
-          for (int64_t t0 = 0; t0 < n; t0 += T) {
-            const int64_t nt = std::min<int64_t>(T, n - t0);
-            blas->f32_nt(st.idx.as<float>(), iq.as<float>() + t0 * IH * ID, idx_dots.as<float>(),
-                         grid_rows, ID, nt * IH, ID, grid_rows);
-            fwd::idx_reduce(idx_dots.as<float>(), iw.as<float>() + t0 * IH, (int)nt, IH, grid_rows,
-                            idx_wscale, P, (int)t0, topk, (int)idx_cap,
-                            scores.as<float>() + t0 * idx_cap, cs);
-          }
-        } else {
-          fwd::idx_scores(iq.as<float>(), iw.as<float>(), st.idx.as<float>(), n, IH, ID, topk,
-                          idx_wscale, P, grid_rows, (int)idx_cap, scores.as<float>(), cs);
+    fwd::q_norm_rope(q.as<float>(), n, H, hd, rd, d.freqs, P, eps, br.at(3));
+    if (idx_query) {
+      M("idx_q_proj");
+      proj(L.idx_q_b, qr.as<float>(), n, iq.as<float>());
+      M("idx_q");
+      fwd::idx_q(iq.as<float>(), n, IH, ID, rd, d.freqs, P, opt.qat, cs);
+      br.join(2);  // the indexer rows and head weights
+      const int grid_rows = (int)(capture ? idx_cap : max_visible);
+      M("idx_scores");
+      if (use_gemm(n)) {
+        // f32 GEMM of T tokens' queries with the visible rows at a time, then the ReLU-weighted
+        // sum over heads.
+        const int64_t per_tok = (int64_t)IH * grid_rows;
+        const int64_t T = std::max<int64_t>(1, (int64_t)(idx_dots.size() / 4) / per_tok);
+        for (int64_t t0 = 0; t0 < n; t0 += T) {
+          const int64_t nt = std::min<int64_t>(T, n - t0);
+          blas->f32_nt(st.idx.as<float>(), iq.as<float>() + t0 * IH * ID, idx_dots.as<float>(),
+                       grid_rows, ID, nt * IH, ID, grid_rows);
+          fwd::idx_reduce(idx_dots.as<float>(), iw.as<float>() + t0 * IH, (int)nt, IH, grid_rows,
+                          idx_wscale, P, (int)t0, topk, (int)idx_cap,
+                          scores.as<float>() + t0 * idx_cap, cs);
         }
-        M("idx_topk");
-        if (n == 1 && !topk_ws.empty())
-          fwd::idx_topk_large(scores.as<float>(), topk, P, grid_rows, topk_ws.data(),
-                              sel.as<int32_t>(), cs);
-        else
-          fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs);
+      } else {
+        fwd::idx_scores(iq.as<float>(), iw.as<float>(), st.idx.as<float>(), n, IH, ID, topk,
+                        idx_wscale, P, grid_rows, (int)idx_cap, scores.as<float>(), cs);
       }
+      M("idx_topk");
+      if (n == 1 && !topk_ws.empty())
+        fwd::idx_topk_large(scores.as<float>(), topk, P, grid_rows, topk_ws.data(),
+                            sel.as<int32_t>(), cs);
+      else
+        fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs);
     }
+    br.join_all();
     M("attention");
     fwd::attention(q.as<float>(), kvn.as<float>(), st.raw.as<float>(),
                    d.ratio ? st.comp.as<float>() : nullptr, sel.as<int32_t>(), fptr(L.sinks), n, H,
@@ -698,6 +802,13 @@ struct CudaModel::Impl {
     fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(L.hc_ffn_base), fptr(L.hc_ffn_scale),
                 fptr(L.ffn_norm), n, D, hc, (int)c.hc_sinkhorn_iters, eps, c.hc_eps,
                 post.as<float>(), comb.as<float>(), xin.as<float>(), cs);
+    // One token: the shared expert (branch 0, its own scratch) runs beside the router and the
+    // routed experts.
+    Branches fb{*this, n == 1 && par_decode};
+    if (fb.on) {
+      fb.fork(0);
+      shared_decode(L, d.clamp, fb.at(0));
+    }
     M("gate_inp");
     proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
     M("router");
@@ -722,6 +833,7 @@ struct CudaModel::Impl {
       {
         MatvecOp op;
         op.type = L.gate_exps.type;
+        op.x8 = opt.decode_x8;
         op.w[0] = L.gate_exps.data;
         op.w[1] = L.up_exps.data;
         op.n_mats = 2;
@@ -756,7 +868,9 @@ struct CudaModel::Impl {
       }
     }
     M("shexp_gate_up");
-    if (use_gemm(n)) {
+    if (fb.on) {
+      fb.join_all();
+    } else if (use_gemm(n)) {
       shared_gemm(L, n, d.clamp);
     } else if (n <= 8 && L.gate_shexp.type == L.up_shexp.type &&
                L.gate_shexp.rows() == L.up_shexp.rows() &&
@@ -778,7 +892,7 @@ struct CudaModel::Impl {
       mv(L.gate_shexp, xin.as<float>(), n, gu.as<float>());
       mv(L.up_shexp, xin.as<float>(), n, gu.as<float>() + (int64_t)n * F);
     }
-    if (!use_gemm(n)) {
+    if (!use_gemm(n) && !fb.on) {
       M("swiglu");
       fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)n * F, nullptr, n, k, n, F, d.clamp,
                   h.as<float>(), cs);
@@ -1006,6 +1120,7 @@ uint64_t CudaModel::scratch_bytes(const ModelConfig& c, const CudaOptions& opt) 
   }
   uint64_t bytes = 4 * floats;
   bytes += 4ull * (uint64_t)(H * 128 * (hd + 4));  // decode attention partials (most splits)
+  bytes += 4ull * (uint64_t)(3 * F);               // the shared expert of a decode step
   if (opt.prefill_gemm && B >= opt.gemm_min_tokens && B > 1) {
     const int64_t dense = std::max(
         {QL * D, H * hd * QL, G * OL * (H * hd / std::max<int64_t>(G, 1)), D * G * OL, 2 * F * D});

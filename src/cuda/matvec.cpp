@@ -78,7 +78,8 @@ Prepared prepare(const MatvecOp& op) {
   s.n_mats = op.n_mats;
   s.n_slots = op.n_slots;
   s.per_slot_x = op.n_slots > 1 && op.x_slot_stride != 0;
-  const auto geom = mv::format_geom(op.type);
+  s.x8 = op.x8;
+  const auto geom = mv::format_geom(op.type, op.x8);
   bool ok = op.path == MatvecPath::kAuto && geom.has_value();
   if (ok) {
     const size_t g = (size_t)geom->copy_bytes;
@@ -147,7 +148,8 @@ void matvec_run(const MatvecOp& op, cudaStream_t stream) {
     case GgmlType::Q2_K:
       return mv::launch_q2_k(l, op.nb, stream);
     case GgmlType::IQ2_XXS:
-      return mv::launch_iq2_xxs(l, op.nb, stream);
+      return plan.x8 ? mv::launch_iq2_xxs_x8(l, op.nb, stream)
+                     : mv::launch_iq2_xxs(l, op.nb, stream);
     case GgmlType::F16:
       return mv::launch_f16(l, op.nb, stream);
     case GgmlType::BF16:

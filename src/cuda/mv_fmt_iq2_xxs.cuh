@@ -123,4 +123,85 @@ struct FmtIQ2_XXS {
   }
 };
 
+// The int8-x variant (FormatGeom::x8, MatvecOp::x8): x arrives as int8 per 32 values with one
+// scale each (X8). A group's 32 weights are built as signed bytes: the grid entry's 8 magnitude
+// bytes (8, 25, 43) come from a 2 KiB shared table as two words; the 8 signs (7-bit index +
+// parity) become per-byte ones o (0x01 where negative, one multiply spreads 4 bits to 4 bytes) and
+// masks m = o * 0xFF, so that (g ^ m) + o negates exactly the masked bytes (256 - g has no carry
+// for g >= 8). Four dp4a per 8 values and vector give the exact integer sum, and y += d_group *
+// (x scale * sum). The signs are computed, not looked up: a second random-index table load per 8
+// values made shared memory the bottleneck (slower than the f32 decoder).
+struct X8Table {
+  uint32_t v[512];
+};
+constexpr X8Table make_x8_table() {
+  X8Table t{};
+  for (int i = 0; i < 256; ++i) {
+    t.v[2 * i] = (uint32_t)quant::detail::kIq2xxsGrid[i];
+    t.v[2 * i + 1] = (uint32_t)(quant::detail::kIq2xxsGrid[i] >> 32);
+  }
+  return t;
+}
+inline constexpr X8Table kX8Table = make_x8_table();
+namespace {
+__device__ const X8Table g_x8_table = make_x8_table();
+}  // namespace
+
+struct FmtIQ2_XXS_X8 {
+  static constexpr FormatGeom kGeom = kGeomIQ2_XXS_X8;
+  static constexpr bool kDenormal = false;
+  static constexpr bool kOptionalSmemX = false;
+
+  DSV4_HD static uint32_t table_word(int i) {
+#ifdef __CUDA_ARCH__
+    return g_x8_table.v[i];
+#else
+    return kX8Table.v[i];
+#endif
+  }
+
+  template <int NB>
+  DSV4_HD static void dot(const uint32_t (&w)[33], const X8& x, const uint32_t* tab,
+                          float (&acc)[NB]) {
+    DSV4_UNROLL
+    for (int b = 0; b < 2; ++b) {
+      const float d = f16_bits_to_f32(b == 0 ? w[0] : (w[16] >> 16));
+      DSV4_UNROLL
+      for (int g = 0; g < 8; ++g) {
+        const uint32_t A = b == 0 ? funnel_r(w[2 * g], w[2 * g + 1], 16) : w[17 + 2 * g];
+        const uint32_t B = b == 0 ? funnel_r(w[2 * g + 1], w[2 * g + 2], 16) : w[18 + 2 * g];
+        const float db = fmul_rn(fmul_rn(d, fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
+        int is[NB];
+        DSV4_UNROLL
+        for (int v = 0; v < NB; ++v) is[v] = 0;
+        DSV4_UNROLL
+        for (int l = 0; l < 4; ++l) {
+          const uint32_t gi = (A >> (8 * l)) & 0xFFu;
+          const uint32_t s7 = (B >> (7 * l)) & 127u;
+          const uint32_t m8 = s7 | ((popc(s7) & 1u) << 7);                 // ksigns_iq2xs[s7]
+          const uint32_t olo = ((m8 & 0xFu) * 0x00204081u) & 0x01010101u;  // bit j -> byte j
+          const uint32_t ohi = ((m8 >> 4) * 0x00204081u) & 0x01010101u;
+#ifdef __CUDA_ARCH__
+          const uint2 gw = reinterpret_cast<const uint2*>(tab)[gi];
+#else
+          const struct { uint32_t x, y; } gw{tab[2 * gi], tab[2 * gi + 1]};
+#endif
+          const uint32_t wlo = (gw.x ^ (olo * 0xFFu)) + olo;
+          const uint32_t whi = (gw.y ^ (ohi * 0xFFu)) + ohi;
+          DSV4_UNROLL
+          for (int v = 0; v < NB; ++v) {
+            uint32_t xlo, xhi;
+            x.q(v, 256 * b + 32 * g + 8 * l, xlo, xhi);
+            is[v] = dp4a_s8(wlo, xlo, is[v]);
+            is[v] = dp4a_s8(whi, xhi, is[v]);
+          }
+        }
+        DSV4_UNROLL
+        for (int v = 0; v < NB; ++v)
+          acc[v] = fma_f(db, x.scale(v, 8 * b + g) * (float)is[v], acc[v]);
+      }
+    }
+  }
+};
+
 }  // namespace dsv4::cuda::mv

@@ -160,9 +160,64 @@ struct XGlobal {
   }
 };
 
+// Signed 8-bit dot product of four byte lanes, accumulated into c (dp4a).
+DSV4_HD int dp4a_s8(uint32_t a, uint32_t b, int c) {
+#ifdef __CUDA_ARCH__
+  return __dp4a((int)a, (int)b, c);
+#else
+  for (int j = 0; j < 4; ++j) c += (int)(int8_t)(a >> (8 * j)) * (int)(int8_t)(b >> (8 * j));
+  return c;
+#endif
+}
+
+// x staged as int8 (FormatGeom::x8): unit bytes [0, unit_values) hold the values, then one f32
+// scale per 32 values; vs = bytes between vectors. q(v, i) returns the 8 int8 values [i, i+8)
+// (i a multiple of 8) as two words, scale(v, k) the scale of values [32k, 32k+32).
+struct X8 {
+  const unsigned char* p;
+  int64_t vs;
+  int unit_values;
+  DSV4_HD void q(int v, int i, uint32_t& lo, uint32_t& hi) const {
+#ifdef __CUDA_ARCH__
+    const uint2 w = *reinterpret_cast<const uint2*>(p + v * vs + i);
+    lo = w.x;
+    hi = w.y;
+#else
+    std::memcpy(&lo, p + v * vs + i, 4);
+    std::memcpy(&hi, p + v * vs + i + 4, 4);
+#endif
+  }
+  DSV4_HD float scale(int v, int k) const {
+#ifdef __CUDA_ARCH__
+    return reinterpret_cast<const float*>(p + v * vs + unit_values)[k];
+#else
+    float f;
+    std::memcpy(&f, p + v * vs + unit_values + 4 * k, 4);
+    return f;
+#endif
+  }
+};
+
+// int8 quantization of 32 values for X8 (the CPU reference of the tests does the same): scale
+// = absmax / 127, q = rint(x * (127 / absmax)); all zero when absmax is 0.
+DSV4_HD float x8_scale(float amax) {
+  return amax / 127.0f;
+}
+DSV4_HD int x8_code(float x, float amax) {
+  if (!(amax > 0.0f)) return 0;
+  const float inv = 127.0f / amax;
+#ifdef __CUDA_ARCH__
+  return __float2int_rn(__fmul_rn(x, inv));
+#else
+  return (int)std::nearbyint(x * inv);
+#endif
+}
+
 // Work mapping of the fast kernel (see mv_params.h), shared with the host emulation.
 // Unit consumed by lane-in-row k of warp `warp` at step s.
-DSV4_HD int unit_of(int s, int ks, int warp, int lr_log2, int k) { return ((s * ks + warp) << lr_log2) + k; }
+DSV4_HD int unit_of(int s, int ks, int warp, int lr_log2, int k) {
+  return ((s * ks + warp) << lr_log2) + k;
+}
 // Byte offset (from the step's base: row 0 of the CTA, first unit of the step) of granule i of a
 // stage; rows past the last are clamped to it.
 template <int kPer, int kUnitBytes, int kCopy>

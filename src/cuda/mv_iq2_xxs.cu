@@ -8,4 +8,8 @@ void launch_iq2_xxs(const Launch& l, int nb, cudaStream_t s) {
   launch_fast<FmtIQ2_XXS>(l, nb, s, "mv_fast_kernel<IQ2_XXS>");
 }
 
+void launch_iq2_xxs_x8(const Launch& l, int nb, cudaStream_t s) {
+  launch_fast<FmtIQ2_XXS_X8>(l, nb, s, "mv_fast_kernel<IQ2_XXS x8>");
+}
+
 }  // namespace dsv4::cuda::mv

@@ -78,6 +78,12 @@ __device__ __forceinline__ void fence_mbar_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 
+// x_unit_bytes (a host constexpr function) as a compile-time constant usable in device code.
+template <class F>
+struct XUnitBytes {
+  static constexpr int value = x_unit_bytes(F::kGeom);
+};
+
 // kBulk: the ring is filled with cp.async.bulk (one copy per row segment of a step, or per lane
 // when slots are padded) completing on one mbarrier per (warp, stage); p.stages is the planner's.
 // Otherwise cp.async granules (FormatGeom::copy_bytes) with commit groups; p.stages == g.stages.
@@ -87,7 +93,39 @@ template <class F, int NB, bool kSmemX>
 __device__ __forceinline__ void stage_x_and_table(const Params& p, const float* xg,
                                                   unsigned char* smem) {
   constexpr FormatGeom g = F::kGeom;
-  if constexpr (kSmemX) {
+  if constexpr (kSmemX && g.x8) {
+    // int8 per 32 values (X8 layout): one thread per 32-value group, 8 float4 loads in flight.
+    // A NaN or infinity in a group makes its scale NaN, so that it reaches y as in the f32 path.
+    constexpr int kXU = XUnitBytes<F>::value;
+    constexpr int kG32 = g.unit_values / 32;
+    const int n32 = p.cols >> 5;
+    for (int j = threadIdx.x; j < NB * n32; j += blockDim.x) {
+      const int v = j / n32, gi = j - v * n32;
+      const float4* q = reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 32 * gi);
+      float4 r[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) r[e] = __ldg(q + e);
+      float amax = 0.0f, poison = 0.0f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        amax = fmaxf(
+            amax, fmaxf(fmaxf(fabsf(r[e].x), fabsf(r[e].y)), fmaxf(fabsf(r[e].z), fabsf(r[e].w))));
+        poison += ((r[e].x * 0.0f + r[e].y * 0.0f) + (r[e].z * 0.0f + r[e].w * 0.0f));
+      }
+      uint32_t pk[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        pk[e] = ((uint32_t)x8_code(r[e].x, amax) & 0xFFu) |
+                (((uint32_t)x8_code(r[e].y, amax) & 0xFFu) << 8) |
+                (((uint32_t)x8_code(r[e].z, amax) & 0xFFu) << 16) |
+                ((uint32_t)x8_code(r[e].w, amax) << 24);
+      const int uu = gi / kG32, k = gi - uu * kG32;
+      unsigned char* dst = smem + (int64_t)(v * p.units + uu) * kXU;
+      reinterpret_cast<uint4*>(dst + 32 * k)[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
+      reinterpret_cast<uint4*>(dst + 32 * k)[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
+      reinterpret_cast<float*>(dst + g.unit_values)[k] = x8_scale(amax) + poison;
+    }
+  } else if constexpr (kSmemX) {
     constexpr float kSc = F::kDenormal ? kXScale : 1.0f;
     // 16-value groups j of [NB][cols]: 4 float4 loads each, up to 4 groups per thread in flight
     // (a strided loop with one load per trip would serialize L2 latencies).
@@ -168,7 +206,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   constexpr bool kContig = g.slot_bytes == g.unit_bytes;  // slots of a row's lanes are adjacent
   static_assert(g.unit_bytes % g.copy_bytes == 0 && g.slot_bytes >= g.unit_bytes);
   static_assert((g.stages & (g.stages - 1)) == 0, "stages must be a power of two");
-  static_assert(F::kDenormal == g.smem_x && (kSmemX || !g.smem_x));
+  static_assert(F::kDenormal == (g.smem_x && !g.x8) && (kSmemX || !g.smem_x));
 
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x >> 5;
@@ -309,7 +347,11 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
       issue(s + g.stages);  // refill the stage just read
     }
     const int u = unit_of(s, p.ks, warp, p.lr_log2, my_k);
-    if constexpr (kSmemX) {
+    if constexpr (g.x8) {
+      constexpr int kXU = XUnitBytes<F>::value;
+      const X8 xa{smem + u * kXU, (int64_t)p.units * kXU, g.unit_values};
+      F::template dot<NB>(w, xa, tab, acc);
+    } else if constexpr (kSmemX) {
       const XPlain xa{xs + u * (g.unit_values + 4), p.units * (g.unit_values + 4)};
       F::template dot<NB>(w, xa, xsum + u * (g.unit_values / 16 + 1),
                           p.units * (g.unit_values / 16 + 1), tab, acc);
@@ -360,7 +402,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   constexpr int kWords = g.unit_bytes / 4;
   constexpr int kStageBytes = 32 * g.slot_bytes;
   constexpr bool kContig = g.slot_bytes == g.unit_bytes;
-  static_assert(F::kDenormal == g.smem_x && (kSmemX || !g.smem_x));
+  static_assert(F::kDenormal == (g.smem_x && !g.x8) && (kSmemX || !g.smem_x));
 
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x >> 5;
@@ -480,7 +522,11 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
     __syncwarp();
     issue_next();
     const int u = unit_of(c_step, 1, 0, p.lr_log2, my_k);
-    if constexpr (kSmemX) {
+    if constexpr (g.x8) {
+      constexpr int kXU = XUnitBytes<F>::value;
+      const X8 xa{smem + u * kXU, (int64_t)p.units * kXU, g.unit_values};
+      F::template dot<NB>(w, xa, tab, acc);
+    } else if constexpr (kSmemX) {
       const XPlain xa{xs + u * (g.unit_values + 4), p.units * (g.unit_values + 4)};
       F::template dot<NB>(w, xa, xsum + u * (g.unit_values / 16 + 1),
                           p.units * (g.unit_values / 16 + 1), tab, acc);

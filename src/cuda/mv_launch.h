@@ -23,6 +23,7 @@ void launch_q8_0(const Launch& l, int nb, cudaStream_t s);
 void launch_q4_k(const Launch& l, int nb, cudaStream_t s);
 void launch_q2_k(const Launch& l, int nb, cudaStream_t s);
 void launch_iq2_xxs(const Launch& l, int nb, cudaStream_t s);
+void launch_iq2_xxs_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtIQ2_XXS_X8)
 void launch_f16(const Launch& l, int nb, cudaStream_t s);
 void launch_bf16(const Launch& l, int nb, cudaStream_t s);
 void launch_f32(const Launch& l, int nb, cudaStream_t s);

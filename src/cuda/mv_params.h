@@ -32,13 +32,24 @@ struct FormatGeom {
   bool smem_x;      // x staged in shared memory, scaled by 2^kXShift
   int xsum_group;   // 16: per-16 sums of x staged too (K-quant minimums); 0: none
   int table_bytes;  // lookup table copied to shared memory (IQ2_XXS grid)
+  // x staged as int8 per 32 values with one f32 scale each (absmax / 127) instead of f32: the
+  // integer dot products (dp4a) take a third of the instructions of the f32 decoders.
+  bool x8 = false;
 };
+
+// Shared bytes of one staged x unit: f32 values plus 4 floats of padding, or (x8) int8 values,
+// their per-32 scales and 16 bytes of padding (the LR lanes of a row then hit other banks).
+constexpr int x_unit_bytes(const FormatGeom& g) {
+  return g.x8 ? g.unit_values + 4 * (g.unit_values / 32) + 16 : 4 * (g.unit_values + 4);
+}
 
 // Q8_0: 8 blocks = 272 B = 17 x 16 B, 16-byte aligned whenever the row start is (cols % 256 == 0).
 inline constexpr FormatGeom kGeomQ8_0{256, 272, 16, 272, 4, false, 0, 0};
 inline constexpr FormatGeom kGeomQ4_K{256, 144, 16, 144, 2, true, 16, 0};      // 1 block
 inline constexpr FormatGeom kGeomQ2_K{256, 84, 4, 84, 2, true, 16, 0};         // 1 block
 inline constexpr FormatGeom kGeomIQ2_XXS{512, 132, 4, 132, 2, true, 0, 1024};  // 2 blocks
+// IQ2_XXS with int8 x: the table holds the grid as bytes (2 KiB).
+inline constexpr FormatGeom kGeomIQ2_XXS_X8{512, 132, 4, 132, 2, true, 0, 2048, true};
 inline constexpr FormatGeom kGeomF16{64, 128, 16, 144, 2, false, 0, 0};
 inline constexpr FormatGeom kGeomBF16{64, 128, 16, 144, 2, false, 0, 0};
 inline constexpr FormatGeom kGeomF32{32, 128, 16, 144, 2, false, 0, 0};

@@ -6,7 +6,8 @@
 
 namespace dsv4::cuda::mv {
 
-std::optional<FormatGeom> format_geom(GgmlType t) {
+std::optional<FormatGeom> format_geom(GgmlType t, bool x8) {
+  if (x8 && t == GgmlType::IQ2_XXS) return kGeomIQ2_XXS_X8;
   switch (t) {
     case GgmlType::Q8_0:
       return kGeomQ8_0;
@@ -57,7 +58,7 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
     p.why_generic = std::move(why);
     return p;
   };
-  const auto geom = format_geom(s.type);
+  const auto geom = format_geom(s.type, s.x8);
   if (!geom) return generic("no fast kernel for this type");
   const FormatGeom& g = *geom;
   if (s.cols % g.unit_values != 0)
@@ -103,10 +104,9 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
   auto layout = [&](Plan& q, bool bulk, bool sx) -> bool {
     q.bulk = bulk;
     q.smem_x = sx;
-    // x staged with 4 floats of padding per unit, its per-16 sums with 1 (bank-conflict free for
-    // LR > 1; see mv_kernel.cuh).
-    const size_t x_bytes =
-        sx ? (size_t)s.nb * (size_t)q.units * (size_t)(g.unit_values + 4) * 4 : 0;
+    // x staged with padding per unit, its per-16 sums with 1 (bank-conflict free for LR > 1; see
+    // mv_kernel.cuh).
+    const size_t x_bytes = sx ? (size_t)s.nb * (size_t)q.units * (size_t)x_unit_bytes(g) : 0;
     const size_t xsum_bytes =
         sx && g.xsum_group ? (size_t)s.nb * (size_t)q.units * (size_t)(g.unit_values / 16 + 1) * 4
                            : 0;
@@ -182,7 +182,7 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
       q.bulk = true;
       q.smem_x = sx_needed;
       const size_t x_bytes =
-          q.smem_x ? (size_t)s.nb * (size_t)q.units * (size_t)(g.unit_values + 4) * 4 : 0;
+          q.smem_x ? (size_t)s.nb * (size_t)q.units * (size_t)x_unit_bytes(g) : 0;
       const size_t xsum_bytes = q.smem_x && g.xsum_group ? (size_t)s.nb * (size_t)q.units *
                                                                (size_t)(g.unit_values / 16 + 1) * 4
                                                          : 0;
@@ -201,6 +201,7 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
   }
   p = *best;
   p.fast = true;
+  p.x8 = g.x8;
   return p;
 }
 
@@ -209,7 +210,7 @@ std::string to_string(const Plan& p) {
   return fmt::format(
       "fast: ctas={} warps/cta={} lanes/row={} units={} steps={} {}x{}{}{} smem={}B", p.ctas, p.ks,
       1 << p.lr_log2, p.units, p.steps, p.bulk ? "bulk" : "cp.async", p.stages,
-      p.smem_x ? " x-smem" : "",
+      p.smem_x ? (p.x8 ? " x8-smem" : " x-smem") : "",
       p.persist ? fmt::format(" persistent({} warps)", p.persist_warps) : std::string(), p.smem);
 }
 

@@ -13,7 +13,8 @@
 namespace dsv4::cuda::mv {
 
 // Fast-path geometry of a type, nullopt when only the generic kernel handles it.
-std::optional<FormatGeom> format_geom(GgmlType t);
+// x8: the int8-x variant where the type has one (IQ2_XXS), else the type's usual geometry.
+std::optional<FormatGeom> format_geom(GgmlType t, bool x8 = false);
 
 struct DeviceLimits {
   int sm_count = 132;
@@ -27,6 +28,7 @@ struct Shape {
   bool aligned = true;      // pointers and strides meet the fast path's alignment (see matvec.cpp)
   bool aligned16 = true;    // weight pointers and strides 16-byte aligned (bulk copies)
   bool per_slot_x = false;  // slots read different x vectors
+  bool x8 = false;          // x quantized to int8 per 32 values where the format supports it
 };
 
 // Planner knobs (defaults are the tuned values; bench_matvec can sweep them).
@@ -68,6 +70,7 @@ struct Plan {
   size_t smem = 0, off_xsum = 0, off_tab = 0, off_ring = 0;
   bool bulk = false;    // ring filled by cp.async.bulk (mbarriers at off_bar)
   bool smem_x = false;  // x staged in shared memory (always for the denormal formats)
+  bool x8 = false;      // ... as int8 per 32 values (FormatGeom::x8)
   // Persistent kernel (bulk, ks == 1): persist_warps warps per CTA, as many CTAs as are resident;
   // ctas stays the logical count (row groups x slots x mats), smem is per physical CTA.
   bool persist = false;

@@ -37,11 +37,21 @@ struct Loaded {
   std::unique_ptr<cuda::DeviceModel> dev;
 };
 
+// "tiny-iq2-512": tiny-q4 with the q2 release's expert types (IQ2_XXS gate/up, Q2_K down) at 512
+// columns, the smallest width on which the fast IQ2_XXS kernels (and their int8-x variant) run.
+TinySpec test_spec(const std::string& preset) {
+  if (preset != "tiny-iq2-512") return tiny_preset(preset);
+  TinySpec s = tiny_preset("tiny-q4");
+  s.expert_gate_type = GgmlType::IQ2_XXS;
+  s.expert_down_type = GgmlType::Q2_K;
+  return s;
+}
+
 Loaded& loaded(const std::string& preset) {
   static std::map<std::string, Loaded> cache;
   auto it = cache.find(preset);
   if (it != cache.end()) return it->second;
-  TinySpec spec = tiny_preset(preset);
+  TinySpec spec = test_spec(preset);
   spec.mtp = false;
   const auto path =
       std::filesystem::temp_directory_path() /
@@ -117,6 +127,7 @@ cuda::CudaOptions small_opts(bool qat, bool graph = true) {
   o.max_batch = 512;
   o.use_graph = graph;
   o.prefill_gemm = false;  // the matvec path: f32 products, comparable to the CPU at 1e-6
+  o.decode_x8 = false;
   return o;
 }
 
@@ -125,18 +136,22 @@ cuda::CudaOptions gemm_opts(bool qat) {
   cuda::CudaOptions o = small_opts(qat);
   o.prefill_gemm = true;
   o.gemm_min_tokens = 32;
+  o.decode_x8 = true;  // the production regime: int8 x for the IQ2_XXS experts' matvecs
   return o;
 }
 
 // Prefill of kPrompt tokens (all logits) and kDecode greedy decode steps (CPU's choice fed to
 // both) on CPU and GPU.
 void compare_with_cpu(const std::string& preset, bool qat, Cmp& prefill, Cmp& decode,
-                      int& greedy_agree, bool gemm = false) {
+                      int& greedy_agree, bool gemm = false, bool x8 = false,
+                      std::vector<float>* prefill_logits = nullptr) {
   Loaded& l = loaded(preset);
   const ModelConfig& c = l.model->cfg;
   const int64_t V = c.n_vocab;
   CpuModel cpu(*l.model, CpuOptions{qat});
-  cuda::CudaModel gpu(*l.dev, gemm ? gemm_opts(qat) : small_opts(qat));
+  cuda::CudaOptions opts = gemm ? gemm_opts(qat) : small_opts(qat);
+  if (!gemm) opts.decode_x8 = x8;
+  cuda::CudaModel gpu(*l.dev, opts);
   auto cs = cpu.new_session();
   auto gs = gpu.new_session();
   const auto toks = random_tokens(c.n_vocab, kPrompt, 1234);
@@ -147,6 +162,7 @@ void compare_with_cpu(const std::string& preset, bool qat, Cmp& prefill, Cmp& de
   ASSERT_EQ(got.size(), (size_t)(kPrompt * V));
   for (int i = 0; i < kPrompt; ++i)
     prefill.add(&got[(size_t)i * V], &ref.logits[(size_t)i * V], V, ref.tie_margin[i] < 1e-4f);
+  if (prefill_logits) *prefill_logits = got;
   int32_t next = argmax(&ref.logits[(size_t)(kPrompt - 1) * V], V);
   greedy_agree = 0;
   for (int s = 0; s < kDecode; ++s) {
@@ -224,6 +240,39 @@ TEST_P(CudaForward, GemmPrefillMatchesCpu) {
   EXPECT_GE(pre.agreement(), 0.97);
   EXPECT_GE(dec.agreement(), 0.9);
   EXPECT_GE(greedy, kDecode / 2 - 3);
+}
+
+// int8 x for the IQ2_XXS experts (CudaOptions::decode_x8) on the matvec path (prefill chunks and
+// decode), on a model whose experts take the fast kernels: the rounding of x (half a step of
+// absmax/127 per value, finer than the official FP8 activations) moves logits by about as much as
+// the bf16 GEMM prefill does. The same run with f32 x must give other logits (the x8 kernels ran)
+// and match the CPU at f32 rounding.
+TEST(CudaForwardApi, X8ExpertsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  Cmp pre8, dec8, pre32, dec32;
+  int greedy8 = 0, greedy32 = 0;
+  std::vector<float> l8, l32;
+  compare_with_cpu("tiny-iq2-512", false, pre8, dec8, greedy8, false, true, &l8);
+  compare_with_cpu("tiny-iq2-512", false, pre32, dec32, greedy32, false, false, &l32);
+  std::printf("[tiny-iq2-512, qat off, int8 x experts]\n");
+  pre8.print("prefill (300 tokens, all logits)");
+  dec8.print("decode (25 logits steps)");
+  std::printf("  decode_greedy agreement %d/%d\n", greedy8, kDecode / 2);
+  std::printf("[tiny-iq2-512, qat off, f32 x]\n");
+  pre32.print("prefill (300 tokens, all logits)");
+  dec32.print("decode (25 logits steps)");
+  EXPECT_TRUE(pre8.finite);
+  EXPECT_TRUE(dec8.finite);
+  EXPECT_LE(pre8.median_rel(), 1e-2);
+  EXPECT_LE(dec8.median_rel(), 1e-2);
+  EXPECT_LE(pre8.rel(), 0.25);
+  EXPECT_LE(dec8.rel(), 0.25);
+  EXPECT_GE(pre8.agreement(), 0.95);
+  EXPECT_GE(dec8.agreement(), 0.9);
+  EXPECT_GE(greedy8, kDecode / 2 - 3);
+  EXPECT_LE(pre32.rel(), 1e-3);
+  EXPECT_LE(dec32.rel(), 1e-3);
+  EXPECT_NE(std::memcmp(l8.data(), l32.data(), l8.size() * 4), 0) << "x8 changed nothing";
 }
 
 // The GEMM prefill is deterministic: two runs give the same bits, and routed experts in host

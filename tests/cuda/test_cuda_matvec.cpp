@@ -712,4 +712,189 @@ TEST(CudaMatvecEdge, BadArgumentsThrow) {
   EXPECT_THROW(cu::matvec(GgmlType::Q8_0, nullptr, 4, 256, f, f), dsv4::Error);
 }
 
+// ---------------------------------------------------------------------------------------------
+// IQ2_XXS with x quantized to int8 per 32 values (MatvecOp::x8), against a CPU model of that
+// quantization (scale = absmax / 127, q = rint(x * 127 / absmax)) and, as a bound on what the
+// quantization may cost, against the exact float64 dot: |y - exact| <= sum over groups of
+// (absmax / 254) * sum |w| (half a step per value).
+
+struct X8Ref {
+  std::vector<double> y, s, bound, exact;  // per (vector, row)
+};
+X8Ref x8_reference(const HostMatrix& m, const float* x, int nb) {
+  X8Ref r;
+  const size_t n = (size_t)nb * (size_t)m.rows;
+  r.y.assign(n, 0.0);
+  r.s.assign(n, 0.0);
+  r.bound.assign(n, 0.0);
+  r.exact.assign(n, 0.0);
+  const int64_t G = m.cols / 32;
+  std::vector<float> sc((size_t)nb * G), amax((size_t)nb * G);
+  std::vector<int> q((size_t)nb * m.cols);
+  for (int v = 0; v < nb; ++v)
+    for (int64_t g = 0; g < G; ++g) {
+      const float* xg = x + (size_t)v * m.cols + 32 * g;
+      float a = 0;
+      for (int i = 0; i < 32; ++i) a = std::max(a, std::fabs(xg[i]));
+      amax[(size_t)v * G + g] = a;
+      sc[(size_t)v * G + g] = a / 127.0f;
+      for (int i = 0; i < 32; ++i)
+        q[(size_t)v * m.cols + 32 * g + i] = a > 0 ? (int)std::nearbyint(xg[i] * (127.0f / a)) : 0;
+    }
+#pragma omp parallel
+  {
+    std::vector<float> w((size_t)m.cols);
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < m.rows; ++row) {
+      dsv4::quant::dequantize_row(m.type, m.row(row), w.data(), m.cols);
+      for (int v = 0; v < nb; ++v) {
+        double y = 0, s = 0, b = 0, e = 0;
+        for (int64_t g = 0; g < G; ++g) {
+          double dq = 0, sq = 0, sw = 0;
+          for (int i = 0; i < 32; ++i) {
+            const size_t c = (size_t)(32 * g + i);
+            dq += (double)w[c] * q[(size_t)v * m.cols + c];
+            sq += std::fabs((double)w[c] * q[(size_t)v * m.cols + c]);
+            sw += std::fabs((double)w[c]);
+            e += (double)w[c] * x[(size_t)v * m.cols + c];
+          }
+          const double sg = sc[(size_t)v * G + g];
+          y += sg * dq;
+          s += sg * sq;
+          b += amax[(size_t)v * G + g] / 254.0 * sw;
+        }
+        const size_t o = (size_t)v * m.rows + (size_t)row;
+        r.y[o] = y;
+        r.s[o] = s;
+        r.bound[o] = b;
+        r.exact[o] = e;
+      }
+    }
+  }
+  return r;
+}
+
+TEST(CudaMatvecX8, Iq2xxsMatchesInt8Reference) {
+  REQUIRE_GPU();
+  struct C {
+    int64_t cols, rows;
+    int nb;
+  };
+  for (const C c : {C{4096, 2048, 1}, C{4096, 512, 3}, C{512, 64, 1}, C{1024, 100, 8}}) {
+    SCOPED_TRACE(std::to_string(c.cols) + "->" + std::to_string(c.rows) + " nb " +
+                 std::to_string(c.nb));
+    const uint64_t seed = mix(run_seed(), 0x78 + (uint64_t)c.cols * 3 + (uint64_t)c.nb);
+    const HostMatrix m = random_matrix(GgmlType::IQ2_XXS, c.rows, c.cols, seed);
+    std::vector<float> x = random_x(c.nb * c.cols, seed ^ 0x99);
+    for (int64_t i = 0; i < 32; ++i) x[(size_t)i] = 0.0f;  // an all-zero group (scale 0)
+    const X8Ref ref = x8_reference(m, x.data(), c.nb);
+    cu::DeviceBuffer dw(m.bytes.size()), dx(x.size() * 4), dy(ref.y.size() * 4);
+    dw.upload(m.bytes.data(), m.bytes.size());
+    dx.upload(x.data(), x.size() * 4);
+    cu::MatvecOp op;
+    op.type = GgmlType::IQ2_XXS;
+    op.w[0] = dw.data();
+    op.rows = c.rows;
+    op.cols = c.cols;
+    op.x = dx.as<float>();
+    op.nb = c.nb;
+    op.y = dy.as<float>();
+    op.x8 = true;
+    const std::string plan = cu::matvec_describe(op);
+    EXPECT_NE(plan.find("x8"), std::string::npos) << plan;
+    dy.fill_bytes(0xFF);
+    cu::matvec_run(op);
+    sync_check();
+    std::vector<float> got(ref.y.size());
+    dy.download(got.data(), got.size() * 4);
+    int bad = 0, over = 0;
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double err = std::fabs((double)got[i] - ref.y[i]);
+      worst = std::max(worst, err / (ref.s[i] + 1e-30));
+      if (!(err <= 1e-5 * ref.s[i] + 1e-6)) ++bad;
+      if (!(std::fabs((double)got[i] - ref.exact[i]) <= 1.001 * ref.bound[i] + 1e-5 * ref.s[i]))
+        ++over;
+    }
+    std::printf("[   info   ] IQ2_XXS x8 %" PRId64 "->%" PRId64 " nb %d %s: max |err|/S = %.3g\n",
+                c.cols, c.rows, c.nb, plan.c_str(), worst);
+    EXPECT_EQ(bad, 0) << "vs the int8 reference";
+    EXPECT_EQ(over, 0) << "beyond the quantization bound vs float64";
+  }
+}
+
+TEST(CudaMatvecX8, Iq2xxsExpertsAndNanPropagate) {
+  REQUIRE_GPU();
+  constexpr int kExperts = 8, kSlots = 6;
+  const int64_t rows = 256, cols = 2048;
+  const uint64_t seed = mix(run_seed(), 0x7878);
+  std::vector<HostMatrix> mats;
+  for (int mi = 0; mi < 2; ++mi)
+    mats.push_back(random_matrix(GgmlType::IQ2_XXS, rows * kExperts, cols, mix(seed, mi)));
+  std::vector<int32_t> ids = {5, 0, 7, 2, 2, 6};
+  for (bool per_slot : {false, true}) {
+    SCOPED_TRACE(per_slot ? "x per slot" : "shared x");
+    std::vector<float> x = random_x(per_slot ? kSlots * cols : cols, seed ^ (per_slot ? 1 : 2));
+    std::vector<cu::DeviceBuffer> dw;
+    for (auto& m : mats) {
+      dw.emplace_back(m.bytes.size());
+      dw.back().upload(m.bytes.data(), m.bytes.size());
+    }
+    cu::DeviceBuffer dids(ids.size() * 4), dx(x.size() * 4), dy(2 * kSlots * rows * 4);
+    dids.upload(ids.data(), ids.size() * 4);
+    dx.upload(x.data(), x.size() * 4);
+    cu::MatvecOp op;
+    op.type = GgmlType::IQ2_XXS;
+    op.w[0] = dw[0].data();
+    op.w[1] = dw[1].data();
+    op.n_mats = 2;
+    op.rows = rows;
+    op.cols = cols;
+    op.expert_stride_bytes = rows * (int64_t)mats[0].row_bytes;
+    op.n_expert = kExperts;
+    op.ids = dids.as<int32_t>();
+    op.n_slots = kSlots;
+    op.x = dx.as<float>();
+    op.x_slot_stride = per_slot ? cols : 0;
+    op.y = dy.as<float>();
+    op.x8 = true;
+    dy.fill_bytes(0xFF);
+    cu::matvec_run(op);
+    sync_check();
+    std::vector<float> got(2 * kSlots * rows);
+    dy.download(got.data(), got.size() * 4);
+    for (int mi = 0; mi < 2; ++mi)
+      for (int sl = 0; sl < kSlots; ++sl) {
+        HostMatrix sub;
+        sub.type = GgmlType::IQ2_XXS;
+        sub.rows = rows;
+        sub.cols = cols;
+        sub.row_bytes = mats[(size_t)mi].row_bytes;
+        const uint8_t* base = mats[(size_t)mi].row((int64_t)ids[(size_t)sl] * rows);
+        sub.bytes.assign(base, base + sub.row_bytes * (size_t)rows);
+        const X8Ref ref = x8_reference(sub, x.data() + (per_slot ? (size_t)sl * cols : 0), 1);
+        for (int64_t r = 0; r < rows; ++r) {
+          const double g = got[((size_t)mi * kSlots + sl) * rows + (size_t)r];
+          ASSERT_LE(std::fabs(g - ref.y[(size_t)r]), 1e-5 * ref.s[(size_t)r] + 1e-6)
+              << "mat " << mi << " slot " << sl << " row " << r;
+        }
+      }
+    // A NaN in x reaches every output that reads it (as in the f32 kernels).
+    x[(size_t)cols / 2 + 3] = std::nanf("");
+    dx.upload(x.data(), x.size() * 4);
+    dy.fill_bytes(0);
+    cu::matvec_run(op);
+    sync_check();
+    dy.download(got.data(), got.size() * 4);
+    for (int mi = 0; mi < 2; ++mi)
+      for (int sl = 0; sl < kSlots; ++sl) {
+        const bool reads = !per_slot || sl == 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          const float g = got[((size_t)mi * kSlots + sl) * rows + (size_t)r];
+          ASSERT_EQ(std::isnan(g), reads) << "mat " << mi << " slot " << sl << " row " << r;
+        }
+      }
+  }
+}
+
 }  // namespace
