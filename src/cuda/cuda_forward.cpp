@@ -757,7 +757,7 @@ struct CudaModel::Impl {
     fwd::attention(q.as<float>(), kvn.as<float>(), st.raw.as<float>(),
                    d.ratio ? st.comp.as<float>() : nullptr, sel.as<int32_t>(), fptr(L.sinks), n, H,
                    hd, rd, W, (int)d.ratio, topk, d.freqs, P, max_keys, o.as<float>(),
-                   att_part.as<float>(), cs);
+                   att_part.as<float>(), use_gemm(n), cs);
     if (n > 1) {  // one token: kv_norm_rope stored its row
       M("ring_store");
       fwd::ring_store(kvn.as<float>(), n, hd, W, P, st.raw.as<float>(), cs);

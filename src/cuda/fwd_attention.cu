@@ -1,5 +1,8 @@
 // Attention sublayer kernels: q/kv normalisation + RoPE (+FP8 sim), the compressors with their
 // frontier state, sparse attention with sinks, and the raw-window ring update.
+#include <cstdlib>
+
+#include "cuda/fwd_attention_keys.cuh"
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
 #include "cuda/pdl.cuh"
@@ -201,30 +204,6 @@ __global__ void compressor_emit_kernel(const float* pooled, const float* w, int 
 
 // One block per (head, token). Dynamic shared memory: hd floats (q, then the output) + max_keys
 // floats (scores, then weights).
-// The keys one query at position p visits (§5.6), in canonical order: n_comp compressed rows
-// (the indexer's selection when it applies, else every visible row), then the raw window
-// [raw_start, p]; rows of the current chunk (positions >= base) are read from kvn, earlier ones
-// from the ring.
-struct QueryKeys {
-  int64_t base, raw_start;
-  int n_comp, nk;
-  bool use_sel;
-  __device__ QueryKeys(int64_t base_, int64_t p, int ratio, int topk, int W) : base(base_) {
-    const int64_t visible = ratio ? (p + 1) / ratio : 0;
-    use_sel = ratio == 4 && visible > topk;
-    n_comp = (int)(use_sel ? topk : visible);
-    raw_start = p - W + 1 > 0 ? p - W + 1 : 0;
-    nk = n_comp + (int)(p - raw_start + 1);
-  }
-  // Key j; sel_i: this query's selected rows.
-  __device__ const float* row(int j, const int32_t* sel_i, const float* comp, const float* kvn,
-                              const float* ring, int W, int hd) const {
-    if (j < n_comp) return comp + (int64_t)(use_sel ? sel_i[j] : j) * hd;
-    const int64_t t = raw_start + (j - n_comp);
-    return t >= base ? kvn + (t - base) * hd : ring + (t % W) * hd;
-  }
-};
-
 __global__ void attention_kernel(const float* q, const float* kvn, const float* ring,
                                  const float* comp, const int32_t* sel, const float* sinks, int H,
                                  int hd, int rd, int W, int ratio, int topk, const float* freqs,
@@ -738,10 +717,23 @@ void compressor_emit(const float* pooled, const float* w, int n, int ratio, int 
   FWD_LAUNCH_CHECK("compressor_emit_kernel");
 }
 
+// DSV4_ATTN_MMA=0: the f32 kernels even where the tensor-core path applies (A/B timings).
+static bool attention_mma_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DSV4_ATTN_MMA");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
 void attention(const float* q, const float* kvn, const float* ring, const float* comp,
                const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
                int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
-               float* part, cudaStream_t s) {
+               float* part, bool tensor_cores, cudaStream_t s) {
+  if (tensor_cores && n > 1 && attention_mma_enabled() && attention_mma_supported(H, hd, rd)) {
+    attention_mma(q, kvn, ring, comp, sel, sinks, n, H, hd, rd, W, ratio, topk, freqs, p0, o, s);
+    return;
+  }
   const size_t smem4 = attention_v4_smem(hd, max_keys);
   if (hd % 4 == 0 && hd / 4 <= kAttThreads && smem4 <= 200 * 1024) {
     const int splits = attention_splits(max_keys);

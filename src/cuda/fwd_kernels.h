@@ -84,11 +84,22 @@ void idx_topk(const float* scores, int n, int score_stride, int topk, const int3
 // Keys: compressed rows (selected or all visible), then the raw window (positions before the
 // chunk from the ring, the chunk's own rows from kvn). part: scratch of attention_part_floats(H,
 // hd, max_keys) floats (may be null); with it a single-token call splits each head's keys over
-// several blocks (flash-decoding) and merges them in a second launch.
+// several blocks (flash-decoding) and merges them in a second launch. tensor_cores: a chunk of
+// n > 1 tokens of a supported shape (attention_mma_supported) runs attention_mma instead, for
+// the bf16-tolerance regime of the GEMM prefill; otherwise (and always without it) f32 kernels.
 void attention(const float* q, const float* kvn, const float* ring, const float* comp,
                const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
                int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
-               float* part, cudaStream_t s);
+               float* part, bool tensor_cores, cudaStream_t s);
+
+// The same attention on tensor cores (fwd_attention_mma.cu): q and the key rows rounded to bf16,
+// products with f32 accumulation, f32 softmax and output. Shapes: hd == 512, H <= 64, even
+// rd <= 256 (attention_mma_supported; others throw).
+bool attention_mma_supported(int H, int hd, int rd);
+void attention_mma(const float* q, const float* kvn, const float* ring, const float* comp,
+                   const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
+                   int ratio, int topk, const float* freqs, const int32_t* p0, float* o,
+                   cudaStream_t s);
 int64_t attention_part_floats(int H, int hd, int max_keys);
 
 // Appends the chunk's last min(n, W) rows of kvn to the raw ring.
