@@ -1,11 +1,13 @@
 // Grouped routed-expert GEMMs with in-kernel weight decoding (gemm_experts.h).
 //
-// CTA tile: 128 weight rows x 128 pair rows, K in steps of 64; 8 warps as 2 (weight rows) x 4
-// (pairs), each a 64 x 32 tile of m16n8k16 bf16 MMAs with f32 accumulators. Per K step every
-// thread decodes 32 consecutive values of one weight row (one scale group of each format) into
-// shared memory and copies 4 x 16 bytes of x with cp.async. Two buffers: the raw weight bytes and
-// the x copies of step k + 1 are in flight while step k multiplies; one barrier per step.
-// Warps whose 32 pairs lie past the tile's row count skip the MMAs (an expert's last tile).
+// CTA tile: 128 weight rows x 128 pair rows, K in steps of 64; 4 warps as 2 (weight rows) x 2
+// (pairs), each a 64 x 64 tile of m16n8k16 bf16 MMAs with f32 accumulators (64 x 32 warp tiles
+// were bound by shared-memory reads: 21 FLOP per byte of ldmatrix, 32 here). Per K step every
+// thread decodes the 64 values of one weight row into shared memory and copies 8 x 16 bytes of
+// x with cp.async. Two buffers: the raw weight bytes and the x copies of step k + 1 are in flight
+// while step k multiplies; one barrier per step. Two CTAs per SM overlap one's decoding with the
+// other's MMAs. Warps whose 64 pairs lie past the tile's row count skip the MMAs (an expert's
+// last tile).
 //
 // Gate/up mode: tile row i holds gate row f0 + 8 (i / 16) + i % 8 for i % 16 < 8, else the up
 // row of that f, so an m16 fragment's c0/c1 (rows g) and c2/c3 (rows g + 8) are the gate and up
@@ -21,7 +23,7 @@
 namespace dsv4::cuda::gemm {
 namespace {
 
-constexpr int BM = 128, BN = kExpertTileRows, BK = 64, LDS = BK + 8, kThreads = 256;
+constexpr int BM = 128, BN = kExpertTileRows, BK = 64, LDS = BK + 8, kThreads = 128;
 
 struct Smem {
   bf16 a[2][BM][LDS];  // decoded weights [row][k]; 144-byte rows: conflict-free ldmatrix
@@ -29,11 +31,17 @@ struct Smem {
   uint64_t grid[256];  // IQ2_XXS grid
 };
 
-__device__ __forceinline__ void store8(bf16* out, const float (&v)[8]) {
+// Eight values to bf16, ANDed with `mask` (0: zeros for weight rows past the matrix).
+__device__ __forceinline__ void store8(bf16* out, const float (&v)[8], uint32_t mask) {
   __nv_bfloat162 p[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) p[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-  *reinterpret_cast<uint4*>(out) = *reinterpret_cast<const uint4*>(p);
+  uint4 u = *reinterpret_cast<const uint4*>(p);
+  u.x &= mask;
+  u.y &= mask;
+  u.z &= mask;
+  u.w &= mask;
+  *reinterpret_cast<uint4*>(out) = u;
 }
 
 __device__ __forceinline__ uint32_t ldg16(const uint8_t* p) {
@@ -43,115 +51,140 @@ __device__ __forceinline__ uint32_t ldg32(const uint8_t* p) {
   return __ldg(reinterpret_cast<const unsigned int*>(p));
 }
 
-// Decoders of 32 consecutive values (k % 32 == 0) of one row: load() issues the global reads,
-// store() decodes into 32 bf16 (16-byte aligned) with the f32 operations of gemm.cu's
-// dequantizers. `kAlign` (fast decoders): the byte alignment load() needs of the tensor, row and
-// expert strides.
+// Exact float of a small unsigned integer (< 2^23) without the conversion unit (I2F issues at a
+// quarter of the FP32 rate): 2^23 + b is a float with mantissa b, minus 2^23 is exact.
+__device__ __forceinline__ float small_u2f(uint32_t b) {
+  return __fsub_rn(__uint_as_float(0x4B000000u | b), 8388608.0f);
+}
+// The same for byte j (0..3) of x: one byte permute builds 2^23 + byte.
+__device__ __forceinline__ float byte_u2f(uint32_t x, int j) {
+  return __fsub_rn(__uint_as_float(__byte_perm(x, 0x4B000000u, 0x7440 | j)), 8388608.0f);
+}
+
+// Decoders of 64 consecutive values (k % 64 == 0, inside one 256-value block) of one row: load()
+// issues the global reads, store() decodes into 64 bf16 (16-byte aligned) with the f32
+// operations of gemm.cu's dequantizers (the same products and differences of exact integers, so
+// the same bits). `kAlign` (fast decoders): the byte alignment load() needs of the tensor, row
+// and expert strides.
 struct DecIq2xxs {
   static constexpr int kAlign = 2;
-  uint32_t d, A, B;
+  uint32_t d, A[2], B[2];
   __device__ void load(const uint8_t* row, int k) {
     const uint8_t* b = row + 66 * (k >> 8);
     const uint8_t* q = b + 2 + 8 * ((k & 255) >> 5);
     d = ldg16(b);
-    A = ldg16(q) | (ldg16(q + 2) << 16);
-    B = ldg16(q + 4) | (ldg16(q + 6) << 16);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      A[h] = ldg16(q + 8 * h) | (ldg16(q + 8 * h + 2) << 16);
+      B[h] = ldg16(q + 8 * h + 4) | (ldg16(q + 8 * h + 6) << 16);
+    }
   }
-  __device__ void store(bf16* dst, const uint64_t* grid) const {
-    const float db = __fmul_rn(__fmul_rn(mv::f16f(d), __fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
+  __device__ void store(bf16* dst, const uint64_t* grid, uint32_t mask) const {
+    const float dd = mv::f16f(d);
 #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const uint64_t g = grid[(A >> (8 * l)) & 0xFF];
-      const uint32_t s7 = (B >> (7 * l)) & 127;
-      const uint32_t signs = s7 | ((__popc(s7) & 1u) << 7);
-      float v[8];
+    for (int h = 0; h < 2; ++h) {
+      const float db = __fmul_rn(__fmul_rn(dd, __fadd_rn(0.5f, (float)(B[h] >> 28))), 0.25f);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float w = __fmul_rn(db, (float)(uint32_t)((g >> (8 * j)) & 0xFF));
-        v[j] = (signs >> j) & 1 ? -w : w;
+      for (int l = 0; l < 4; ++l) {
+        const uint64_t g = grid[(A[h] >> (8 * l)) & 0xFF];
+        const uint32_t s7 = (B[h] >> (7 * l)) & 127;
+        const uint32_t signs = s7 | ((__popc(s7) & 1u) << 7);
+        const uint32_t gw[2] = {(uint32_t)g, (uint32_t)(g >> 32)};
+        float v[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          // -(db * m) == db * (-m) exactly: the sign goes onto the grid value.
+          const float m = byte_u2f(gw[j / 4], j % 4);
+          const uint32_t sbit = (signs << (31 - j)) & 0x80000000u;
+          v[j] = __fmul_rn(db, __uint_as_float(__float_as_uint(m) ^ sbit));
+        }
+        store8(dst + 32 * h + 8 * l, v, mask);
       }
-      store8(dst + 8 * l, v);
     }
   }
 };
 
-// Q2_K: values 32m .. 32m + 31 of a block are sub-blocks j = 2m, 2m + 1 (same 32 quant bytes,
-// same shift; scales j and j + 1).
+// Q2_K: values 64m .. 64m + 63 of a block are sub-blocks j = 4m .. 4m + 3: the same 32 quant
+// bytes, shift 2 (2m % 4) for j = 4m, 4m + 1 (bytes 0-15, 16-31) and + 2 for the other two.
 struct DecQ2K {
   static constexpr int kAlign = 4;
-  uint32_t q[8], sc2, dm, shift;
+  uint32_t q[8], sc4, dm, shift;
   __device__ void load(const uint8_t* row, int k) {
     const uint8_t* b = row + 84 * (k >> 8);
     const int j = (k & 255) >> 4, h = j >> 3;
     shift = 2 * ((j % 8) / 2);
 #pragma unroll
     for (int i = 0; i < 8; ++i) q[i] = ldg32(b + 16 + 32 * h + 4 * i);
-    sc2 = ldg16(b + j);
+    sc4 = ldg32(b + j);
     dm = ldg32(b + 80);
   }
-  __device__ void store(bf16* dst, const uint64_t*) const {
+  __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
     const float d = mv::f16f(dm & 0xFFFF), dmin = mv::f16f(dm >> 16);
 #pragma unroll
-    for (int s = 0; s < 2; ++s) {
-      const uint32_t sc = (sc2 >> (8 * s)) & 0xFF;
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t sc = (sc4 >> (8 * s)) & 0xFF;
+      const uint32_t sh = shift + 2 * (s >> 1);
       const float dl = __fmul_rn(d, (float)(sc & 0xF)), ml = __fmul_rn(dmin, (float)(sc >> 4));
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         float v[8];
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          const int byte = 16 * s + 8 * half + e;
-          const uint32_t qv = ((q[byte / 4] >> (8 * (byte % 4))) >> shift) & 3;
-          v[e] = __fsub_rn(__fmul_rn(dl, (float)qv), ml);
+          const int byte = 16 * (s & 1) + 8 * half + e;
+          const uint32_t qv = (q[byte / 4] >> (8 * (byte % 4) + sh)) & 3;
+          v[e] = __fsub_rn(__fmul_rn(dl, small_u2f(qv)), ml);
         }
-        store8(dst + 16 * s + 8 * half, v);
+        store8(dst + 16 * s + 8 * half, v, mask);
       }
     }
   }
 };
 
-// Q4_K: values 32m .. 32m + 31 are sub-block j = m: the low (m even) or high nibbles of quant
-// bytes 32 (m / 2) .. + 31.
+// Q4_K: values 64c .. 64c + 63 are sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles) of
+// quant bytes 32c .. 32c + 31.
 struct DecQ4K {
   static constexpr int kAlign = 16;
   uint4 q0, q1;
   uint32_t s[3], dm;
-  int j;
+  int c;
   __device__ void load(const uint8_t* row, int k) {
     const uint8_t* b = row + 144 * (k >> 8);
-    j = (k & 255) >> 5;
-    const uint4* qp = reinterpret_cast<const uint4*>(b + 16 + 32 * (j >> 1));
+    c = (k & 255) >> 6;
+    const uint4* qp = reinterpret_cast<const uint4*>(b + 16 + 32 * c);
     q0 = __ldg(qp);
     q1 = __ldg(qp + 1);
     dm = ldg32(b);
 #pragma unroll
     for (int i = 0; i < 3; ++i) s[i] = ldg32(b + 4 + 4 * i);
   }
-  __device__ void store(bf16* dst, const uint64_t*) const {
-    // Scale byte i (selects, not an indexed array: j is not a compile-time constant).
+  __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
+    // Scale byte i (selects, not an indexed array: c is not a compile-time constant).
     auto sb = [&](int i) { return ((i < 4 ? s[0] : i < 8 ? s[1] : s[2]) >> (8 * (i & 3))) & 0xFF; };
-    uint32_t sc, m;
-    if (j < 4) {
-      sc = sb(j) & 63;
-      m = sb(j + 4) & 63;
-    } else {
-      sc = (sb(j + 4) & 0xF) | ((sb(j - 4) >> 6) << 4);
-      m = (sb(j + 4) >> 4) | ((sb(j) >> 6) << 4);
-    }
-    const float d1 = __fmul_rn(mv::f16f(dm & 0xFFFF), (float)sc);
-    const float m1 = __fmul_rn(mv::f16f(dm >> 16), (float)m);
+    const float d = mv::f16f(dm & 0xFFFF), dmin = mv::f16f(dm >> 16);
     const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
-    const int sh = (j & 1) * 4;
 #pragma unroll
-    for (int o = 0; o < 4; ++o) {
-      float v[8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const int byte = 8 * o + e;
-        const uint32_t qv = ((w[byte / 4] >> (8 * (byte % 4))) >> sh) & 0xF;
-        v[e] = __fsub_rn(__fmul_rn(d1, (float)qv), m1);
+    for (int u = 0; u < 2; ++u) {
+      const int j = 2 * c + u;
+      uint32_t sc, m;
+      if (j < 4) {
+        sc = sb(j) & 63;
+        m = sb(j + 4) & 63;
+      } else {
+        sc = (sb(j + 4) & 0xF) | ((sb(j - 4) >> 6) << 4);
+        m = (sb(j + 4) >> 4) | ((sb(j) >> 6) << 4);
       }
-      store8(dst + 8 * o, v);
+      const float d1 = __fmul_rn(d, (float)sc), m1 = __fmul_rn(dmin, (float)m);
+#pragma unroll
+      for (int o = 0; o < 4; ++o) {
+        float v[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const int byte = 8 * o + e;
+          const uint32_t qv = (w[byte / 4] >> (8 * (byte % 4) + 4 * u)) & 0xF;
+          v[e] = __fsub_rn(__fmul_rn(d1, small_u2f(qv)), m1);
+        }
+        store8(dst + 32 * u + 8 * o, v, mask);
+      }
     }
   }
 };
@@ -165,13 +198,13 @@ struct DecGeneric {
     row = r;
     k = k0;
   }
-  __device__ void store(bf16* dst, const uint64_t*) const {
-#pragma unroll
-    for (int o = 0; o < 4; ++o) {
+  __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
+#pragma unroll 2
+    for (int o = 0; o < 8; ++o) {
       float v[8];
 #pragma unroll
       for (int e = 0; e < 8; ++e) v[e] = mv::decode_value(T, row, k + 8 * o + e);
-      store8(dst + 8 * o, v);
+      store8(dst + 8 * o, v, mask);
     }
   }
 };
@@ -228,91 +261,85 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_kernel(Args p) {
   const int4 tile = p.tiles[blockIdx.y];
   const int e = tile.x, r0 = tile.y, cnt = tile.z;
 
-  // This thread's decode row (tile row i) and 32-value half of each K step.
-  const int i = tid >> 1, half = tid & 1;
+  // This thread decodes tile row `tid`, all 64 values of each K step. Rows past the matrix
+  // decode its first row (valid memory) and store zeros: no branch, so the decoding of step k + 1
+  // and the MMAs of step k share one basic block and interleave.
   bool valid;
   const uint8_t* wrow;
   if constexpr (kSwiglu) {
-    const int f = (int)blockIdx.x * (BM / 2) + 8 * (i >> 4) + (i & 7);
+    const int f = (int)blockIdx.x * (BM / 2) + 8 * (tid >> 4) + (tid & 7);
     valid = f < p.rows;
-    wrow = ((i >> 3) & 1 ? p.w1 : p.w0) + (int64_t)e * p.expert_bytes + (int64_t)f * p.row_bytes;
+    wrow = ((tid >> 3) & 1 ? p.w1 : p.w0) + (int64_t)e * p.expert_bytes +
+           (valid ? (int64_t)f * p.row_bytes : 0);
   } else {
-    const int m = (int)blockIdx.x * BM + i;
+    const int m = (int)blockIdx.x * BM + tid;
     valid = m < p.rows;
-    wrow = p.w0 + (int64_t)e * p.expert_bytes + (int64_t)m * p.row_bytes;
+    wrow = p.w0 + (int64_t)e * p.expert_bytes + (valid ? (int64_t)m * p.row_bytes : 0);
   }
+  const uint32_t mask = valid ? 0xFFFFFFFFu : 0u;
   Dec dec;
   auto load_x = [&](int kt, int buf) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < BN * BK / 8 / kThreads; ++j) {
       const int c = tid + kThreads * j, row = c >> 3, col = (c & 7) * 8;
       const bf16* src = p.x + (int64_t)(r0 + (row < cnt ? row : 0)) * p.K + kt * BK + col;
       cp_async16(&sm.b[buf][row][col], src, row < cnt ? 16 : 0);
     }
     cp_async_commit();
   };
-  auto decode = [&](int buf) {
-    bf16* dst = &sm.a[buf][i][32 * half];
-    if (valid) {
-      dec.store(dst, sm.grid);
-    } else {
-#pragma unroll
-      for (int o = 0; o < 4; ++o) reinterpret_cast<uint4*>(dst)[o] = make_uint4(0, 0, 0, 0);
-    }
-  };
+  auto decode = [&](int buf) { dec.store(&sm.a[buf][tid][0], sm.grid, mask); };
 
   const int nk = p.K / BK;
-  if (valid) dec.load(wrow, 32 * half);
+  dec.load(wrow, 0);
   load_x(0, 0);
   __syncthreads();  // the grid table
   decode(0);
   cp_async_wait_all();
   __syncthreads();
 
+  // Warps 2 (weight rows) x 2 (pairs), 64 x 64 each.
   const int wm = warp & 1, wn = warp >> 1;
-  const bool active = wn * 32 < cnt;
-  float acc[4][4][4];
+  const bool active = wn * 64 < cnt;
+  float acc[4][8][4];
 #pragma unroll
   for (int a = 0; a < 4; ++a)
 #pragma unroll
-    for (int b = 0; b < 4; ++b)
+    for (int b = 0; b < 8; ++b)
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
 
-  for (int kt = 0; kt < nk; ++kt) {
-    const int cur = kt & 1;
-    const bool more = kt + 1 < nk;
-    if (more) {
-      load_x(kt + 1, cur ^ 1);
-      if (valid) dec.load(wrow, (kt + 1) * BK + 32 * half);
-    }
-    if (active) {
+  auto mma_step = [&](int cur) {
 #pragma unroll
-      for (int ks = 0; ks < BK / 16; ++ks) {
-        uint32_t af[4][4], bfr[4][2];
+    for (int ks = 0; ks < BK / 16; ++ks) {
+      uint32_t af[4][4];
 #pragma unroll
-        for (int mi = 0; mi < 4; ++mi)
-          ldsm_x4(af[mi], &sm.a[cur][wm * 64 + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8]
-                               [ks * 16 + (lane >> 4) * 8]);
+      for (int mi = 0; mi < 4; ++mi)
+        ldsm_x4(af[mi], &sm.a[cur][wm * 64 + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8]
+                             [ks * 16 + (lane >> 4) * 8]);
 #pragma unroll
-        for (int nj = 0; nj < 2; ++nj) {
-          uint32_t r[4];
-          ldsm_x4(r, &sm.b[cur][wn * 32 + nj * 16 + (lane & 7) + (lane >> 4) * 8]
-                          [ks * 16 + ((lane >> 3) & 1) * 8]);
-          bfr[2 * nj][0] = r[0];
-          bfr[2 * nj][1] = r[1];
-          bfr[2 * nj + 1][0] = r[2];
-          bfr[2 * nj + 1][1] = r[3];
+      for (int nj = 0; nj < 4; ++nj) {
+        uint32_t r[4];
+        ldsm_x4(r, &sm.b[cur][wn * 64 + nj * 16 + (lane & 7) + (lane >> 4) * 8]
+                        [ks * 16 + ((lane >> 3) & 1) * 8]);
+#pragma unroll
+        for (int mi = 0; mi < 4; ++mi) {
+          mma_bf16(acc[mi][2 * nj], af[mi], r[0], r[1]);
+          mma_bf16(acc[mi][2 * nj + 1], af[mi], r[2], r[3]);
         }
-#pragma unroll
-        for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) mma_bf16(acc[mi][ni], af[mi], bfr[ni][0], bfr[ni][1]);
       }
     }
-    if (more) {
+  };
+
+  for (int kt = 0; kt < nk; ++kt) {
+    const int cur = kt & 1;
+    if (kt + 1 < nk) {
+      load_x(kt + 1, cur ^ 1);
+      dec.load(wrow, (kt + 1) * BK);
+      if (active) mma_step(cur);
       decode(cur ^ 1);
       cp_async_wait_all();
+    } else if (active) {
+      mma_step(cur);
     }
     __syncthreads();
   }
@@ -322,10 +349,10 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_kernel(Args p) {
 #pragma unroll
   for (int mi = 0; mi < 4; ++mi)
 #pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
+    for (int ni = 0; ni < 8; ++ni)
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const int tok = wn * 32 + ni * 8 + t2 + c;
+        const int tok = wn * 64 + ni * 8 + t2 + c;
         if (tok >= cnt) continue;
         const int64_t r = r0 + tok;
         if constexpr (kSwiglu) {
