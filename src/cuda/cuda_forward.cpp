@@ -759,6 +759,8 @@ struct CudaModel::Impl {
                 wts.as<float>(), cs);
     const bool grouped_out = use_gemm(n) || (n > 1 && S > 0 && moe_gn > 0);
     if (use_gemm(n)) {
+      // The dequantize + cuBLAS path: formats or widths the grouped kernel does not take, or
+      // DSV4_EXPERT_GEMM=cublas (H200 q2, 8K chunk: 19.0 ms per layer against 13.7 fused).
       if (fused_ok(L))
         routed_fused(L, n, d.clamp);
       else

@@ -1,18 +1,22 @@
 // Grouped routed-expert GEMMs with in-kernel weight decoding (gemm_experts.h).
 //
-// CTA tile: 128 weight rows x 128 pair rows, K in steps of 64; 4 warps as 2 (weight rows) x 2
-// (pairs), each a 64 x 64 tile of m16n8k16 bf16 MMAs with f32 accumulators (64 x 32 warp tiles
-// were bound by shared-memory reads: 21 FLOP per byte of ldmatrix, 32 here). Per K step every
-// thread decodes the 64 values of one weight row into shared memory and copies 8 x 16 bytes of
-// x with cp.async. Two buffers: the raw weight bytes and the x copies of step k + 1 are in flight
-// while step k multiplies; one barrier per step. Two CTAs per SM overlap one's decoding with the
-// other's MMAs. Warps whose 64 pairs lie past the tile's row count skip the MMAs (an expert's
-// last tile).
+// CTA tile: 128 weight rows x 128 pair rows, K in steps of 64, m16n8k16 bf16 MMAs with f32
+// accumulators, two layouts (ExpertGemmShape): 8 warps as 2 x 4 tiles of 64 x 32 (two threads
+// decode 32 values each of a weight row per K step; 128 registers, 16 warps per SM) or 4 warps as
+// 2 x 2 tiles of 64 x 64 (one thread decodes all 64 values; fewer ldmatrix bytes per MMA, but
+// 255 registers and 8 warps per SM). Every K step decodes its weights into shared memory and
+// copies x with cp.async. Two buffers: the raw weight bytes and the x copies of step k + 1 are in
+// flight while step k multiplies, and step k + 1's decoding sits in the MMA block (no branch) so
+// the scheduler interleaves the two; one barrier per step. Two CTAs per SM. Warps whose pairs lie
+// past the tile's row count skip the MMAs (an expert's last tile). Every output element sums its
+// K products in the same order in both layouts: the results are bitwise equal.
 //
 // Gate/up mode: tile row i holds gate row f0 + 8 (i / 16) + i % 8 for i % 16 < 8, else the up
 // row of that f, so an m16 fragment's c0/c1 (rows g) and c2/c3 (rows g + 8) are the gate and up
 // values of one (pair, f): the SwiGLU runs in registers and h is written in bf16.
 #include <cuda_bf16.h>
+
+#include <cstdlib>
 
 #include "cuda/block_decode.cuh"
 #include "cuda/cuda_check.h"
@@ -23,7 +27,7 @@
 namespace dsv4::cuda::gemm {
 namespace {
 
-constexpr int BM = 128, BN = kExpertTileRows, BK = 64, LDS = BK + 8, kThreads = 128;
+constexpr int BM = 128, BN = kExpertTileRows, BK = 64, LDS = BK + 8;
 
 struct Smem {
   bf16 a[2][BM][LDS];  // decoded weights [row][k]; 144-byte rows: conflict-free ldmatrix
@@ -61,20 +65,21 @@ __device__ __forceinline__ float byte_u2f(uint32_t x, int j) {
   return __fsub_rn(__uint_as_float(__byte_perm(x, 0x4B000000u, 0x7440 | j)), 8388608.0f);
 }
 
-// Decoders of 64 consecutive values (k % 64 == 0, inside one 256-value block) of one row: load()
-// issues the global reads, store() decodes into 64 bf16 (16-byte aligned) with the f32
+// Decoders of N = 32 or 64 consecutive values (k % N == 0, inside one 256-value block) of one
+// row: load() issues the global reads, store() decodes into N bf16 (16-byte aligned) with the f32
 // operations of gemm.cu's dequantizers (the same products and differences of exact integers, so
 // the same bits). `kAlign` (fast decoders): the byte alignment load() needs of the tensor, row
 // and expert strides.
+template <int N>
 struct DecIq2xxs {
-  static constexpr int kAlign = 2;
-  uint32_t d, A[2], B[2];
+  static constexpr int kAlign = 2, kG = N / 32;  // groups of 32 sharing a scale
+  uint32_t d, A[kG], B[kG];
   __device__ void load(const uint8_t* row, int k) {
     const uint8_t* b = row + 66 * (k >> 8);
     const uint8_t* q = b + 2 + 8 * ((k & 255) >> 5);
     d = ldg16(b);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < kG; ++h) {
       A[h] = ldg16(q + 8 * h) | (ldg16(q + 8 * h + 2) << 16);
       B[h] = ldg16(q + 8 * h + 4) | (ldg16(q + 8 * h + 6) << 16);
     }
@@ -82,7 +87,7 @@ struct DecIq2xxs {
   __device__ void store(bf16* dst, const uint64_t* grid, uint32_t mask) const {
     const float dd = mv::f16f(d);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < kG; ++h) {
       const float db = __fmul_rn(__fmul_rn(dd, __fadd_rn(0.5f, (float)(B[h] >> 28))), 0.25f);
 #pragma unroll
       for (int l = 0; l < 4; ++l) {
@@ -104,25 +109,27 @@ struct DecIq2xxs {
   }
 };
 
-// Q2_K: values 64m .. 64m + 63 of a block are sub-blocks j = 4m .. 4m + 3: the same 32 quant
-// bytes, shift 2 (2m % 4) for j = 4m, 4m + 1 (bytes 0-15, 16-31) and + 2 for the other two.
+// Q2_K: values 16j .. 16j + 15 of a block are sub-block j: quant bytes 32 (j / 8) + 16 (j % 2)
+// .. + 15, shift 2 ((j % 8) / 2). For k = 32m the sub-blocks j = 2m + s (s < N / 16) share the
+// 32 quant bytes; the shift grows by 2 every two sub-blocks.
+template <int N>
 struct DecQ2K {
-  static constexpr int kAlign = 4;
-  uint32_t q[8], sc4, dm, shift;
+  static constexpr int kAlign = 4, kS = N / 16;
+  uint32_t q[8], scs, dm, shift;
   __device__ void load(const uint8_t* row, int k) {
     const uint8_t* b = row + 84 * (k >> 8);
     const int j = (k & 255) >> 4, h = j >> 3;
     shift = 2 * ((j % 8) / 2);
 #pragma unroll
     for (int i = 0; i < 8; ++i) q[i] = ldg32(b + 16 + 32 * h + 4 * i);
-    sc4 = ldg32(b + j);
+    scs = N == 64 ? ldg32(b + j) : ldg16(b + j);
     dm = ldg32(b + 80);
   }
   __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
     const float d = mv::f16f(dm & 0xFFFF), dmin = mv::f16f(dm >> 16);
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      const uint32_t sc = (sc4 >> (8 * s)) & 0xFF;
+    for (int s = 0; s < kS; ++s) {
+      const uint32_t sc = (scs >> (8 * s)) & 0xFF;
       const uint32_t sh = shift + 2 * (s >> 1);
       const float dl = __fmul_rn(d, (float)(sc & 0xF)), ml = __fmul_rn(dmin, (float)(sc >> 4));
 #pragma unroll
@@ -140,17 +147,18 @@ struct DecQ2K {
   }
 };
 
-// Q4_K: values 64c .. 64c + 63 are sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles) of
-// quant bytes 32c .. 32c + 31.
+// Q4_K: values 32j .. 32j + 31 are sub-block j: the low (j even) or high nibbles of quant bytes
+// 32 (j / 2) .. + 31.
+template <int N>
 struct DecQ4K {
   static constexpr int kAlign = 16;
   uint4 q0, q1;
   uint32_t s[3], dm;
-  int c;
+  int j0;
   __device__ void load(const uint8_t* row, int k) {
     const uint8_t* b = row + 144 * (k >> 8);
-    c = (k & 255) >> 6;
-    const uint4* qp = reinterpret_cast<const uint4*>(b + 16 + 32 * c);
+    j0 = (k & 255) >> 5;
+    const uint4* qp = reinterpret_cast<const uint4*>(b + 16 + 32 * (j0 >> 1));
     q0 = __ldg(qp);
     q1 = __ldg(qp + 1);
     dm = ldg32(b);
@@ -158,13 +166,14 @@ struct DecQ4K {
     for (int i = 0; i < 3; ++i) s[i] = ldg32(b + 4 + 4 * i);
   }
   __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
-    // Scale byte i (selects, not an indexed array: c is not a compile-time constant).
+    // Scale byte i (selects, not an indexed array: j0 is not a compile-time constant).
     auto sb = [&](int i) { return ((i < 4 ? s[0] : i < 8 ? s[1] : s[2]) >> (8 * (i & 3))) & 0xFF; };
     const float d = mv::f16f(dm & 0xFFFF), dmin = mv::f16f(dm >> 16);
     const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int j = 2 * c + u;
+    for (int u = 0; u < N / 32; ++u) {
+      const int j = j0 + u;
+      const int nib = N == 64 ? 4 * u : 4 * (j & 1);  // N = 64: j0 is even
       uint32_t sc, m;
       if (j < 4) {
         sc = sb(j) & 63;
@@ -180,7 +189,7 @@ struct DecQ4K {
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
           const int byte = 8 * o + e;
-          const uint32_t qv = (w[byte / 4] >> (8 * (byte % 4) + 4 * u)) & 0xF;
+          const uint32_t qv = (w[byte / 4] >> (8 * (byte % 4) + nib)) & 0xF;
           v[e] = __fsub_rn(__fmul_rn(d1, small_u2f(qv)), m1);
         }
         store8(dst + 32 * u + 8 * o, v, mask);
@@ -190,7 +199,7 @@ struct DecQ4K {
 };
 
 // Any format, value by value (mv::decode_value; byte loads): the tiny test models' plain types.
-template <uint32_t T>
+template <uint32_t T, int N>
 struct DecGeneric {
   const uint8_t* row;
   int k;
@@ -200,13 +209,18 @@ struct DecGeneric {
   }
   __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
 #pragma unroll 2
-    for (int o = 0; o < 8; ++o) {
+    for (int o = 0; o < N / 8; ++o) {
       float v[8];
 #pragma unroll
       for (int e = 0; e < 8; ++e) v[e] = mv::decode_value(T, row, k + 8 * o + e);
       store8(dst + 8 * o, v, mask);
     }
   }
+};
+template <uint32_t T>
+struct Generic {
+  template <int N>
+  using Dec = DecGeneric<T, N>;
 };
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
@@ -250,8 +264,12 @@ struct Args {
   float* y;
 };
 
-template <class Dec, bool kSwiglu>
-__global__ void __launch_bounds__(kThreads, 2) expert_gemm_kernel(Args p) {
+// R threads per decoded weight row (1 or 2): 128 R threads, 4 R warps as 2 (weight rows) x 2 R
+// (pairs) of 64 x 64 / R tiles.
+template <template <int> class DecT, bool kSwiglu, int R>
+__global__ void __launch_bounds__(128 * R, 2) expert_gemm_kernel(Args p) {
+  constexpr int kThreads = 128 * R, V = BK / R, WN = 64 / R, NJ = WN / 16;
+  using Dec = DecT<V>;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
   const int tid = (int)threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -261,18 +279,20 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_kernel(Args p) {
   const int4 tile = p.tiles[blockIdx.y];
   const int e = tile.x, r0 = tile.y, cnt = tile.z;
 
-  // This thread decodes tile row `tid`, all 64 values of each K step. Rows past the matrix
+  // This thread decodes values (tid % R) V .. + V - 1 of tile row i = tid / R in each K step.
+  // Rows past the matrix
   // decode its first row (valid memory) and store zeros: no branch, so the decoding of step k + 1
   // and the MMAs of step k share one basic block and interleave.
+  const int i = tid / R, kofs = (tid % R) * V;
   bool valid;
   const uint8_t* wrow;
   if constexpr (kSwiglu) {
-    const int f = (int)blockIdx.x * (BM / 2) + 8 * (tid >> 4) + (tid & 7);
+    const int f = (int)blockIdx.x * (BM / 2) + 8 * (i >> 4) + (i & 7);
     valid = f < p.rows;
-    wrow = ((tid >> 3) & 1 ? p.w1 : p.w0) + (int64_t)e * p.expert_bytes +
+    wrow = ((i >> 3) & 1 ? p.w1 : p.w0) + (int64_t)e * p.expert_bytes +
            (valid ? (int64_t)f * p.row_bytes : 0);
   } else {
-    const int m = (int)blockIdx.x * BM + tid;
+    const int m = (int)blockIdx.x * BM + i;
     valid = m < p.rows;
     wrow = p.w0 + (int64_t)e * p.expert_bytes + (valid ? (int64_t)m * p.row_bytes : 0);
   }
@@ -287,24 +307,23 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_kernel(Args p) {
     }
     cp_async_commit();
   };
-  auto decode = [&](int buf) { dec.store(&sm.a[buf][tid][0], sm.grid, mask); };
+  auto decode = [&](int buf) { dec.store(&sm.a[buf][i][kofs], sm.grid, mask); };
 
   const int nk = p.K / BK;
-  dec.load(wrow, 0);
+  dec.load(wrow, kofs);
   load_x(0, 0);
   __syncthreads();  // the grid table
   decode(0);
   cp_async_wait_all();
   __syncthreads();
 
-  // Warps 2 (weight rows) x 2 (pairs), 64 x 64 each.
   const int wm = warp & 1, wn = warp >> 1;
-  const bool active = wn * 64 < cnt;
-  float acc[4][8][4];
+  const bool active = wn * WN < cnt;
+  float acc[4][2 * NJ][4];
 #pragma unroll
   for (int a = 0; a < 4; ++a)
 #pragma unroll
-    for (int b = 0; b < 8; ++b)
+    for (int b = 0; b < 2 * NJ; ++b)
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
 
@@ -317,9 +336,9 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_kernel(Args p) {
         ldsm_x4(af[mi], &sm.a[cur][wm * 64 + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8]
                              [ks * 16 + (lane >> 4) * 8]);
 #pragma unroll
-      for (int nj = 0; nj < 4; ++nj) {
+      for (int nj = 0; nj < NJ; ++nj) {
         uint32_t r[4];
-        ldsm_x4(r, &sm.b[cur][wn * 64 + nj * 16 + (lane & 7) + (lane >> 4) * 8]
+        ldsm_x4(r, &sm.b[cur][wn * WN + nj * 16 + (lane & 7) + (lane >> 4) * 8]
                         [ks * 16 + ((lane >> 3) & 1) * 8]);
 #pragma unroll
         for (int mi = 0; mi < 4; ++mi) {
@@ -334,7 +353,7 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_kernel(Args p) {
     const int cur = kt & 1;
     if (kt + 1 < nk) {
       load_x(kt + 1, cur ^ 1);
-      dec.load(wrow, (kt + 1) * BK);
+      dec.load(wrow, (kt + 1) * BK + kofs);
       if (active) mma_step(cur);
       decode(cur ^ 1);
       cp_async_wait_all();
@@ -349,10 +368,10 @@ __global__ void __launch_bounds__(kThreads, 2) expert_gemm_kernel(Args p) {
 #pragma unroll
   for (int mi = 0; mi < 4; ++mi)
 #pragma unroll
-    for (int ni = 0; ni < 8; ++ni)
+    for (int ni = 0; ni < 2 * NJ; ++ni)
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const int tok = wn * 64 + ni * 8 + t2 + c;
+        const int tok = wn * WN + ni * 8 + t2 + c;
         if (tok >= cnt) continue;
         const int64_t r = r0 + tok;
         if constexpr (kSwiglu) {
@@ -412,37 +431,44 @@ __global__ void expert_tiles_kernel(const int32_t* se, int pairs, int E, int4* t
   }
 }
 
-template <class Dec, bool kSwiglu>
+template <template <int> class Dec, bool kSwiglu, int R>
 void launch(const Args& a, unsigned mtiles, int cap, cudaStream_t s) {
-  auto* k = expert_gemm_kernel<Dec, kSwiglu>;
+  auto* k = expert_gemm_kernel<Dec, kSwiglu, R>;
   static const bool attr = [&] {
     DSV4_CUDA_CHECK(
         cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(Smem)));
     return true;
   }();
   (void)attr;
-  launch_k(k, dim3(mtiles, (unsigned)cap), dim3(kThreads), sizeof(Smem), s, a);
+  launch_k(k, dim3(mtiles, (unsigned)cap), dim3(128 * R), sizeof(Smem), s, a);
   DSV4_CUDA_CHECK_LAUNCH("expert_gemm_kernel");
 }
 
-template <class Dec>
-void launch_mode(const Args& a, unsigned mtiles, int cap, cudaStream_t s) {
-  if (a.w1)
-    launch<Dec, true>(a, mtiles, cap, s);
-  else
-    launch<Dec, false>(a, mtiles, cap, s);
+template <template <int> class Dec>
+void launch_mode(const Args& a, unsigned mtiles, int cap, int R, cudaStream_t s) {
+  if (a.w1) {
+    if (R == 2)
+      launch<Dec, true, 2>(a, mtiles, cap, s);
+    else
+      launch<Dec, true, 1>(a, mtiles, cap, s);
+  } else {
+    if (R == 2)
+      launch<Dec, false, 2>(a, mtiles, cap, s);
+    else
+      launch<Dec, false, 1>(a, mtiles, cap, s);
+  }
 }
 
 // The format's fast decoder when the tensor and its strides are aligned for its loads, else the
 // value-by-value one.
-template <class Fast, uint32_t T>
-void launch_type(const Args& a, unsigned mtiles, int cap, cudaStream_t s) {
+template <template <int> class Fast, uint32_t T>
+void launch_type(const Args& a, unsigned mtiles, int cap, int R, cudaStream_t s) {
   const uint64_t bits = (uint64_t)(uintptr_t)a.w0 | (uint64_t)(uintptr_t)a.w1 |
                         (uint64_t)a.expert_bytes | (uint64_t)a.row_bytes;
-  if (bits % Fast::kAlign == 0)
-    launch_mode<Fast>(a, mtiles, cap, s);
+  if (bits % Fast<32>::kAlign == 0 && bits % Fast<64>::kAlign == 0)
+    launch_mode<Fast>(a, mtiles, cap, R, s);
   else
-    launch_mode<DecGeneric<T>>(a, mtiles, cap, s);
+    launch_mode<Generic<T>::template Dec>(a, mtiles, cap, R, s);
 }
 
 }  // namespace
@@ -476,7 +502,8 @@ bool expert_gemm_supported(uint32_t type, int64_t K) {
 
 void expert_gemm(uint32_t type, const void* w0, const void* w1, int64_t expert_bytes,
                  int64_t row_bytes, int64_t rows, int64_t K, const bf16* x, const ExpertTiles& t,
-                 const float* row_w, float clamp, bf16* h, float* y, cudaStream_t s) {
+                 const float* row_w, float clamp, bf16* h, float* y, cudaStream_t s,
+                 ExpertGemmShape shape) {
   if (!expert_gemm_supported(type, K))
     throw_invalid_argument("expert_gemm: unsupported weight type or column count");
   if (rows <= 0 || rows > (1 << 24) || (w1 ? h == nullptr : y == nullptr))
@@ -499,21 +526,29 @@ void expert_gemm(uint32_t type, const void* w0, const void* w1, int64_t expert_b
   const int per_tile = w1 ? BM / 2 : BM;
   const unsigned mtiles = (unsigned)((rows + per_tile - 1) / per_tile);
   const int cap = t.capacity;
+  if (shape == ExpertGemmShape::kAuto) {
+    static const ExpertGemmShape env = [] {
+      const char* e = std::getenv("DSV4_EXPERT_WARPS");
+      return e && std::atoi(e) == 4 ? ExpertGemmShape::kWarps4 : ExpertGemmShape::kWarps8;
+    }();
+    shape = env;
+  }
+  const int R = shape == ExpertGemmShape::kWarps4 ? 1 : 2;
   switch ((GgmlType)type) {
     case GgmlType::IQ2_XXS:
-      return launch_type<DecIq2xxs, mv::T_IQ2_XXS>(a, mtiles, cap, s);
+      return launch_type<DecIq2xxs, mv::T_IQ2_XXS>(a, mtiles, cap, R, s);
     case GgmlType::Q2_K:
-      return launch_type<DecQ2K, mv::T_Q2_K>(a, mtiles, cap, s);
+      return launch_type<DecQ2K, mv::T_Q2_K>(a, mtiles, cap, R, s);
     case GgmlType::Q4_K:
-      return launch_type<DecQ4K, mv::T_Q4_K>(a, mtiles, cap, s);
+      return launch_type<DecQ4K, mv::T_Q4_K>(a, mtiles, cap, R, s);
     case GgmlType::F32:
-      return launch_mode<DecGeneric<mv::T_F32>>(a, mtiles, cap, s);
+      return launch_mode<Generic<mv::T_F32>::template Dec>(a, mtiles, cap, R, s);
     case GgmlType::F16:
-      return launch_mode<DecGeneric<mv::T_F16>>(a, mtiles, cap, s);
+      return launch_mode<Generic<mv::T_F16>::template Dec>(a, mtiles, cap, R, s);
     case GgmlType::BF16:
-      return launch_mode<DecGeneric<mv::T_BF16>>(a, mtiles, cap, s);
+      return launch_mode<Generic<mv::T_BF16>::template Dec>(a, mtiles, cap, R, s);
     case GgmlType::Q8_0:
-      return launch_mode<DecGeneric<mv::T_Q8_0>>(a, mtiles, cap, s);
+      return launch_mode<Generic<mv::T_Q8_0>::template Dec>(a, mtiles, cap, R, s);
     default:
       throw_invalid_argument("expert_gemm: unsupported weight type");
   }

@@ -44,8 +44,13 @@ bool expert_gemm_supported(uint32_t type, int64_t K);
 //  * w1 set (gate w0, up w1, rows = F): h[r][f] = bf16(w_r * silu(min(g, c)) * clamp(u, -c, c))
 //    with g = x[r] . w0[e][f], u = x[r] . w1[e][f], w_r = row_w[r] (null: 1): gemm::swiglu_bf16
 //    fused into the epilogue (h: [pairs][F]).
+// `shape`: the CTA layout (both 128 weight rows x 128 pairs): 8 warps of 64 x 32 (two threads
+// decode each weight row) or 4 warps of 64 x 64 (one thread per row, more registers, half the
+// occupancy); kAuto: 8 warps unless DSV4_EXPERT_WARPS=4. The results do not depend on it.
+enum class ExpertGemmShape { kAuto, kWarps8, kWarps4 };
 void expert_gemm(uint32_t type, const void* w0, const void* w1, int64_t expert_bytes,
                  int64_t row_bytes, int64_t rows, int64_t K, const bf16* x, const ExpertTiles& t,
-                 const float* row_w, float clamp, bf16* h, float* y, cudaStream_t s);
+                 const float* row_w, float clamp, bf16* h, float* y, cudaStream_t s,
+                 ExpertGemmShape shape = ExpertGemmShape::kAuto);
 
 }  // namespace dsv4::cuda::gemm

@@ -264,7 +264,7 @@ TEST(CudaGemm, GatherAndSwigluMatchCpu) {
 
 // Grouped expert GEMMs: rows sorted by expert with uneven counts (0, 1, odd, > 128, > 256), one
 // plain product (rows not a multiple of the 128-row tile) and one gate/up product with the fused
-// SwiGLU (F not a multiple of the 64-value tile), every format.
+// SwiGLU (F not a multiple of the 64-value tile), every format, both CTA layouts.
 TEST(CudaGemm, ExpertGemmMatchesFloat64) {
   REQUIRE_GPU();
   const uint64_t seed = run_seed();
@@ -317,17 +317,30 @@ TEST(CudaGemm, ExpertGemmMatchesFloat64) {
     };
     const auto fp = dec(wp, E * R), fg = dec(wg, E * F), fu = dec(wu, E * F);
     auto dwp = upload(wp), dwg = upload(wg), dwu = upload(wu);
-    cu::DeviceBuffer y(sizeof(float) * (size_t)(pairs * R)), h(2 * (size_t)(pairs * F));
-    y.fill_bytes(0xff);
-    h.fill_bytes(0xff);
-    gm::expert_gemm((uint32_t)f.t, dwp.data(), nullptr, (int64_t)rb * R, (int64_t)rb, R, K,
-                    dx.as<gm::bf16>(), tl, nullptr, 0.0f, nullptr, y.as<float>(), st.get());
-    gm::expert_gemm((uint32_t)f.t, dwg.data(), dwu.data(), (int64_t)rb * F, (int64_t)rb, F, K,
-                    dx.as<gm::bf16>(), tl, drw.as<float>(), clamp, h.as<gm::bf16>(), nullptr,
-                    st.get());
-    st.sync();
-    const auto gy = download<float>(y, (size_t)(pairs * R));
-    const auto gh = download<uint16_t>(h, (size_t)(pairs * F));
+    // Both CTA layouts; the 4-warp results must equal the 8-warp ones bit for bit.
+    std::vector<float> gy;
+    std::vector<uint16_t> gh;
+    for (gm::ExpertGemmShape shape : {gm::ExpertGemmShape::kWarps8, gm::ExpertGemmShape::kWarps4}) {
+      cu::DeviceBuffer y(sizeof(float) * (size_t)(pairs * R)), h(2 * (size_t)(pairs * F));
+      y.fill_bytes(0xff);
+      h.fill_bytes(0xff);
+      gm::expert_gemm((uint32_t)f.t, dwp.data(), nullptr, (int64_t)rb * R, (int64_t)rb, R, K,
+                      dx.as<gm::bf16>(), tl, nullptr, 0.0f, nullptr, y.as<float>(), st.get(),
+                      shape);
+      gm::expert_gemm((uint32_t)f.t, dwg.data(), dwu.data(), (int64_t)rb * F, (int64_t)rb, F, K,
+                      dx.as<gm::bf16>(), tl, drw.as<float>(), clamp, h.as<gm::bf16>(), nullptr,
+                      st.get(), shape);
+      st.sync();
+      const auto y1 = download<float>(y, (size_t)(pairs * R));
+      const auto h1 = download<uint16_t>(h, (size_t)(pairs * F));
+      if (gy.empty()) {
+        gy = y1;
+        gh = h1;
+      } else {
+        EXPECT_EQ(std::memcmp(gy.data(), y1.data(), 4 * gy.size()), 0) << f.name << " y, 4 warps";
+        EXPECT_EQ(std::memcmp(gh.data(), h1.data(), 2 * gh.size()), 0) << f.name << " h, 4 warps";
+      }
+    }
     auto dot = [&](const std::vector<float>& w, int64_t wr, int64_t r, double& sum) {
       double acc = 0;
       sum = 0;
