@@ -4,9 +4,15 @@
 //    decoder exactly (f32) and after one round-to-nearest-even to bf16 (bf16);
 //  * bf16 and f32 GEMMs (plain and strided batched) against float64 products of the same
 //    (bf16-rounded) inputs, within f32 accumulation error;
-//  * the row gather and the SwiGLU to bf16 against the CPU formula.
+//  * the row gather and the SwiGLU to bf16 against the CPU formula;
+//  * the grouped expert GEMMs with in-kernel decoding (gemm_experts.h), plain and with the fused
+//    SwiGLU, for every format, against float64 products of the bf16-rounded decoded weights and
+//    activations, with experts of 0, 1, odd and > 128 rows, weights in device and in mapped host
+//    memory.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -19,6 +25,7 @@
 #include "core/ggml_type.h"
 #include "cuda/device.h"
 #include "cuda/gemm.h"
+#include "cuda/gemm_experts.h"
 #include "quant/quant.h"
 #include "test_seed.h"
 
@@ -253,6 +260,147 @@ TEST(CudaGemm, GatherAndSwigluMatchCpu) {
       off += std::fabs(got1 - v) > 1e-2f * std::fabs(v) + 1e-6f;
     }
   EXPECT_EQ(off, 0);
+}
+
+// Grouped expert GEMMs: rows sorted by expert with uneven counts (0, 1, odd, > 128, > 256), one
+// plain product (rows not a multiple of the 128-row tile) and one gate/up product with the fused
+// SwiGLU (F not a multiple of the 64-value tile), every format, both CTA layouts.
+TEST(CudaGemm, ExpertGemmMatchesFloat64) {
+  REQUIRE_GPU();
+  const uint64_t seed = run_seed();
+  cu::Stream st;
+  const int E = 9;
+  const int counts[E] = {3, 0, 1, 130, 0, 257, 64, 33, 128};
+  const int64_t K = 768, R = 200, F = 96;
+  const float clamp = 2.5f;
+  std::vector<int32_t> slot;
+  for (int e = 0; e < E; ++e)
+    for (int i = 0; i < counts[e]; ++i) slot.push_back(e);
+  const int64_t pairs = (int64_t)slot.size();
+  int expect_tiles = 0;
+  for (int e = 0; e < E; ++e) expect_tiles += (counts[e] + 127) / 128;
+  // Activations rounded to bf16, row weights.
+  const auto xf = randn((size_t)(pairs * K), seed + 11);
+  std::vector<uint16_t> xb(xf.size());
+  for (size_t i = 0; i < xf.size(); ++i) xb[i] = bf16_bits(xf[i]);
+  const auto rw = randn((size_t)pairs, seed + 12);
+  auto dslot = upload(slot), dx = upload(xb), drw = upload(rw);
+  gm::ExpertTiles tl;
+  tl.capacity = (int)gm::expert_tile_capacity(pairs, E);
+  cu::DeviceBuffer tbuf((size_t)(16 * (tl.capacity + 1)));
+  tbuf.fill_bytes(0xff);
+  tl.tiles = tbuf.as<int4>();
+  tl.count = reinterpret_cast<int32_t*>(tbuf.as<int4>() + tl.capacity);
+  gm::expert_tiles(dslot.as<int32_t>(), (int)pairs, E, tl, st.get());
+  st.sync();
+  int32_t ntiles = -1;
+  tbuf.download(&ntiles, 4, 16 * (size_t)tl.capacity);
+  EXPECT_EQ(ntiles, expect_tiles);
+
+  for (const Fmt& f : kFormats) {
+    ASSERT_TRUE(gm::expert_gemm_supported((uint32_t)f.t, K)) << f.name;
+    const size_t rb = dsv4::ggml_row_bytes(f.t, (uint64_t)K);
+    // Plain: E experts of [R][K]; gate/up: E experts of [F][K] each.
+    std::vector<uint8_t> wp(rb * (size_t)(E * R)), wg(rb * (size_t)(E * F)),
+        wu(rb * (size_t)(E * F));
+    dsv4::quant::random_blocks(f.t, seed + 21 + (uint64_t)f.t, 1.0f, wp.data(), E * R * K);
+    dsv4::quant::random_blocks(f.t, seed + 41 + (uint64_t)f.t, 1.0f, wg.data(), E * F * K);
+    dsv4::quant::random_blocks(f.t, seed + 61 + (uint64_t)f.t, 1.0f, wu.data(), E * F * K);
+    auto dec = [&](const std::vector<uint8_t>& w, int64_t rows) {
+      std::vector<float> v((size_t)(rows * K));
+      for (int64_t r = 0; r < rows; ++r) {
+        dsv4::quant::dequantize_row(f.t, w.data() + (size_t)r * rb, v.data() + r * K, K);
+        for (int64_t c = 0; c < K; ++c)
+          v[(size_t)(r * K + c)] = bf16_value(bf16_bits(v[(size_t)(r * K + c)]));
+      }
+      return v;
+    };
+    const auto fp = dec(wp, E * R), fg = dec(wg, E * F), fu = dec(wu, E * F);
+    auto dwp = upload(wp), dwg = upload(wg), dwu = upload(wu);
+    // Both CTA layouts; the 4-warp results must equal the 8-warp ones bit for bit.
+    std::vector<float> gy;
+    std::vector<uint16_t> gh;
+    for (gm::ExpertGemmShape shape : {gm::ExpertGemmShape::kWarps8, gm::ExpertGemmShape::kWarps4}) {
+      cu::DeviceBuffer y(sizeof(float) * (size_t)(pairs * R)), h(2 * (size_t)(pairs * F));
+      y.fill_bytes(0xff);
+      h.fill_bytes(0xff);
+      gm::expert_gemm((uint32_t)f.t, dwp.data(), nullptr, (int64_t)rb * R, (int64_t)rb, R, K,
+                      dx.as<gm::bf16>(), tl, nullptr, 0.0f, nullptr, y.as<float>(), st.get(),
+                      shape);
+      gm::expert_gemm((uint32_t)f.t, dwg.data(), dwu.data(), (int64_t)rb * F, (int64_t)rb, F, K,
+                      dx.as<gm::bf16>(), tl, drw.as<float>(), clamp, h.as<gm::bf16>(), nullptr,
+                      st.get(), shape);
+      st.sync();
+      const auto y1 = download<float>(y, (size_t)(pairs * R));
+      const auto h1 = download<uint16_t>(h, (size_t)(pairs * F));
+      if (gy.empty()) {
+        gy = y1;
+        gh = h1;
+      } else {
+        EXPECT_EQ(std::memcmp(gy.data(), y1.data(), 4 * gy.size()), 0) << f.name << " y, 4 warps";
+        EXPECT_EQ(std::memcmp(gh.data(), h1.data(), 2 * gh.size()), 0) << f.name << " h, 4 warps";
+      }
+    }
+    auto dot = [&](const std::vector<float>& w, int64_t wr, int64_t r, double& sum) {
+      double acc = 0;
+      sum = 0;
+      for (int64_t c = 0; c < K; ++c) {
+        const double p = (double)w[(size_t)(wr * K + c)] * bf16_value(xb[(size_t)(r * K + c)]);
+        acc += p;
+        sum += std::fabs(p);
+      }
+      return acc;
+    };
+    double worst = 0;
+    int64_t bad_h = 0, nonfinite = 0;
+    for (int64_t r = 0; r < pairs; ++r) {
+      const int64_t e = slot[(size_t)r];
+      for (int64_t m = 0; m < R; ++m) {
+        double S = 0;
+        const double ref = dot(fp, e * R + m, r, S);
+        const float got = gy[(size_t)(r * R + m)];
+        if (!std::isfinite(got)) {
+          ++nonfinite;
+          continue;
+        }
+        worst = std::max(worst, std::fabs(got - ref) / (S + 1e-30));
+      }
+      for (int64_t j = 0; j < F; ++j) {
+        double Sg = 0, Su = 0;
+        const double g = dot(fg, e * F + j, r, Sg), u = dot(fu, e * F + j, r, Su);
+        const double gc = std::min(g, (double)clamp),
+                     uc = std::clamp(u, -(double)clamp, (double)clamp);
+        const double ref = rw[(size_t)r] * gc / (1.0 + std::exp(-gc)) * uc;
+        const float got = bf16_value(gh[(size_t)(r * F + j)]);
+        const double tol = 1e-2 * std::fabs(ref) +
+                           std::fabs(rw[(size_t)r]) * 1e-5 *
+                               (1.2 * std::fabs(uc) * Sg + (std::fabs(gc) + 1) * Su) +
+                           1e-6;
+        bad_h += !(std::fabs(got - ref) <= tol);
+      }
+    }
+    std::printf("  %s: worst |err| / sum|x w| %.3g\n", f.name, worst);
+    EXPECT_EQ(nonfinite, 0) << f.name;
+    EXPECT_LE(worst, 1e-5) << f.name;
+    EXPECT_EQ(bad_h, 0) << f.name;
+
+    // The same weights in mapped pinned host memory (host-resident experts): the same bits.
+    if (f.t == GgmlType::IQ2_XXS || f.t == GgmlType::Q2_K || f.t == GgmlType::Q4_K) {
+      void* hp = nullptr;
+      ASSERT_EQ(cudaHostAlloc(&hp, wp.size(), cudaHostAllocMapped), cudaSuccess);
+      std::memcpy(hp, wp.data(), wp.size());
+      void* dp = nullptr;
+      ASSERT_EQ(cudaHostGetDevicePointer(&dp, hp, 0), cudaSuccess);
+      cu::DeviceBuffer y2(sizeof(float) * (size_t)(pairs * R));
+      y2.fill_bytes(0xff);
+      gm::expert_gemm((uint32_t)f.t, dp, nullptr, (int64_t)rb * R, (int64_t)rb, R, K,
+                      dx.as<gm::bf16>(), tl, nullptr, 0.0f, nullptr, y2.as<float>(), st.get());
+      st.sync();
+      const auto gy2 = download<float>(y2, (size_t)(pairs * R));
+      EXPECT_EQ(std::memcmp(gy.data(), gy2.data(), 4 * gy.size()), 0) << f.name;
+      cudaFreeHost(hp);
+    }
+  }
 }
 
 }  // namespace
