@@ -111,8 +111,9 @@ std::vector<Case> decode_cases() {
   c.push_back({"shexp gate+up", Q8, 2048, 4096, 2, 1, false, false, 43, 43});
   c.push_back({"shexp down", Q8, 4096, 2048, 1, 1, false, false, 43, 43});
   // routed experts, 6 per token
-  c.push_back({"exps gate+up x6", GgmlType::IQ2_XXS, 2048, 4096, 2, 6, true, false, 43, 0});
-  c.push_back({"exps down x6", GgmlType::Q2_K, 4096, 2048, 1, 6, true, true, 43, 0});
+  // q2: int8 x by default (CudaOptions::decode_x8); the f32-x kernels below for comparison
+  c.push_back({"exps gate+up x6", GgmlType::IQ2_XXS, 2048, 4096, 2, 6, true, false, 43, 0, true});
+  c.push_back({"exps down x6", GgmlType::Q2_K, 4096, 2048, 1, 6, true, true, 43, 0, true});
   c.push_back({"exps gate+up x6", GgmlType::Q4_K, 2048, 4096, 2, 6, true, false, 0, 43});
   c.push_back({"exps down x6", GgmlType::Q4_K, 4096, 2048, 1, 6, true, true, 0, 43});
   // F16 side weights
@@ -127,12 +128,11 @@ std::vector<Case> decode_cases() {
   c.push_back({"output head", Q8, 129280, 4096, 1, 1, false, false, 1, 1});
   c.push_back({"output_hc_fn", F16, 4, 16384, 1, 1, false, false, 1, 1});
   // one expert matrix alone (per-format numbers, not in the per-token sum)
-  c.push_back({"one expert gate", GgmlType::IQ2_XXS, 2048, 4096, 1, 1, false, false, 0, 0});
-  // the int8-x variant (CudaOptions::decode_x8), not in the per-token sum
-  c.push_back(
-      {"exps gate+up x6 int8-x", GgmlType::IQ2_XXS, 2048, 4096, 2, 6, true, false, 0, 0, true});
-  c.push_back(
-      {"one expert gate int8-x", GgmlType::IQ2_XXS, 2048, 4096, 1, 1, false, false, 0, 0, true});
+  c.push_back({"one expert gate f32-x", GgmlType::IQ2_XXS, 2048, 4096, 1, 1, false, false, 0, 0});
+  c.push_back({"one expert gate", GgmlType::IQ2_XXS, 2048, 4096, 1, 1, false, false, 0, 0, true});
+  // f32 x (bench --f32-x), not in the per-token sum
+  c.push_back({"exps gate+up x6 f32-x", GgmlType::IQ2_XXS, 2048, 4096, 2, 6, true, false, 0, 0});
+  c.push_back({"exps down x6 f32-x", GgmlType::Q2_K, 4096, 2048, 1, 6, true, true, 0, 0});
   c.push_back({"one expert down", GgmlType::Q2_K, 4096, 2048, 1, 1, false, false, 0, 0});
   c.push_back({"one expert gate", GgmlType::Q4_K, 2048, 4096, 1, 1, false, false, 0, 0});
   c.push_back({"one expert down", GgmlType::Q4_K, 4096, 2048, 1, 1, false, false, 0, 0});

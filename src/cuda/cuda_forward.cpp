@@ -610,6 +610,7 @@ struct CudaModel::Impl {
     prof.mark("exp_down", cs);
     MatvecOp dn;
     dn.type = L.down_exps.type;
+    dn.x8 = opt.decode_x8;
     dn.w[0] = L.down_exps.data;
     dn.rows = D;
     dn.cols = F;
@@ -910,6 +911,7 @@ struct CudaModel::Impl {
                     k * n, F, d.clamp, h.as<float>(), cs);
         MatvecOp dn;
         dn.type = L.down_exps.type;
+        dn.x8 = opt.decode_x8;
         dn.w[0] = L.down_exps.data;
         dn.rows = D;
         dn.cols = F;

@@ -23,9 +23,9 @@ struct CudaOptions {
   // reference to f32 rounding.
   bool prefill_gemm = true;
   int64_t gemm_min_tokens = 32;
-  // Matrix-vector products of the routed experts' gate and up (decode, and chunks below
-  // gemm_min_tokens) quantize x to int8 per 32 values and use integer dot products where the
-  // weight format has that kernel (IQ2_XXS): that format is instruction-bound with f32 x. The
+  // Matrix-vector products of the routed experts (decode, and chunks below gemm_min_tokens)
+  // quantize x to int8 per 32 values and use integer dot products where the weight format has
+  // that kernel (IQ2_XXS, Q2_K): those formats are instruction-bound with f32 x. The
   // rounding is finer than the official FP8 activation quantization; off: f32 x, equal to the
   // CPU reference to f32 rounding.
   bool decode_x8 = true;

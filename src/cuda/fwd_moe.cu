@@ -13,7 +13,9 @@ namespace {
 constexpr int kMaxK = 16;
 constexpr int kMaxE = 4096;
 
-// One block per token; dynamic shared memory: 2 * E floats.
+// One warp per token (the selection is k rounds of a warp argmax, no block barriers: the old
+// 128-thread version spent its time in 2k __syncthreads). Dynamic shared memory: 2 * E floats and
+// E taken flags.
 __global__ void router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
                               const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
                               float* wts) {
@@ -22,29 +24,26 @@ __global__ void router_kernel(const float* logits, const float* bias, const int3
   extern __shared__ float sm[];
   float* s = sm;
   float* biased = sm + E;
-  const int i = blockIdx.x;
-  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+  unsigned char* taken = reinterpret_cast<unsigned char*>(sm + 2 * E);
+  const int i = blockIdx.x, lane = threadIdx.x;
+  for (int e = lane; e < E; e += 32) {
     const float v = sqrtf(softplus_f(logits[(int64_t)i * E + e]));
     s[e] = v;
     biased[e] = bias ? v + bias[e] : v;
+    taken[e] = 0;
   }
-  __syncthreads();
-  __shared__ int sel[kMaxK];
-  __shared__ float bv[32];
-  __shared__ int bi[32];
+  __syncwarp();
+  int sel[kMaxK];
   if (tid2eid) {
-    if (threadIdx.x < k) sel[threadIdx.x] = tid2eid[(int64_t)tokens[i] * k + threadIdx.x];
+    for (int j = 0; j < k; ++j) sel[j] = tid2eid[(int64_t)tokens[i] * k + j];
   } else {
-    // k passes of a block argmax: descending score, ties to the lower index (the CPU's
-    // partial_sort order). Taken experts are skipped by id.
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    // Descending score, ties to the lower index (the CPU's partial_sort order); taken experts
+    // are skipped.
     for (int j = 0; j < k; ++j) {
       float best = -INFINITY;
       int id = 0x7fffffff;
-      for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        bool taken = false;
-        for (int t = 0; t < j; ++t) taken = taken || sel[t] == e;
-        if (taken) continue;
+      for (int e = lane; e < E; e += 32) {
+        if (taken[e]) continue;
         const float v = biased[e];
         if (id == 0x7fffffff || v > best) {
           best = v;
@@ -59,27 +58,12 @@ __global__ void router_kernel(const float* logits, const float* bias, const int3
           id = oi;
         }
       }
-      if (lane == 0) {
-        bv[wid] = best;
-        bi[wid] = id;
-      }
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        float b = bv[0];
-        int bid = bi[0];
-        for (int w = 1; w < nw; ++w)
-          if (bi[w] != 0x7fffffff &&
-              (bid == 0x7fffffff || bv[w] > b || (bv[w] == b && bi[w] < bid))) {
-            b = bv[w];
-            bid = bi[w];
-          }
-        sel[j] = bid;
-      }
-      __syncthreads();
+      sel[j] = id;  // the same on every lane
+      if (lane == 0) taken[id] = 1;
+      __syncwarp();
     }
   }
-  __syncthreads();
-  if (threadIdx.x != 0) return;
+  if (lane != 0) return;
   float sum = 0.0f;
   for (int j = 0; j < k; ++j) sum += s[sel[j]];
   for (int j = 0; j < k; ++j) {
@@ -316,8 +300,8 @@ void router(const float* logits, const float* bias, const int32_t* tid2eid, cons
             int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s) {
   if (k > kMaxK || k > E || E > kMaxE)
     throw_invalid_argument("cuda forward: expert counts unsupported (k <= 16, E <= 4096)");
-  launch_k(router_kernel, n, 128, sizeof(float) * 2 * (size_t)E, s, logits, bias, tid2eid, tokens,
-           n, E, k, scale, ids, wts);
+  launch_k(router_kernel, n, 32, (sizeof(float) * 2 + 1) * (size_t)E, s, logits, bias, tid2eid,
+           tokens, n, E, k, scale, ids, wts);
   FWD_LAUNCH_CHECK("router_kernel");
 }
 

@@ -146,7 +146,7 @@ void matvec_run(const MatvecOp& op, cudaStream_t stream) {
     case GgmlType::Q4_K:
       return mv::launch_q4_k(l, op.nb, stream);
     case GgmlType::Q2_K:
-      return mv::launch_q2_k(l, op.nb, stream);
+      return plan.x8 ? mv::launch_q2_k_x8(l, op.nb, stream) : mv::launch_q2_k(l, op.nb, stream);
     case GgmlType::IQ2_XXS:
       return plan.x8 ? mv::launch_iq2_xxs_x8(l, op.nb, stream)
                      : mv::launch_iq2_xxs(l, op.nb, stream);

@@ -81,4 +81,68 @@ struct FmtQ2_K {
   }
 };
 
+// The int8-x variant (FormatGeom::x8, MatvecOp::x8): the 2-bit codes of 4 values, masked out of a
+// code word, are already 4 unsigned bytes; dp4a with 4 int8 x gives sum(q xq) exactly, so
+// y += dl * (x scale * sum(q xq)) - ml * sum16(x) per sub-block of 16, sum16 being the staged sum
+// of the sub-block's quantized x times its scale.
+struct FmtQ2_K_X8 {
+  static constexpr FormatGeom kGeom = kGeomQ2_K_X8;
+  static constexpr bool kDenormal = false;
+  static constexpr bool kOptionalSmemX = false;
+
+  template <int NB>
+  DSV4_HD static void dot(const uint32_t (&w)[21], const X8& x, const uint32_t*, float (&acc)[NB]) {
+    const float d = f16_bits_to_f32(w[20]);
+    const float dmin = f16_bits_to_f32(w[20] >> 16);
+    DSV4_UNROLL
+    for (int h = 0; h < 2; ++h) {  // halves of 128 values: code bytes qs[32h .. 32h+31]
+      DSV4_UNROLL
+      for (int sh = 0; sh < 4; ++sh) {  // 2-bit field sh: values 128h + 32sh + l, l = 0..31
+        int is[2][NB];
+        DSV4_UNROLL
+        for (int v = 0; v < NB; ++v) is[0][v] = is[1][v] = 0;
+        DSV4_UNROLL
+        for (int i = 0; i < 8; i += 2) {  // code bytes l = 4i .. 4i+7 (words 4 + 8h + i, +1)
+          const uint32_t c0 = (w[4 + 8 * h + i] >> (2 * sh)) & 0x03030303u;
+          const uint32_t c1 = (w[5 + 8 * h + i] >> (2 * sh)) & 0x03030303u;
+          DSV4_UNROLL
+          for (int v = 0; v < NB; ++v) {
+            uint32_t xlo, xhi;
+            x.q(v, 128 * h + 32 * sh + 4 * i, xlo, xhi);
+            is[i >> 2][v] = dp4a_s8(c1, xhi, dp4a_s8(c0, xlo, is[i >> 2][v]));
+          }
+        }
+        DSV4_UNROLL
+        for (int half = 0; half < 2; ++half) {
+          const int sb = 8 * h + 2 * sh + half;  // sub-block of 16 values; scale byte sb
+          const uint32_t sw = w[sb >> 2];
+          float scf, mf;
+          switch (sb & 3) {
+            case 0:
+              FmtQ2_K::scale_min<0>(sw, &scf, &mf);
+              break;
+            case 1:
+              FmtQ2_K::scale_min<1>(sw, &scf, &mf);
+              break;
+            case 2:
+              FmtQ2_K::scale_min<2>(sw, &scf, &mf);
+              break;
+            default:
+              FmtQ2_K::scale_min<3>(sw, &scf, &mf);
+              break;
+          }
+          const float dl = fmul_rn(d, scf);
+          const float nl = -fmul_rn(dmin, mf);
+          DSV4_UNROLL
+          for (int v = 0; v < NB; ++v) {
+            const float sx = x.scale(v, 4 * h + sh);
+            acc[v] = fma_f(dl, sx * (float)is[half][v], acc[v]);
+            acc[v] = fma_f(nl, x.sum16(v, sb), acc[v]);
+          }
+        }
+      }
+    }
+  }
+};
+
 }  // namespace dsv4::cuda::mv

@@ -171,8 +171,10 @@ DSV4_HD int dp4a_s8(uint32_t a, uint32_t b, int c) {
 }
 
 // x staged as int8 (FormatGeom::x8): unit bytes [0, unit_values) hold the values, then one f32
-// scale per 32 values; vs = bytes between vectors. q(v, i) returns the 8 int8 values [i, i+8)
-// (i a multiple of 8) as two words, scale(v, k) the scale of values [32k, 32k+32).
+// scale per 32 values, then (formats with minimums) per 16 values the sum of the quantized values
+// times their scale; vs = bytes between vectors. q(v, i) returns the 8 int8 values [i, i+8) (i a
+// multiple of 8) as two words, scale(v, k) the scale of values [32k, 32k+32), sum16(v, k) the sum
+// of values [16k, 16k+16).
 struct X8 {
   const unsigned char* p;
   int64_t vs;
@@ -188,11 +190,17 @@ struct X8 {
 #endif
   }
   DSV4_HD float scale(int v, int k) const {
+    return f32_at(v * vs + unit_values + 4 * k);
+  }
+  DSV4_HD float sum16(int v, int k) const {
+    return f32_at(v * vs + unit_values + 4 * (unit_values / 32) + 4 * k);
+  }
+  DSV4_HD float f32_at(int64_t off) const {
 #ifdef __CUDA_ARCH__
-    return reinterpret_cast<const float*>(p + v * vs + unit_values)[k];
+    return *reinterpret_cast<const float*>(p + off);
 #else
     float f;
-    std::memcpy(&f, p + v * vs + unit_values + 4 * k, 4);
+    std::memcpy(&f, p + off, 4);
     return f;
 #endif
   }

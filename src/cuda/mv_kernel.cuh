@@ -123,7 +123,18 @@ __device__ __forceinline__ void stage_x_and_table(const Params& p, const float* 
       unsigned char* dst = smem + (int64_t)(v * p.units + uu) * kXU;
       reinterpret_cast<uint4*>(dst + 32 * k)[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
       reinterpret_cast<uint4*>(dst + 32 * k)[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
-      reinterpret_cast<float*>(dst + g.unit_values)[k] = x8_scale(amax) + poison;
+      const float sc = x8_scale(amax) + poison;
+      reinterpret_cast<float*>(dst + g.unit_values)[k] = sc;
+      if constexpr (g.xsum_group == 16) {  // sums of the quantized values (exact integers) * sc
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s0 = dp4a_s8(pk[e], 0x01010101u, s0);
+#pragma unroll
+        for (int e = 4; e < 8; ++e) s1 = dp4a_s8(pk[e], 0x01010101u, s1);
+        float* sums = reinterpret_cast<float*>(dst + g.unit_values + 4 * kG32);
+        sums[2 * k] = sc * (float)s0;
+        sums[2 * k + 1] = sc * (float)s1;
+      }
     }
   } else if constexpr (kSmemX) {
     constexpr float kSc = F::kDenormal ? kXScale : 1.0f;

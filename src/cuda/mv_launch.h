@@ -22,6 +22,7 @@ struct Launch {
 void launch_q8_0(const Launch& l, int nb, cudaStream_t s);
 void launch_q4_k(const Launch& l, int nb, cudaStream_t s);
 void launch_q2_k(const Launch& l, int nb, cudaStream_t s);
+void launch_q2_k_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtQ2_K_X8)
 void launch_iq2_xxs(const Launch& l, int nb, cudaStream_t s);
 void launch_iq2_xxs_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtIQ2_XXS_X8)
 void launch_f16(const Launch& l, int nb, cudaStream_t s);

@@ -38,9 +38,12 @@ struct FormatGeom {
 };
 
 // Shared bytes of one staged x unit: f32 values plus 4 floats of padding, or (x8) int8 values,
-// their per-32 scales and 16 bytes of padding (the LR lanes of a row then hit other banks).
+// their per-32 scales, (xsum_group) the per-16 sums of the quantized values as f32, and 16 bytes
+// of padding (the LR lanes of a row then hit other banks).
 constexpr int x_unit_bytes(const FormatGeom& g) {
-  return g.x8 ? g.unit_values + 4 * (g.unit_values / 32) + 16 : 4 * (g.unit_values + 4);
+  return g.x8 ? g.unit_values + 4 * (g.unit_values / 32) +
+                    (g.xsum_group ? 4 * (g.unit_values / 16) : 0) + 16
+              : 4 * (g.unit_values + 4);
 }
 
 // Q8_0: 8 blocks = 272 B = 17 x 16 B, 16-byte aligned whenever the row start is (cols % 256 == 0).
@@ -50,6 +53,8 @@ inline constexpr FormatGeom kGeomQ2_K{256, 84, 4, 84, 2, true, 16, 0};         /
 inline constexpr FormatGeom kGeomIQ2_XXS{512, 132, 4, 132, 2, true, 0, 1024};  // 2 blocks
 // IQ2_XXS with int8 x: the table holds the grid as bytes (2 KiB).
 inline constexpr FormatGeom kGeomIQ2_XXS_X8{512, 132, 4, 132, 2, true, 0, 2048, true};
+// Q2_K with int8 x: the minimums need the per-16 sums of the quantized x.
+inline constexpr FormatGeom kGeomQ2_K_X8{256, 84, 4, 84, 2, true, 16, 0, true};
 inline constexpr FormatGeom kGeomF16{64, 128, 16, 144, 2, false, 0, 0};
 inline constexpr FormatGeom kGeomBF16{64, 128, 16, 144, 2, false, 0, 0};
 inline constexpr FormatGeom kGeomF32{32, 128, 16, 144, 2, false, 0, 0};

@@ -8,6 +8,7 @@ namespace dsv4::cuda::mv {
 
 std::optional<FormatGeom> format_geom(GgmlType t, bool x8) {
   if (x8 && t == GgmlType::IQ2_XXS) return kGeomIQ2_XXS_X8;
+  if (x8 && t == GgmlType::Q2_K) return kGeomQ2_K_X8;
   switch (t) {
     case GgmlType::Q8_0:
       return kGeomQ8_0;
@@ -107,9 +108,9 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
     // x staged with padding per unit, its per-16 sums with 1 (bank-conflict free for LR > 1; see
     // mv_kernel.cuh).
     const size_t x_bytes = sx ? (size_t)s.nb * (size_t)q.units * (size_t)x_unit_bytes(g) : 0;
-    const size_t xsum_bytes =
-        sx && g.xsum_group ? (size_t)s.nb * (size_t)q.units * (size_t)(g.unit_values / 16 + 1) * 4
-                           : 0;
+    const size_t xsum_bytes = sx && g.xsum_group && !g.x8 ? (size_t)s.nb * (size_t)q.units *
+                                                                (size_t)(g.unit_values / 16 + 1) * 4
+                                                          : 0;
     q.off_xsum = align16(x_bytes);
     q.off_tab = align16(q.off_xsum + xsum_bytes);
     q.off_ring = align16(q.off_tab + (size_t)g.table_bytes);
@@ -183,9 +184,10 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
       q.smem_x = sx_needed;
       const size_t x_bytes =
           q.smem_x ? (size_t)s.nb * (size_t)q.units * (size_t)x_unit_bytes(g) : 0;
-      const size_t xsum_bytes = q.smem_x && g.xsum_group ? (size_t)s.nb * (size_t)q.units *
-                                                               (size_t)(g.unit_values / 16 + 1) * 4
-                                                         : 0;
+      const size_t xsum_bytes =
+          q.smem_x && g.xsum_group && !g.x8
+              ? (size_t)s.nb * (size_t)q.units * (size_t)(g.unit_values / 16 + 1) * 4
+              : 0;
       q.off_xsum = align16(x_bytes);
       q.off_tab = align16(q.off_xsum + xsum_bytes);
       q.off_ring = align16(q.off_tab + (size_t)g.table_bytes);

@@ -774,17 +774,23 @@ X8Ref x8_reference(const HostMatrix& m, const float* x, int nb) {
   return r;
 }
 
-TEST(CudaMatvecX8, Iq2xxsMatchesInt8Reference) {
+TEST(CudaMatvecX8, MatchesInt8Reference) {
   REQUIRE_GPU();
   struct C {
+    GgmlType t;
     int64_t cols, rows;
     int nb;
   };
-  for (const C c : {C{4096, 2048, 1}, C{4096, 512, 3}, C{512, 64, 1}, C{1024, 100, 8}}) {
-    SCOPED_TRACE(std::to_string(c.cols) + "->" + std::to_string(c.rows) + " nb " +
+  const GgmlType IQ2 = GgmlType::IQ2_XXS, Q2K = GgmlType::Q2_K;
+  for (const C c :
+       {C{IQ2, 4096, 2048, 1}, C{IQ2, 4096, 512, 3}, C{IQ2, 512, 64, 1}, C{IQ2, 1024, 100, 8},
+        C{Q2K, 2048, 4096, 1}, C{Q2K, 2048, 512, 3}, C{Q2K, 256, 64, 1}, C{Q2K, 1024, 100, 8}}) {
+    const std::string tn(dsv4::ggml_type_name(c.t));
+    SCOPED_TRACE(tn + " " + std::to_string(c.cols) + "->" + std::to_string(c.rows) + " nb " +
                  std::to_string(c.nb));
-    const uint64_t seed = mix(run_seed(), 0x78 + (uint64_t)c.cols * 3 + (uint64_t)c.nb);
-    const HostMatrix m = random_matrix(GgmlType::IQ2_XXS, c.rows, c.cols, seed);
+    const uint64_t seed =
+        mix(run_seed(), 0x78 + (uint64_t)c.cols * 3 + (uint64_t)c.nb + (uint64_t)c.t * 101);
+    const HostMatrix m = random_matrix(c.t, c.rows, c.cols, seed);
     std::vector<float> x = random_x(c.nb * c.cols, seed ^ 0x99);
     for (int64_t i = 0; i < 32; ++i) x[(size_t)i] = 0.0f;  // an all-zero group (scale 0)
     const X8Ref ref = x8_reference(m, x.data(), c.nb);
@@ -792,7 +798,7 @@ TEST(CudaMatvecX8, Iq2xxsMatchesInt8Reference) {
     dw.upload(m.bytes.data(), m.bytes.size());
     dx.upload(x.data(), x.size() * 4);
     cu::MatvecOp op;
-    op.type = GgmlType::IQ2_XXS;
+    op.type = c.t;
     op.w[0] = dw.data();
     op.rows = c.rows;
     op.cols = c.cols;
@@ -816,85 +822,86 @@ TEST(CudaMatvecX8, Iq2xxsMatchesInt8Reference) {
       if (!(std::fabs((double)got[i] - ref.exact[i]) <= 1.001 * ref.bound[i] + 1e-5 * ref.s[i]))
         ++over;
     }
-    std::printf("[   info   ] IQ2_XXS x8 %" PRId64 "->%" PRId64 " nb %d %s: max |err|/S = %.3g\n",
-                c.cols, c.rows, c.nb, plan.c_str(), worst);
+    std::printf("[   info   ] %s x8 %" PRId64 "->%" PRId64 " nb %d %s: max |err|/S = %.3g\n",
+                tn.c_str(), c.cols, c.rows, c.nb, plan.c_str(), worst);
     EXPECT_EQ(bad, 0) << "vs the int8 reference";
     EXPECT_EQ(over, 0) << "beyond the quantization bound vs float64";
   }
 }
 
-TEST(CudaMatvecX8, Iq2xxsExpertsAndNanPropagate) {
+TEST(CudaMatvecX8, ExpertsAndNanPropagate) {
   REQUIRE_GPU();
   constexpr int kExperts = 8, kSlots = 6;
   const int64_t rows = 256, cols = 2048;
-  const uint64_t seed = mix(run_seed(), 0x7878);
-  std::vector<HostMatrix> mats;
-  for (int mi = 0; mi < 2; ++mi)
-    mats.push_back(random_matrix(GgmlType::IQ2_XXS, rows * kExperts, cols, mix(seed, mi)));
-  std::vector<int32_t> ids = {5, 0, 7, 2, 2, 6};
-  for (bool per_slot : {false, true}) {
-    SCOPED_TRACE(per_slot ? "x per slot" : "shared x");
-    std::vector<float> x = random_x(per_slot ? kSlots * cols : cols, seed ^ (per_slot ? 1 : 2));
-    std::vector<cu::DeviceBuffer> dw;
-    for (auto& m : mats) {
-      dw.emplace_back(m.bytes.size());
-      dw.back().upload(m.bytes.data(), m.bytes.size());
+  const std::vector<int32_t> ids = {5, 0, 7, 2, 2, 6};
+  for (GgmlType t : {GgmlType::IQ2_XXS, GgmlType::Q2_K})
+    for (bool per_slot : {false, true}) {
+      const int n_mats = t == GgmlType::IQ2_XXS ? 2 : 1;  // gate+up / down
+      SCOPED_TRACE(std::string(dsv4::ggml_type_name(t)) + (per_slot ? " x per slot" : " shared x"));
+      const uint64_t seed = mix(run_seed(), 0x7878 + (uint64_t)t);
+      std::vector<HostMatrix> mats;
+      for (int mi = 0; mi < n_mats; ++mi)
+        mats.push_back(random_matrix(t, rows * kExperts, cols, mix(seed, mi)));
+      std::vector<float> x = random_x(per_slot ? kSlots * cols : cols, seed ^ (per_slot ? 1 : 2));
+      std::vector<cu::DeviceBuffer> dw;
+      for (auto& m : mats) {
+        dw.emplace_back(m.bytes.size());
+        dw.back().upload(m.bytes.data(), m.bytes.size());
+      }
+      cu::DeviceBuffer dids(ids.size() * 4), dx(x.size() * 4), dy(2 * kSlots * rows * 4);
+      dids.upload(ids.data(), ids.size() * 4);
+      dx.upload(x.data(), x.size() * 4);
+      cu::MatvecOp op;
+      op.type = t;
+      for (int mi = 0; mi < n_mats; ++mi) op.w[mi] = dw[(size_t)mi].data();
+      op.n_mats = n_mats;
+      op.rows = rows;
+      op.cols = cols;
+      op.expert_stride_bytes = rows * (int64_t)mats[0].row_bytes;
+      op.n_expert = kExperts;
+      op.ids = dids.as<int32_t>();
+      op.n_slots = kSlots;
+      op.x = dx.as<float>();
+      op.x_slot_stride = per_slot ? cols : 0;
+      op.y = dy.as<float>();
+      op.x8 = true;
+      dy.fill_bytes(0xFF);
+      cu::matvec_run(op);
+      sync_check();
+      std::vector<float> got((size_t)n_mats * kSlots * rows);
+      dy.download(got.data(), got.size() * 4);
+      for (int mi = 0; mi < n_mats; ++mi)
+        for (int sl = 0; sl < kSlots; ++sl) {
+          HostMatrix sub;
+          sub.type = t;
+          sub.rows = rows;
+          sub.cols = cols;
+          sub.row_bytes = mats[(size_t)mi].row_bytes;
+          const uint8_t* base = mats[(size_t)mi].row((int64_t)ids[(size_t)sl] * rows);
+          sub.bytes.assign(base, base + sub.row_bytes * (size_t)rows);
+          const X8Ref ref = x8_reference(sub, x.data() + (per_slot ? (size_t)sl * cols : 0), 1);
+          for (int64_t r = 0; r < rows; ++r) {
+            const double g = got[((size_t)mi * kSlots + sl) * rows + (size_t)r];
+            ASSERT_LE(std::fabs(g - ref.y[(size_t)r]), 1e-5 * ref.s[(size_t)r] + 1e-6)
+                << "mat " << mi << " slot " << sl << " row " << r;
+          }
+        }
+      // A NaN in x reaches every output that reads it (as in the f32 kernels).
+      x[(size_t)cols / 2 + 3] = std::nanf("");
+      dx.upload(x.data(), x.size() * 4);
+      dy.fill_bytes(0);
+      cu::matvec_run(op);
+      sync_check();
+      dy.download(got.data(), got.size() * 4);
+      for (int mi = 0; mi < n_mats; ++mi)
+        for (int sl = 0; sl < kSlots; ++sl) {
+          const bool reads = !per_slot || sl == 0;
+          for (int64_t r = 0; r < rows; ++r) {
+            const float g = got[((size_t)mi * kSlots + sl) * rows + (size_t)r];
+            ASSERT_EQ(std::isnan(g), reads) << "mat " << mi << " slot " << sl << " row " << r;
+          }
+        }
     }
-    cu::DeviceBuffer dids(ids.size() * 4), dx(x.size() * 4), dy(2 * kSlots * rows * 4);
-    dids.upload(ids.data(), ids.size() * 4);
-    dx.upload(x.data(), x.size() * 4);
-    cu::MatvecOp op;
-    op.type = GgmlType::IQ2_XXS;
-    op.w[0] = dw[0].data();
-    op.w[1] = dw[1].data();
-    op.n_mats = 2;
-    op.rows = rows;
-    op.cols = cols;
-    op.expert_stride_bytes = rows * (int64_t)mats[0].row_bytes;
-    op.n_expert = kExperts;
-    op.ids = dids.as<int32_t>();
-    op.n_slots = kSlots;
-    op.x = dx.as<float>();
-    op.x_slot_stride = per_slot ? cols : 0;
-    op.y = dy.as<float>();
-    op.x8 = true;
-    dy.fill_bytes(0xFF);
-    cu::matvec_run(op);
-    sync_check();
-    std::vector<float> got(2 * kSlots * rows);
-    dy.download(got.data(), got.size() * 4);
-    for (int mi = 0; mi < 2; ++mi)
-      for (int sl = 0; sl < kSlots; ++sl) {
-        HostMatrix sub;
-        sub.type = GgmlType::IQ2_XXS;
-        sub.rows = rows;
-        sub.cols = cols;
-        sub.row_bytes = mats[(size_t)mi].row_bytes;
-        const uint8_t* base = mats[(size_t)mi].row((int64_t)ids[(size_t)sl] * rows);
-        sub.bytes.assign(base, base + sub.row_bytes * (size_t)rows);
-        const X8Ref ref = x8_reference(sub, x.data() + (per_slot ? (size_t)sl * cols : 0), 1);
-        for (int64_t r = 0; r < rows; ++r) {
-          const double g = got[((size_t)mi * kSlots + sl) * rows + (size_t)r];
-          ASSERT_LE(std::fabs(g - ref.y[(size_t)r]), 1e-5 * ref.s[(size_t)r] + 1e-6)
-              << "mat " << mi << " slot " << sl << " row " << r;
-        }
-      }
-    // A NaN in x reaches every output that reads it (as in the f32 kernels).
-    x[(size_t)cols / 2 + 3] = std::nanf("");
-    dx.upload(x.data(), x.size() * 4);
-    dy.fill_bytes(0);
-    cu::matvec_run(op);
-    sync_check();
-    dy.download(got.data(), got.size() * 4);
-    for (int mi = 0; mi < 2; ++mi)
-      for (int sl = 0; sl < kSlots; ++sl) {
-        const bool reads = !per_slot || sl == 0;
-        for (int64_t r = 0; r < rows; ++r) {
-          const float g = got[((size_t)mi * kSlots + sl) * rows + (size_t)r];
-          ASSERT_EQ(std::isnan(g), reads) << "mat " << mi << " slot " << sl << " row " << r;
-        }
-      }
-  }
 }
 
 }  // namespace
