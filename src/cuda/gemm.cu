@@ -329,4 +329,15 @@ void Blas::f32_nt(const float* W, const float* X, float* Y, int64_t rows, int64_
                         &zero, Y, to_int(ldy, "ldy")));
 }
 
+void Blas::tf32_nt(const float* W, const float* X, float* Y, int64_t rows, int64_t cols, int64_t n,
+                   int64_t ldx, int64_t ldy) const {
+  if (n <= 0) return;
+  const float one = 1.0f, zero = 0.0f;
+  auto h = static_cast<cublasHandle_t>(h_);
+  const int m = to_int(rows, "rows"), nn = to_int(n, "n"), k = to_int(cols, "cols");
+  DSV4_BLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, W, CUDA_R_32F, k, X,
+                         CUDA_R_32F, to_int(ldx, "ldx"), &zero, Y, CUDA_R_32F, to_int(ldy, "ldy"),
+                         CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+}
+
 }  // namespace dsv4::cuda::gemm

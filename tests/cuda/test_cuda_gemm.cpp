@@ -181,15 +181,19 @@ TEST(CudaGemm, ProductsMatchFloat64) {
   auto dxb = upload(xbf);
   cu::DeviceBuffer y32(sizeof(float) * (size_t)(n * ldy)),
       yb(sizeof(float) * (size_t)(n * ldy * batch));
+  cu::DeviceBuffer yt(sizeof(float) * (size_t)(n * ldy));
   y32.fill_bytes(0xff);
   yb.fill_bytes(0xff);
+  yt.fill_bytes(0xff);
   blas.f32_nt(dw32.as<float>(), dx32.as<float>(), y32.as<float>(), rows, cols, n, ldx, ldy);
+  blas.tf32_nt(dw32.as<float>(), dx32.as<float>(), yt.as<float>(), rows, cols, n, ldx, ldy);
   blas.bf16_nt(dwb.as<gm::bf16>(), dxb.as<gm::bf16>(), yb.as<float>(), rows, cols, n, ldx, ldy,
                (int)batch, rows * cols, 0, n * ldy);
   st.sync();
   const auto g32 = download<float>(y32, (size_t)(n * ldy));
   const auto gb = download<float>(yb, (size_t)(n * ldy * batch));
-  double worst32 = 0, worstb = 0;
+  const auto gt = download<float>(yt, (size_t)(n * ldy));
+  double worst32 = 0, worstb = 0, worstt = 0;
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t r = 0; r < rows; ++r) {
@@ -211,11 +215,18 @@ TEST(CudaGemm, ProductsMatchFloat64) {
           const float fv = g32[(size_t)(i * ldy + r)];
           ASSERT_TRUE(std::isfinite(fv));
           worst32 = std::max(worst32, std::fabs(fv - e32) / (s32 + 1e-30));
+          const float tv = gt[(size_t)(i * ldy + r)];
+          ASSERT_TRUE(std::isfinite(tv));
+          worstt = std::max(worstt, std::fabs(tv - e32) / (s32 + 1e-30));
         }
       }
-  std::printf("  worst |err| / sum|x w|: f32 %.3g, bf16 inputs %.3g\n", worst32, worstb);
+  std::printf("  worst |err| / sum|x w|: f32 %.3g, bf16 inputs %.3g, tf32 %.3g\n", worst32, worstb,
+              worstt);
   EXPECT_LE(worst32, 1e-5);
   EXPECT_LE(worstb, 1e-5);
+  // TF32 rounds both inputs to 10-bit mantissas (relative 2^-11 each): the error is at most
+  // ~2^-10 of sum|x w| plus the f32 accumulation.
+  EXPECT_LE(worstt, 1.2e-3);
 }
 
 TEST(CudaGemm, GatherAndSwigluMatchCpu) {
