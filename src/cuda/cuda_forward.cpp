@@ -383,8 +383,10 @@ struct CudaModel::Impl {
   bool use_gemm(int64_t n) const { return blas && n >= opt.gemm_min_tokens; }
 
   // y[n][rows] = W x[n][cols]: bf16 tensor-core GEMM for long chunks, else the matvec kernels.
-  void proj(const TensorRef& w, const float* x, int64_t n, float* y) const {
-    if (!use_gemm(n)) return mv(w, x, n, y);
+  // `s`: the stream of the matvec path (a decode branch); GEMM chunks run on the stream.
+  void proj(const TensorRef& w, const float* x, int64_t n, float* y,
+            cudaStream_t s = nullptr) const {
+    if (!use_gemm(n)) return mv(w, x, n, y, s);
     cudaStream_t cs = stream.get();
     const int64_t rows = w.rows(), cols = w.cols();
     gemm::dequant_bf16((uint32_t)w.type, w.data, (int64_t)w.row_bytes(), rows, cols,
@@ -411,22 +413,32 @@ struct CudaModel::Impl {
            gemm::expert_gemm_supported((uint32_t)L.down_exps.type, F);
   }
 
+  // The (token, slot) pairs of a long chunk sorted by expert (moe_group_sorted: a stable radix
+  // sort; g_slot, g_pos, g_w, g_tok) and their inputs gathered as bf16 rows into g_x. Returns the
+  // pair count.
+  int group_pairs(int n) {
+    cudaStream_t cs = stream.get();
+    const int D = (int)c.n_embd, E = (int)c.n_expert, k = (int)c.n_expert_used;
+    const int pairs = k * n;
+    prof.mark("exp_group", cs);
+    fwd::moe_group_sorted(ids.as<int32_t>(), wts.as<float>(), n, k, E, sort_tmp.data(),
+                          sort_tmp.size(), g_slot.as<int32_t>(), g_pos.as<int32_t>(),
+                          g_w.as<float>(), g_tok.as<int32_t>(), cs);
+    gemm::gather_rows_bf16(xin.as<float>(), g_tok.as<int32_t>(), pairs, D, g_x.as<gemm::bf16>(),
+                           cs);
+    return pairs;
+  }
+
   // Routed experts of a long chunk with two grouped GEMM launches (gemm_experts.h): pairs
   // grouped by expert (moe_group_sorted), the tile list built on the device, gate+up with the
   // SwiGLU fused (bf16 h), then down into g_out rows (g_pos), combined by moe_combine_post. The
   // weights are decoded inside the GEMM: no bf16 weight scratch, no host round trip.
   void routed_fused(const LayerWeights& L, int n, float clamp) {
     cudaStream_t cs = stream.get();
-    const int D = (int)c.n_embd, F = (int)c.expert_ff, E = (int)c.n_expert,
-              k = (int)c.n_expert_used;
-    const int pairs = k * n;
-    prof.mark("exp_group", cs);
-    fwd::moe_group_sorted(ids.as<int32_t>(), wts.as<float>(), n, k, E, sort_tmp.data(),
-                          sort_tmp.size(), g_slot.as<int32_t>(), g_pos.as<int32_t>(),
-                          g_w.as<float>(), g_tok.as<int32_t>(), cs);
+    const int D = (int)c.n_embd, F = (int)c.expert_ff, E = (int)c.n_expert;
+    const int pairs = group_pairs(n);
     gemm::bf16* gx = g_x.as<gemm::bf16>();
     gemm::bf16* hq = g_h.as<gemm::bf16>();
-    gemm::gather_rows_bf16(xin.as<float>(), g_tok.as<int32_t>(), pairs, D, gx, cs);
     gemm::ExpertTiles t;
     t.capacity = (int)gemm::expert_tile_capacity(pairs, E);
     t.tiles = exp_tiles.as<int4>();
@@ -448,16 +460,10 @@ struct CudaModel::Impl {
   // (g_pos), combined by moe_combine_post.
   void routed_gemm(const LayerWeights& L, int n, float clamp) {
     cudaStream_t cs = stream.get();
-    const int D = (int)c.n_embd, F = (int)c.expert_ff, E = (int)c.n_expert,
-              k = (int)c.n_expert_used;
-    const int pairs = k * n;
-    prof.mark("exp_group", cs);
-    fwd::moe_group_sorted(ids.as<int32_t>(), wts.as<float>(), n, k, E, sort_tmp.data(),
-                          sort_tmp.size(), g_slot.as<int32_t>(), g_pos.as<int32_t>(),
-                          g_w.as<float>(), g_tok.as<int32_t>(), cs);
+    const int D = (int)c.n_embd, F = (int)c.expert_ff, E = (int)c.n_expert;
+    const int pairs = group_pairs(n);
     gemm::bf16* gx = g_x.as<gemm::bf16>();
     gemm::bf16* hq = g_h.as<gemm::bf16>();
-    gemm::gather_rows_bf16(xin.as<float>(), g_tok.as<int32_t>(), pairs, D, gx, cs);
     DSV4_CUDA_CHECK(cudaMemcpyAsync(host_slots.data(), g_slot.data(), sizeof(int32_t) * pairs,
                                     cudaMemcpyDeviceToHost, cs));
     stream.sync();
@@ -713,10 +719,7 @@ struct CudaModel::Impl {
     const bool one = n == 1;
     br.fork(0);
     M("kv");
-    if (one)
-      mv(L.kv, xin.as<float>(), 1, kv.as<float>(), br.at(0));
-    else
-      proj(L.kv, xin.as<float>(), n, kv.as<float>());
+    proj(L.kv, xin.as<float>(), n, kv.as<float>(), br.at(0));
     M("kv_norm_rope");
     fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
                       kvn.as<float>(), one ? st.raw.as<float>() : nullptr, W, br.at(0));
@@ -755,10 +758,7 @@ struct CudaModel::Impl {
                            opt.qat, st.idx.as<float>(), br.at(2));
       if (idx_query) {
         M("idx_proj");
-        if (one)
-          mv(L.idx_proj, xin.as<float>(), 1, iw.as<float>(), br.at(2));
-        else
-          proj(L.idx_proj, xin.as<float>(), n, iw.as<float>());
+        proj(L.idx_proj, xin.as<float>(), n, iw.as<float>(), br.at(2));
       }
     }
     M("q_a");
@@ -767,10 +767,7 @@ struct CudaModel::Impl {
     fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
     br.fork(3);
     M("q_b");
-    if (one)
-      mv(L.q_b, qr.as<float>(), 1, q.as<float>(), br.at(3));
-    else
-      proj(L.q_b, qr.as<float>(), n, q.as<float>());
+    proj(L.q_b, qr.as<float>(), n, q.as<float>(), br.at(3));
     M("q_norm_rope");
     fwd::q_norm_rope(q.as<float>(), n, H, hd, rd, d.freqs, P, eps, br.at(3));
     if (idx_query) {

@@ -65,19 +65,30 @@ struct FmtIQ2_XXS {
 #endif
   }
 
+  // The unit's two blocks. Block 0: d = bytes 0-1, group g at bytes 2+8g (2-byte aligned:
+  // funnel shifts). Block 1: d = bytes 66-67 (high half of word 16), group g at words 17+2g,
+  // 18+2g. group() returns the words A (grid indices), B (signs, scale) of group g of block b and
+  // its scale d*(0.5+s)*0.25 in the CPU's f32 operations.
+  DSV4_HD static float block_scale(const uint32_t (&w)[33], int b) {
+    return f16_bits_to_f32(b == 0 ? w[0] : (w[16] >> 16));
+  }
+  DSV4_HD static float group(const uint32_t (&w)[33], int b, int g, float d, uint32_t& A,
+                             uint32_t& B) {
+    A = b == 0 ? funnel_r(w[2 * g], w[2 * g + 1], 16) : w[17 + 2 * g];
+    B = b == 0 ? funnel_r(w[2 * g + 1], w[2 * g + 2], 16) : w[18 + 2 * g];
+    return fmul_rn(fmul_rn(d, fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
+  }
+
   template <int NB, class X>
   DSV4_HD static void dot(const uint32_t (&w)[33], const X& x, const float*, int,
                           const uint32_t* tab, float (&acc)[NB]) {
     DSV4_UNROLL
     for (int b = 0; b < 2; ++b) {
-      // Block 0: d = bytes 0-1, group g at bytes 2+8g (2-byte aligned: funnel shifts).
-      // Block 1: d = bytes 66-67 (high half of word 16), group g at words 17+2g, 18+2g.
-      const float d = f16_bits_to_f32(b == 0 ? w[0] : (w[16] >> 16));
+      const float d = block_scale(w, b);
       DSV4_UNROLL
       for (int g = 0; g < 8; ++g) {
-        const uint32_t A = b == 0 ? funnel_r(w[2 * g], w[2 * g + 1], 16) : w[17 + 2 * g];
-        const uint32_t B = b == 0 ? funnel_r(w[2 * g + 1], w[2 * g + 2], 16) : w[18 + 2 * g];
-        const float db = fmul_rn(fmul_rn(d, fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
+        uint32_t A, B;
+        const float db = group(w, b, g, d, A, B);
         float s[NB][4];
         DSV4_UNROLL
         for (int l = 0; l < 4; ++l) {
@@ -167,12 +178,11 @@ struct FmtIQ2_XXS_X8 {
                           float (&acc)[NB]) {
     DSV4_UNROLL
     for (int b = 0; b < 2; ++b) {
-      const float d = f16_bits_to_f32(b == 0 ? w[0] : (w[16] >> 16));
+      const float d = FmtIQ2_XXS::block_scale(w, b);
       DSV4_UNROLL
       for (int g = 0; g < 8; ++g) {
-        const uint32_t A = b == 0 ? funnel_r(w[2 * g], w[2 * g + 1], 16) : w[17 + 2 * g];
-        const uint32_t B = b == 0 ? funnel_r(w[2 * g + 1], w[2 * g + 2], 16) : w[18 + 2 * g];
-        const float db = fmul_rn(fmul_rn(d, fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
+        uint32_t A, B;
+        const float db = FmtIQ2_XXS::group(w, b, g, d, A, B);
         int is[NB];
         DSV4_UNROLL
         for (int v = 0; v < NB; ++v) is[v] = 0;

@@ -22,6 +22,22 @@ struct FmtQ2_K {
     *m = byte_to_float<K>((sw >> 4) & 0x0F0F0F0Fu);
   }
 
+  // Scale and minimum of sub-block sb (byte sb of the scales; sb a compile-time constant after
+  // unrolling, so the switch folds away).
+  DSV4_HD static void scale_min_of(const uint32_t (&w)[21], int sb, float* sc, float* m) {
+    const uint32_t sw = w[sb >> 2];
+    switch (sb & 3) {
+      case 0:
+        return scale_min<0>(sw, sc, m);
+      case 1:
+        return scale_min<1>(sw, sc, m);
+      case 2:
+        return scale_min<2>(sw, sc, m);
+      default:
+        return scale_min<3>(sw, sc, m);
+    }
+  }
+
   template <int NB, class X>
   DSV4_HD static void dot(const uint32_t (&w)[21], const X& x, const float* xsum, int xsum_vs,
                           const uint32_t*, float (&acc)[NB]) {
@@ -52,22 +68,8 @@ struct FmtQ2_K {
         DSV4_UNROLL
         for (int half = 0; half < 2; ++half) {
           const int sb = 8 * h + 2 * sh + half;  // sub-block of 16 values; scale byte sb
-          const uint32_t sw = w[sb >> 2];
           float scf, mf;
-          switch (sb & 3) {
-            case 0:
-              scale_min<0>(sw, &scf, &mf);
-              break;
-            case 1:
-              scale_min<1>(sw, &scf, &mf);
-              break;
-            case 2:
-              scale_min<2>(sw, &scf, &mf);
-              break;
-            default:
-              scale_min<3>(sw, &scf, &mf);
-              break;
-          }
+          scale_min_of(w, sb, &scf, &mf);
           const float dl = fmul_rn(d, scf);
           const float nl = -fmul_rn(dmin, mf);
           DSV4_UNROLL
@@ -115,22 +117,8 @@ struct FmtQ2_K_X8 {
         DSV4_UNROLL
         for (int half = 0; half < 2; ++half) {
           const int sb = 8 * h + 2 * sh + half;  // sub-block of 16 values; scale byte sb
-          const uint32_t sw = w[sb >> 2];
           float scf, mf;
-          switch (sb & 3) {
-            case 0:
-              FmtQ2_K::scale_min<0>(sw, &scf, &mf);
-              break;
-            case 1:
-              FmtQ2_K::scale_min<1>(sw, &scf, &mf);
-              break;
-            case 2:
-              FmtQ2_K::scale_min<2>(sw, &scf, &mf);
-              break;
-            default:
-              FmtQ2_K::scale_min<3>(sw, &scf, &mf);
-              break;
-          }
+          FmtQ2_K::scale_min_of(w, sb, &scf, &mf);
           const float dl = fmul_rn(d, scf);
           const float nl = -fmul_rn(dmin, mf);
           DSV4_UNROLL
