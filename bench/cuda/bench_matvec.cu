@@ -101,15 +101,15 @@ struct Case {
 std::vector<Case> decode_cases() {
   const GgmlType Q8 = GgmlType::Q8_0, F16 = GgmlType::F16;
   std::vector<Case> c;
-  // attention (43 layers)
-  c.push_back({"attn_q_a", Q8, 1024, 4096, 1, 1, false, false, 43, 43});
-  c.push_back({"attn_q_b", Q8, 32768, 1024, 1, 1, false, false, 43, 43});
-  c.push_back({"attn_kv", Q8, 512, 4096, 1, 1, false, false, 43, 43});
-  c.push_back({"attn_output_a (8 groups)", Q8, 1024, 4096, 1, 8, false, true, 43, 43});
-  c.push_back({"attn_output_b", Q8, 4096, 8192, 1, 1, false, false, 43, 43});
+  // attention (43 layers); int8 x by default (CudaOptions::dense_x8), f32 x below
+  c.push_back({"attn_q_a", Q8, 1024, 4096, 1, 1, false, false, 43, 43, true});
+  c.push_back({"attn_q_b", Q8, 32768, 1024, 1, 1, false, false, 43, 43, true});
+  c.push_back({"attn_kv", Q8, 512, 4096, 1, 1, false, false, 43, 43, true});
+  c.push_back({"attn_output_a (8 groups)", Q8, 1024, 4096, 1, 8, false, true, 43, 43, true});
+  c.push_back({"attn_output_b", Q8, 4096, 8192, 1, 1, false, false, 43, 43, true});
   // shared expert
-  c.push_back({"shexp gate+up", Q8, 2048, 4096, 2, 1, false, false, 43, 43});
-  c.push_back({"shexp down", Q8, 4096, 2048, 1, 1, false, false, 43, 43});
+  c.push_back({"shexp gate+up", Q8, 2048, 4096, 2, 1, false, false, 43, 43, true});
+  c.push_back({"shexp down", Q8, 4096, 2048, 1, 1, false, false, 43, 43, true});
   // routed experts, 6 per token
   // q2: int8 x by default (CudaOptions::decode_x8); the f32-x kernels below for comparison
   c.push_back({"exps gate+up x6", GgmlType::IQ2_XXS, 2048, 4096, 2, 6, true, false, 43, 0, true});
@@ -133,6 +133,10 @@ std::vector<Case> decode_cases() {
   // f32 x (bench --f32-x), not in the per-token sum
   c.push_back({"exps gate+up x6 f32-x", GgmlType::IQ2_XXS, 2048, 4096, 2, 6, true, false, 0, 0});
   c.push_back({"exps down x6 f32-x", GgmlType::Q2_K, 4096, 2048, 1, 6, true, true, 0, 0});
+  c.push_back({"attn_q_b f32-x", Q8, 32768, 1024, 1, 1, false, false, 0, 0});
+  c.push_back({"attn_output_a (8 groups) f32-x", Q8, 1024, 4096, 1, 8, false, true, 0, 0});
+  c.push_back({"attn_output_b f32-x", Q8, 4096, 8192, 1, 1, false, false, 0, 0});
+  c.push_back({"shexp gate+up f32-x", Q8, 2048, 4096, 2, 1, false, false, 0, 0});
   c.push_back({"one expert down", GgmlType::Q2_K, 4096, 2048, 1, 1, false, false, 0, 0});
   c.push_back({"one expert gate", GgmlType::Q4_K, 2048, 4096, 1, 1, false, false, 0, 0});
   c.push_back({"one expert down", GgmlType::Q4_K, 4096, 2048, 1, 1, false, false, 0, 0});

@@ -17,7 +17,8 @@ struct GpuBenchOptions {
   int64_t max_batch = 2048;
   bool qat = true;
   bool prefill_gemm = true;   // tensor-core GEMM prefill (CudaOptions::prefill_gemm)
-  bool decode_x8 = true;      // int8 x for the IQ2_XXS expert matvecs (CudaOptions::decode_x8)
+  bool decode_x8 = true;      // int8 x for the 2-bit expert matvecs (CudaOptions::decode_x8)
+  bool dense_x8 = true;       // int8 x for the Q8_0 projections (CudaOptions::dense_x8)
   bool fill_context = false;  // reach frontiers with fill_synthetic_context, not prefill
   std::string prompt_file;    // text prompt (tokenized when the model has a tokenizer)
 };

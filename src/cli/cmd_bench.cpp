@@ -46,7 +46,7 @@ void register_bench(CLI::App& app) {
     uint64_t seed = 1;
     double expert_host_fraction = -1, reserve_gib = 6;
     int64_t batch = 2048;
-    bool no_gemm = false, fill_context = false, f32_x = false;
+    bool no_gemm = false, fill_context = false, f32_x = false, f32_x_dense = false;
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("-m,--model", o->model, "GGUF model");
@@ -72,8 +72,10 @@ void register_bench(CLI::App& app) {
   sub->add_flag("--no-gemm", o->no_gemm,
                 "GPU: prefill with the decode matvec kernels instead of tensor-core GEMMs");
   sub->add_flag("--f32-x", o->f32_x,
-                "GPU: f32 inputs for the IQ2_XXS expert matvecs (default: int8 per 32 values, "
-                "CudaOptions::decode_x8)");
+                "GPU: f32 inputs for every decode matvec (default: int8 per 32 values for the "
+                "2-bit experts and the Q8_0 projections, CudaOptions::decode_x8 / dense_x8)");
+  sub->add_flag("--f32-x-dense", o->f32_x_dense,
+                "GPU: f32 inputs for the Q8_0 projections only (CudaOptions::dense_x8 off)");
   sub->add_flag("--fill-context", o->fill_context,
                 "GPU: reach each frontier (rounded down to a multiple of 128) by filling the "
                 "session state with random rows instead of prefilling: decode speed at long "
@@ -99,6 +101,7 @@ void register_bench(CLI::App& app) {
       g.qat = o->qat;
       g.prefill_gemm = !o->no_gemm;
       g.decode_x8 = !o->f32_x;
+      g.dense_x8 = !o->f32_x && !o->f32_x_dense;
       g.fill_context = o->fill_context;
       g.prompt_file = o->prompt_file;
       run_gpu_bench(g);

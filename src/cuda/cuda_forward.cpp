@@ -188,7 +188,7 @@ struct CudaModel::Impl {
   DeviceBuffer topk_ws;
   DeviceBuffer tok, p0, X, mixes, post, comb, xin, qa, qr, q, kv, kvn, ckv, csc, pooled, ikv, isc,
       ipooled, iq, iw, scores, sel, o, u, f, rlog, ids, wts, xrep, gu, h, contrib, shout, z, logits,
-      amax;
+      amax, amax_ws, mix_parts;
   // Expert-grouped routed experts of multi-token chunks (fwd::moe_group): groups of moe_gn rows
   // (env DSV4_CUDA_MOE_GROUP: 1..8, 0 = the per-pair path for every chunk). Buffers hold up to
   // S groups / G_rows rows for any group size.
@@ -301,6 +301,9 @@ struct CudaModel::Impl {
     z = scratch<float>(B * D);
     logits = scratch<float>(B * c.n_vocab);
     amax = scratch<int32_t>(1);
+    mix_parts = scratch<float>(fwd::hc_mix_slices(HD) * (2 + c.hc_mult) * c.hc_mult);
+    amax_ws = DeviceBuffer((size_t)fwd::argmax_workspace_bytes());
+    amax_ws.fill_bytes(0);
     side.resize(kSide);
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
     if (prof.on) par_decode = false;  // stage events on one stream
@@ -384,9 +387,10 @@ struct CudaModel::Impl {
 
   // y[n][rows] = W x[n][cols]: bf16 tensor-core GEMM for long chunks, else the matvec kernels.
   // `s`: the stream of the matvec path (a decode branch); GEMM chunks run on the stream.
-  void proj(const TensorRef& w, const float* x, int64_t n, float* y,
-            cudaStream_t s = nullptr) const {
-    if (!use_gemm(n)) return mv(w, x, n, y, s);
+  // `x8`: the matvec path may quantize x to int8 (a Q8_0 projection with opt.dense_x8).
+  void proj(const TensorRef& w, const float* x, int64_t n, float* y, cudaStream_t s = nullptr,
+            bool x8 = false) const {
+    if (!use_gemm(n)) return mv(w, x, n, y, s, x8);
     cudaStream_t cs = stream.get();
     const int64_t rows = w.rows(), cols = w.cols();
     gemm::dequant_bf16((uint32_t)w.type, w.data, (int64_t)w.row_bytes(), rows, cols,
@@ -545,12 +549,14 @@ struct CudaModel::Impl {
   }
 
   // y[n][rows] = W x[n][cols], in launches of 8 vectors per slot (on `s`, default the stream).
-  void mv(const TensorRef& w, const float* x, int64_t n, float* y, cudaStream_t s = nullptr) const {
+  void mv(const TensorRef& w, const float* x, int64_t n, float* y, cudaStream_t s = nullptr,
+          bool x8 = false) const {
     const int64_t rows = w.rows(), cols = w.cols();
     int64_t done = 0;
     while (done < n) {
       MatvecOp op;
       op.type = w.type;
+      op.x8 = x8;
       op.w[0] = w.data;
       op.rows = rows;
       op.cols = cols;
@@ -634,17 +640,43 @@ struct CudaModel::Impl {
     matvec_run(dn, cs);
   }
 
+  // HC mixes of X (fn · X) and HCPre + RMSNorm into post, comb and xin. One token with an F16
+  // fn: partial mixes over column slices, summed inside hc_pre (the mixes matvec had one CTA per
+  // row: 24 of 132 SMs busy for ~7 us, twice per layer on the decode critical path).
+  void hc_mix_pre(const TensorRef& fn, const TensorRef& base, const TensorRef& scale,
+                  const TensorRef& norm, int n) {
+    cudaStream_t cs = stream.get();
+    const int D = (int)c.n_embd, hc = (int)c.hc_mult;
+    if (n == 1 && fn.type == GgmlType::F16 &&
+        fwd::hc_mix_partials_supported(fn.rows(), fn.cols(), hc, D)) {
+      fwd::hc_mix_partials(fn.data, X.as<float>(), (int)fn.rows(), (int)fn.cols(),
+                           mix_parts.as<float>(), cs);
+      prof.mark("hc_pre", cs);
+      fwd::hc_pre_parts(X.as<float>(), mix_parts.as<float>(), fwd::hc_mix_slices(fn.cols()),
+                        fptr(base), fptr(scale), fptr(norm), D, hc, (int)c.hc_sinkhorn_iters,
+                        c.rms_eps, c.hc_eps, post.as<float>(), comb.as<float>(), xin.as<float>(),
+                        cs);
+      return;
+    }
+    proj_f32(fn, X.as<float>(), n, mixes.as<float>());
+    prof.mark("hc_pre", cs);
+    fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(base), fptr(scale), fptr(norm), n, D, hc,
+                (int)c.hc_sinkhorn_iters, c.rms_eps, c.hc_eps, post.as<float>(), comb.as<float>(),
+                xin.as<float>(), cs);
+  }
+
   // y0 = W0 x and y1 = W1 x for one token on `s`: one launch when the two matrices share type
   // and geometry (the compressors' kv and gate), else two.
   void mv_pair(const TensorRef& w0, const TensorRef& w1, const float* x, float* y0, float* y1,
-               cudaStream_t s) const {
+               cudaStream_t s, bool x8 = false) const {
     if (w0.type != w1.type || w0.rows() != w1.rows() || w0.cols() != w1.cols()) {
-      mv(w0, x, 1, y0, s);
-      mv(w1, x, 1, y1, s);
+      mv(w0, x, 1, y0, s, x8);
+      mv(w1, x, 1, y1, s, x8);
       return;
     }
     MatvecOp op;
     op.type = w0.type;
+    op.x8 = x8;
     op.w[0] = w0.data;
     op.w[1] = w1.data;
     op.n_mats = 2;
@@ -687,10 +719,11 @@ struct CudaModel::Impl {
   // beside the routed experts: gate and up in one launch, SwiGLU, down into shout.
   void shared_decode(const LayerWeights& L, float clamp, cudaStream_t s) {
     const int64_t F = L.gate_shexp.rows();
-    mv_pair(L.gate_shexp, L.up_shexp, xin.as<float>(), sgu.as<float>(), sgu.as<float>() + F, s);
+    mv_pair(L.gate_shexp, L.up_shexp, xin.as<float>(), sgu.as<float>(), sgu.as<float>() + F, s,
+            opt.dense_x8);
     fwd::swiglu(sgu.as<float>(), sgu.as<float>() + F, nullptr, 1, (int)c.n_expert_used, 1, (int)F,
                 clamp, sh.as<float>(), s);
-    mv(L.down_shexp, sh.as<float>(), 1, shout.as<float>(), s);
+    mv(L.down_shexp, sh.as<float>(), 1, shout.as<float>(), s, opt.dense_x8);
   }
 
   void layer(SessionImpl& s, uint32_t li, int n, bool capture, int64_t host_p0) {
@@ -708,18 +741,14 @@ struct CudaModel::Impl {
 
     // Attention sublayer.
     M("attn_hc_fn");
-    proj_f32(L.hc_attn_fn, X.as<float>(), n, mixes.as<float>());
-    M("hc_pre");
-    fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(L.hc_attn_base), fptr(L.hc_attn_scale),
-                fptr(L.attn_norm), n, D, hc, (int)c.hc_sinkhorn_iters, eps, c.hc_eps,
-                post.as<float>(), comb.as<float>(), xin.as<float>(), cs);
+    hc_mix_pre(L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, L.attn_norm, n);
     // One token: the kv row (branch 0), the compressor (1) and the indexer's compressor and head
     // weights (2) need only xin, and q_b (3) only qr: they run beside the indexer's query path.
     Branches br{*this, n == 1 && par_decode};
     const bool one = n == 1;
     br.fork(0);
     M("kv");
-    proj(L.kv, xin.as<float>(), n, kv.as<float>(), br.at(0));
+    proj(L.kv, xin.as<float>(), n, kv.as<float>(), br.at(0), opt.dense_x8);
     M("kv_norm_rope");
     fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
                       kvn.as<float>(), one ? st.raw.as<float>() : nullptr, W, br.at(0));
@@ -762,12 +791,12 @@ struct CudaModel::Impl {
       }
     }
     M("q_a");
-    proj(L.q_a, xin.as<float>(), n, qa.as<float>());
+    proj(L.q_a, xin.as<float>(), n, qa.as<float>(), nullptr, opt.dense_x8);
     M("q_a_norm");
     fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
     br.fork(3);
     M("q_b");
-    proj(L.q_b, qr.as<float>(), n, q.as<float>(), br.at(3));
+    proj(L.q_b, qr.as<float>(), n, q.as<float>(), br.at(3), opt.dense_x8);
     M("q_norm_rope");
     fwd::q_norm_rope(q.as<float>(), n, H, hd, rd, d.freqs, P, eps, br.at(3));
     if (idx_query) {
@@ -827,6 +856,7 @@ struct CudaModel::Impl {
     for (int t0 = 0; t0 < n && !use_gemm(n); t0 += 8) {
       MatvecOp op;
       op.type = L.o_a.type;
+      op.x8 = opt.dense_x8;
       op.w[0] = L.o_a.data;
       op.rows = OL;
       op.cols = gs;
@@ -842,17 +872,13 @@ struct CudaModel::Impl {
       matvec_run(op, cs);
     }
     M("o_b");
-    proj(L.o_b, u.as<float>(), n, f.as<float>());
+    proj(L.o_b, u.as<float>(), n, f.as<float>(), nullptr, opt.dense_x8);
     M("hc_post");
     fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
 
     // MoE sublayer.
     M("ffn_hc_fn");
-    proj_f32(L.hc_ffn_fn, X.as<float>(), n, mixes.as<float>());
-    M("hc_pre");
-    fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(L.hc_ffn_base), fptr(L.hc_ffn_scale),
-                fptr(L.ffn_norm), n, D, hc, (int)c.hc_sinkhorn_iters, eps, c.hc_eps,
-                post.as<float>(), comb.as<float>(), xin.as<float>(), cs);
+    hc_mix_pre(L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm, n);
     // One token: the shared expert (branch 0, its own scratch) runs beside the router and the
     // routed experts.
     Branches fb{*this, n == 1 && par_decode};
@@ -934,6 +960,7 @@ struct CudaModel::Impl {
                L.gate_shexp.cols() == L.up_shexp.cols()) {
       MatvecOp op;  // gate and up in one launch
       op.type = L.gate_shexp.type;
+      op.x8 = opt.dense_x8;
       op.w[0] = L.gate_shexp.data;
       op.w[1] = L.up_shexp.data;
       op.n_mats = 2;
@@ -946,15 +973,15 @@ struct CudaModel::Impl {
       op.y_vec_stride = F;
       matvec_run(op, cs);
     } else {
-      mv(L.gate_shexp, xin.as<float>(), n, gu.as<float>());
-      mv(L.up_shexp, xin.as<float>(), n, gu.as<float>() + (int64_t)n * F);
+      mv(L.gate_shexp, xin.as<float>(), n, gu.as<float>(), nullptr, opt.dense_x8);
+      mv(L.up_shexp, xin.as<float>(), n, gu.as<float>() + (int64_t)n * F, nullptr, opt.dense_x8);
     }
     if (!use_gemm(n) && !fb.on) {
       M("swiglu");
       fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)n * F, nullptr, n, k, n, F, d.clamp,
                   h.as<float>(), cs);
       M("shexp_down");
-      mv(L.down_shexp, h.as<float>(), n, shout.as<float>());
+      mv(L.down_shexp, h.as<float>(), n, shout.as<float>(), nullptr, opt.dense_x8);
     }
     M("moe_combine_post");
     fwd::moe_combine_post(grouped_out ? g_out.as<float>() : contrib.as<float>(), shout.as<float>(),
@@ -986,7 +1013,7 @@ struct CudaModel::Impl {
     prof.mark("output", cs);
     mv(dm.w.output, z.as<float>(), rows, logits.as<float>());
     prof.mark("argmax", cs);
-    fwd::argmax(logits.as<float>(), (int)c.n_vocab, amax.as<int32_t>(), cs);
+    fwd::argmax(logits.as<float>(), (int)c.n_vocab, amax.as<int32_t>(), amax_ws.data(), cs);
     prof.end_chunk(n, cs);
   }
 

@@ -519,10 +519,22 @@ __global__ void __launch_bounds__(kMhThreads)
 // [kAttHeads * chunk_max].
 constexpr int kAttSplit = 16;      // fewest key ranges per head group
 constexpr int kAttSplitMax = 128;  // most (long contexts: about 64 keys per range)
-constexpr int kAttKeysPerSplit = 64;
+constexpr int kAttKeysPerSplit = 20;
+
+// Keys per range: about 20 (two CTAs per SM at the q2 model's 640 keys; with 64 a layer's
+// attention was ~21 us of L2 round trips), DSV4_ATT_KEYS_PER_SPLIT to experiment.
+int attention_keys_per_split() {
+  static const int v = [] {
+    const char* e = std::getenv("DSV4_ATT_KEYS_PER_SPLIT");
+    const int x = e ? std::atoi(e) : 0;
+    return x >= 4 && x <= 4096 ? x : kAttKeysPerSplit;
+  }();
+  return v;
+}
 
 int attention_splits(int max_keys) {
-  const int s = (max_keys + kAttKeysPerSplit - 1) / kAttKeysPerSplit;
+  const int kps = attention_keys_per_split();
+  const int s = (max_keys + kps - 1) / kps;
   return s < kAttSplit ? kAttSplit : (s > kAttSplitMax ? kAttSplitMax : s);
 }
 constexpr int kAttHeads = 8;
@@ -562,24 +574,33 @@ __global__ void __launch_bounds__(kAttSplitThreads)
   const float scale = 1.0f / sqrtf((float)hd);
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const float4* q4 = reinterpret_cast<const float4*>(qs);
-  for (int j = wid; j < nk; j += nw) {
-    const float4* k4 = reinterpret_cast<const float4*>(kp[j]);
-    float acc[kAttHeads];
+  // Two keys per warp at a time (the second may be past the range: it repeats the first and is
+  // not stored), so that twice as many key loads are in flight: at short contexts each warp has a
+  // handful of keys and the L2 latency of each, not bandwidth, set the time.
+  for (int j = wid; j < nk; j += 2 * nw) {
+    const int j2 = j + nw < nk ? j + nw : j;
+    const float4* k4a = reinterpret_cast<const float4*>(kp[j]);
+    const float4* k4b = reinterpret_cast<const float4*>(kp[j2]);
+    float acc[2][kAttHeads];
 #pragma unroll
-    for (int g = 0; g < kAttHeads; ++g) acc[g] = 0.0f;
+    for (int g = 0; g < kAttHeads; ++g) acc[0][g] = acc[1][g] = 0.0f;
 #pragma unroll 4
     for (int d = lane; d < nd4; d += 32) {
-      const float4 kv = __ldg(k4 + d);
+      const float4 ka = __ldg(k4a + d), kb = __ldg(k4b + d);
 #pragma unroll
       for (int g = 0; g < kAttHeads; ++g) {
         const float4 qv = q4[g * nd4 + d];
-        acc[g] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+        acc[0][g] += qv.x * ka.x + qv.y * ka.y + qv.z * ka.z + qv.w * ka.w;
+        acc[1][g] += qv.x * kb.x + qv.y * kb.y + qv.z * kb.z + qv.w * kb.w;
       }
     }
 #pragma unroll
     for (int g = 0; g < kAttHeads; ++g) {
-      const float a = warp_sum(acc[g]);
-      if (lane == 0) sc[g * chunk_max + j] = a * scale;
+      const float a = warp_sum(acc[0][g]), b = warp_sum(acc[1][g]);
+      if (lane == 0) {
+        sc[g * chunk_max + j] = a * scale;
+        if (j2 != j) sc[g * chunk_max + j2] = b * scale;
+      }
     }
   }
   __syncthreads();
@@ -611,7 +632,7 @@ __global__ void __launch_bounds__(kAttSplitThreads)
 #pragma unroll
     for (int u = 0; u < 4; ++u) a[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     const float* s0 = sc + (qd * 4) * chunk_max;
-#pragma unroll 2
+#pragma unroll 8
     for (int j = 0; j < nk; ++j) {
       const float4 kv = __ldg(reinterpret_cast<const float4*>(kp[j]) + d4);
 #pragma unroll
@@ -631,31 +652,50 @@ __global__ void __launch_bounds__(kAttSplitThreads)
   }
 }
 
-// One block per head: merges the S partial results with the sink, then the inverse RoPE.
-// Dynamic shared memory: hd + S floats.
-__global__ void attention_combine_kernel(const float* part, const float* sinks, int hd, int rd,
-                                         int S, const float* freqs, const int32_t* p0, float* o) {
+// One block per head: merges the S partial results with the sink, then the inverse RoPE. Warp 0
+// forms the statistics (lane-parallel over the ranges), then each thread sums its dimension over
+// the S ranges with 8 loads in flight (a serial loop per dimension waited on the L2 S times per
+// dimension: ~11 us per layer). Dynamic shared memory: hd + S floats.
+constexpr int kCombineThreads = 512;
+__global__ void __launch_bounds__(kCombineThreads)
+    attention_combine_kernel(const float* part, const float* sinks, int hd, int rd, int S,
+                             const float* freqs, const int32_t* p0, float* o) {
   pdl_trigger();
   pdl_wait();
   extern __shared__ float cs_sh[];
   float* wz = cs_sh + hd;
-  const int h = blockIdx.x;
+  __shared__ float den_sh;
+  const int h = blockIdx.x, lane = threadIdx.x & 31;
   const int64_t p = p0[0];
-  const float* ph = part + (int64_t)h * S * (hd + 4);
-  const float sink = sinks[h];
-  float M = sink;
-  for (int z = 0; z < S; ++z) M = fmaxf(M, ph[(int64_t)z * (hd + 4) + hd]);
-  float den = expf(sink - M);
-  for (int z = 0; z < S; ++z) {
-    const float w = expf(ph[(int64_t)z * (hd + 4) + hd] - M);
-    den += ph[(int64_t)z * (hd + 4) + hd + 1] * w;
-    if (threadIdx.x == 0) wz[z] = w;
+  const int64_t stride = hd + 4;
+  const float* ph = part + (int64_t)h * S * stride;
+  if (threadIdx.x < 32) {
+    const float sink = sinks[h];
+    float M = sink;
+    for (int z = lane; z < S; z += 32) M = fmaxf(M, ph[z * stride + hd]);
+    M = warp_max(M);
+    float den = 0.0f;
+    for (int z = lane; z < S; z += 32) {
+      const float w = expf(ph[z * stride + hd] - M);
+      wz[z] = w;
+      den += ph[z * stride + hd + 1] * w;
+    }
+    den = warp_sum(den);
+    if (lane == 0) den_sh = expf(sink - M) + den;
   }
   __syncthreads();
+  const float den = den_sh;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int z = 0; z < S; ++z) acc += wz[z] * ph[(int64_t)z * (hd + 4) + d];
-    cs_sh[d] = acc / den;
+    float a[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) a[u] = 0.0f;
+    int z = 0;
+    for (; z + 8 <= S; z += 8) {
+#pragma unroll
+      for (int u = 0; u < 8; ++u) a[u] += wz[z + u] * ph[(z + u) * stride + d];
+    }
+    for (; z < S; ++z) a[0] += wz[z] * ph[z * stride + d];
+    cs_sh[d] = (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))) / den;
   }
   __syncthreads();
   for (int k = threadIdx.x; k < rd / 2; k += blockDim.x)
@@ -745,7 +785,7 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
                kAttSplitThreads, smem_s, s, q, kvn, ring, comp, sel, hd, W, ratio, topk, p0,
                chunk_max, part);
       FWD_LAUNCH_CHECK("attention_split_kernel");
-      launch_k(attention_combine_kernel, (unsigned)H, kThreads,
+      launch_k(attention_combine_kernel, (unsigned)H, kCombineThreads,
                sizeof(float) * (size_t)(hd + splits), s, part, sinks, hd, rd, splits, freqs, p0, o);
       FWD_LAUNCH_CHECK("attention_combine_kernel");
       return;

@@ -55,6 +55,14 @@ __device__ __forceinline__ float block_max(float v, float* sh) {
 __device__ __forceinline__ float sigmoid_f(float x) {
   return 1.0f / (1.0f + expf(-x));
 }
+// Unsigned key with the order of the float (NaN excluded by the callers); -0 and +0 are equal,
+// as on the CPU.
+__device__ __forceinline__ uint32_t order_key(float v) {
+  if (v == 0.0f) return 0x80000000u;
+  const uint32_t u = __float_as_uint(v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
 __device__ __forceinline__ float silu_f(float x) {
   return x / (1.0f + expf(-x));
 }

@@ -178,15 +178,20 @@ __global__ void __launch_bounds__(kRowThreads)
 // registers (one pass over X, all loads in flight). Block y = 0 writes xin; block y = 1 (same ss,
 // same reduction order, so the same r) writes post and comb, Sinkhorn in warp 0 through shuffles
 // with the float operations in the order of sinkhorn_d.
+//
+// `parts` (one token, n == 1): the mixes come as G partial sums [G][(2 + HC) HC] (hc_mix_partials)
+// and one warp per mix adds it up over the G slices, in a fixed order.
 template <int HC>
 __global__ void __launch_bounds__(kRowThreads)
-    hc_pre_reg_kernel(const float* X, const float* mixes, const float* base, const float* scale,
-                      const float* norm_w, int D, int iters, float rms_eps, float hc_eps,
-                      float* post, float* comb, float* xin) {
+    hc_pre_reg_kernel(const float* X, const float* mixes, const float* parts, int G,
+                      const float* base, const float* scale, const float* norm_w, int D, int iters,
+                      float rms_eps, float hc_eps, float* post, float* comb, float* xin) {
   pdl_trigger();
   pdl_wait();
   static_assert(HC * HC <= 32, "one lane per matrix element");
+  constexpr int kMix = (2 + HC) * HC;
   __shared__ float red[33];
+  __shared__ float mix_sh[kMix];
   const int i = blockIdx.x, t = threadIdx.x;
   const int D4 = D >> 2, HD = HC * D;
   const bool act = t < D4;
@@ -194,13 +199,22 @@ __global__ void __launch_bounds__(kRowThreads)
   float4 xs[HC];
 #pragma unroll
   for (int s = 0; s < HC; ++s) xs[s] = act ? x4[s * D4 + t] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (parts) {
+    const int lane = t & 31;
+    for (int m = t >> 5; m < kMix; m += (int)(blockDim.x >> 5)) {
+      float v = 0.0f;
+      for (int g = lane; g < G; g += 32) v += parts[(int64_t)g * kMix + m];
+      v = warp_sum(v);
+      if (lane == 0) mix_sh[m] = v;
+    }
+  }
   float ss = 0.0f;
 #pragma unroll
   for (int s = 0; s < HC; ++s)
     ss += xs[s].x * xs[s].x + xs[s].y * xs[s].y + xs[s].z * xs[s].z + xs[s].w * xs[s].w;
-  ss = block_sum(ss, red);
+  ss = block_sum(ss, red);  // its barriers also publish mix_sh
   const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
-  const float* mi = mixes + (int64_t)i * (2 + HC) * HC;
+  const float* mi = parts ? mix_sh : mixes + (int64_t)i * kMix;
   if (blockIdx.y == 1) {
     if (t >= 32) return;
     if (t < HC) post[i * HC + t] = 2.0f * sigmoid_f(mi[HC + t] * r * scale[1] + base[HC + t]);
@@ -253,6 +267,31 @@ __global__ void __launch_bounds__(kRowThreads)
     w.z = norm_w[d + 2] * (o.z * r2);
     w.w = norm_w[d + 3] * (o.w * r2);
     reinterpret_cast<float4*>(xin + (int64_t)i * D)[t] = w;
+  }
+}
+
+// Partial mixes of one token: CTA g multiplies columns [g S, (g + 1) S) (S = kMixSlice) of the
+// F16 matrix W [rows][cols] by x; warp w takes rows w, w + 8, ..., each lane 8 columns (one 16-byte
+// load of W per row, two of x), and writes parts[g][row]. With 24 rows one CTA per row (the matvec
+// kernel's grid) left most SMs idle for ~7 us; 64 slices finish in about a launch.
+constexpr int kMixSlice = 256, kMixThreads = 256, kMixMaxRows = 32;
+__global__ void __launch_bounds__(kMixThreads)
+    hc_mix_partials_kernel(const __half* W, const float* x, int rows, int cols, float* parts) {
+  pdl_trigger();
+  pdl_wait();
+  const int g = blockIdx.x, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int c = g * kMixSlice + 8 * lane;
+  const float4* xp = reinterpret_cast<const float4*>(x + c);
+  const float4 xa = xp[0], xb = xp[1];
+  for (int row = w; row < rows; row += kMixThreads / 32) {
+    const uint4 wv = __ldg(reinterpret_cast<const uint4*>(W + (int64_t)row * cols + c));
+    const __half2* h = reinterpret_cast<const __half2*>(&wv);
+    const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
+    const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
+    float v = w0.x * xa.x + w0.y * xa.y + w1.x * xa.z + w1.y * xa.w;
+    v += w2.x * xb.x + w2.y * xb.y + w3.x * xb.z + w3.y * xb.w;
+    v = warp_sum(v);
+    if (lane == 0) parts[(int64_t)g * rows + row] = v;
   }
 }
 
@@ -322,44 +361,49 @@ __global__ void rms_rows_kernel(const float* x, const float* w, int dim, float e
   for (int d = threadIdx.x; d < dim; d += blockDim.x) oi[d] = w ? w[d] * (xi[d] * r) : xi[d] * r;
 }
 
-__global__ void argmax_kernel(const float* x, int n, int32_t* out) {
+// Many blocks (one block took ~52 us for the 129 280 logits of a token): each block's best as
+// (order key << 32 | ~index), so that the u64 maximum is the largest value at the lowest index,
+// joins ws->best by atomicMax; the last block to finish writes the id and resets ws for the next
+// call. NaN is skipped; no candidate (n == 0 or all NaN) gives 0.
+struct ArgmaxWs {
+  unsigned long long best;
+  unsigned int done;
+};
+constexpr int kArgmaxThreads = 256, kArgmaxBlocks = 128;
+__global__ void __launch_bounds__(kArgmaxThreads)
+    argmax_kernel(const float* x, int n, int32_t* out, ArgmaxWs* ws) {
   pdl_trigger();
   pdl_wait();
-  __shared__ float sv[32];
-  __shared__ int si[32];
-  float best = -INFINITY;
-  int bi = 0x7fffffff;
-  for (int t = threadIdx.x; t < n; t += blockDim.x) {
+  __shared__ unsigned long long sb[kArgmaxThreads / 32];
+  __shared__ bool last;
+  unsigned long long b = 0;
+  for (int t = (int)(blockIdx.x * blockDim.x + threadIdx.x); t < n;
+       t += (int)(gridDim.x * blockDim.x)) {
     const float v = x[t];
-    if (v > best || (v == best && t < bi)) {
-      best = v;
-      bi = t;
+    if (v == v) {
+      const unsigned long long c = ((unsigned long long)order_key(v) << 32) | (uint32_t)~t;
+      b = c > b ? c : b;
     }
   }
   for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (ov > best || (ov == best && oi < bi)) {
-      best = ov;
-      bi = oi;
-    }
+    const unsigned long long ob = __shfl_xor_sync(0xffffffffu, b, o);
+    b = ob > b ? ob : b;
   }
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  if (lane == 0) {
-    sv[wid] = best;
-    si[wid] = bi;
-  }
+  if (lane == 0) sb[wid] = b;
   __syncthreads();
   if (threadIdx.x == 0) {
-    float b = sv[0];
-    int id = si[0];
-    for (int w = 1; w < (int)(blockDim.x >> 5); ++w)
-      if (sv[w] > b || (sv[w] == b && si[w] < id)) {
-        b = sv[w];
-        id = si[w];
-      }
-    out[0] = id == 0x7fffffff ? 0 : id;
+    for (int w = 1; w < (int)(blockDim.x >> 5); ++w) b = sb[w] > b ? sb[w] : b;
+    if (b) atomicMax(&ws->best, b);
+    __threadfence();
+    last = atomicAdd(&ws->done, 1u) == gridDim.x - 1;
   }
+  __syncthreads();
+  if (!last || threadIdx.x != 0) return;
+  __threadfence();
+  const unsigned long long r = atomicExch(&ws->best, 0ull);
+  ws->done = 0;
+  out[0] = r ? (int32_t) ~(uint32_t)r : 0;
 }
 
 __global__ void fill_kernel(float* p, int64_t n, float v) {
@@ -405,14 +449,46 @@ void hc_pre(const float* X, const float* mixes, const float* base, const float* 
       (reinterpret_cast<uintptr_t>(X) & 15) == 0 && (reinterpret_cast<uintptr_t>(xin) & 15) == 0;
   if (hc == 4 && D % 4 == 0 && D / 4 <= kRowThreads && aligned) {
     const int threads = ((D / 4 + 31) / 32) * 32;
-    launch_k(hc_pre_reg_kernel<4>, dim3((unsigned)n, 2), threads, 0, s, X, mixes, base, scale,
-             norm_w, D, iters, rms_eps, hc_eps, post, comb, xin);
+    launch_k(hc_pre_reg_kernel<4>, dim3((unsigned)n, 2), threads, 0, s, X, mixes,
+             (const float*)nullptr, 0, base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb,
+             xin);
     FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
     return;
   }
   launch_k(hc_pre_kernel, n, kRowThreads, 0, s, X, mixes, base, scale, norm_w, D, hc, iters,
            rms_eps, hc_eps, post, comb, xin);
   FWD_LAUNCH_CHECK("hc_pre_kernel");
+}
+
+bool hc_mix_partials_supported(int64_t rows, int64_t cols, int hc, int D) {
+  return hc == 4 && rows == (2 + hc) * hc && rows <= kMixMaxRows && cols == (int64_t)hc * D &&
+         cols % kMixSlice == 0 && D % 4 == 0 && D / 4 <= kRowThreads;
+}
+
+int hc_mix_slices(int64_t cols) {
+  return (int)(cols / kMixSlice);
+}
+
+void hc_mix_partials(const void* w_f16, const float* x, int rows, int cols, float* parts,
+                     cudaStream_t s) {
+  if (rows <= 0 || rows > kMixMaxRows || cols % kMixSlice != 0 ||
+      (reinterpret_cast<uintptr_t>(w_f16) & 15) != 0 || (reinterpret_cast<uintptr_t>(x) & 15) != 0)
+    throw_invalid_argument("hc_mix_partials: unsupported shape or alignment");
+  launch_k(hc_mix_partials_kernel, (unsigned)(cols / kMixSlice), kMixThreads, 0, s,
+           static_cast<const __half*>(w_f16), x, rows, cols, parts);
+  FWD_LAUNCH_CHECK("hc_mix_partials_kernel");
+}
+
+void hc_pre_parts(const float* X, const float* parts, int G, const float* base, const float* scale,
+                  const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
+                  float* post, float* comb, float* xin, cudaStream_t s) {
+  if (!hc_mix_partials_supported((2 + hc) * hc, (int64_t)hc * D, hc, D) || G <= 0 ||
+      (reinterpret_cast<uintptr_t>(X) & 15) != 0 || (reinterpret_cast<uintptr_t>(xin) & 15) != 0)
+    throw_invalid_argument("hc_pre_parts: unsupported shape or alignment");
+  const int threads = ((D / 4 + 31) / 32) * 32;
+  launch_k(hc_pre_reg_kernel<4>, dim3(1, 2), threads, 0, s, X, (const float*)nullptr, parts, G,
+           base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb, xin);
+  FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
 }
 
 void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,
@@ -436,8 +512,14 @@ void rms_rows(const float* x, const float* w, int n, int dim, float eps, float* 
   FWD_LAUNCH_CHECK("rms_rows_kernel");
 }
 
-void argmax(const float* x, int n, int32_t* out, cudaStream_t s) {
-  launch_k(argmax_kernel, 1, 1024, 0, s, x, n, out);
+int64_t argmax_workspace_bytes() {
+  return (int64_t)sizeof(ArgmaxWs);
+}
+
+void argmax(const float* x, int n, int32_t* out, void* ws, cudaStream_t s) {
+  const int want = (n + kArgmaxThreads * 8 - 1) / (kArgmaxThreads * 8);
+  const unsigned blocks = (unsigned)(want < 1 ? 1 : (want > kArgmaxBlocks ? kArgmaxBlocks : want));
+  launch_k(argmax_kernel, blocks, kArgmaxThreads, 0, s, x, n, out, static_cast<ArgmaxWs*>(ws));
   FWD_LAUNCH_CHECK("argmax_kernel");
 }
 

@@ -21,6 +21,17 @@ void hc_pre(const float* X, const float* mixes, const float* base, const float* 
             const float* norm_w, int n, int D, int hc, int iters, float rms_eps, float hc_eps,
             float* post, float* comb, float* xin, cudaStream_t s);
 
+// The mixes of one token in two steps that keep the GPU busy (decode): hc_mix_partials writes
+// parts [G][rows] = slices of the F16 matrix [rows][cols] times x (G = hc_mix_slices(cols) CTAs),
+// and hc_pre_parts is hc_pre (n = 1) summing them. Supported: hc_mix_partials_supported.
+bool hc_mix_partials_supported(int64_t rows, int64_t cols, int hc, int D);
+int hc_mix_slices(int64_t cols);
+void hc_mix_partials(const void* w_f16, const float* x, int rows, int cols, float* parts,
+                     cudaStream_t s);
+void hc_pre_parts(const float* X, const float* parts, int G, const float* base, const float* scale,
+                  const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
+                  float* post, float* comb, float* xin, cudaStream_t s);
+
 // HCPost (§4.3), in place on X.
 void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,
              cudaStream_t s);
@@ -160,8 +171,11 @@ int64_t topk_large_workspace_bytes(int topk);
 void idx_topk_large(const float* scores, int topk, const int32_t* p0, int grid_rows,
                     void* workspace, int32_t* sel, cudaStream_t s);
 
-// out[0] = argmax of x[0..n) (lowest index among equal maxima).
-void argmax(const float* x, int n, int32_t* out, cudaStream_t s);
+// out[0] = argmax of x[0..n) (lowest index among equal maxima; NaN skipped; 0 when none).
+// ws: argmax_workspace_bytes() of zeroed device memory, left zeroed (calls on one ws must not
+// overlap).
+int64_t argmax_workspace_bytes();
+void argmax(const float* x, int n, int32_t* out, void* ws, cudaStream_t s);
 
 // Fills n floats with v.
 void fill(float* p, int64_t n, float v, cudaStream_t s);

@@ -16,59 +16,59 @@ constexpr int kMaxE = 4096;
 // One warp per token (the selection is k rounds of a warp argmax, no block barriers: the old
 // 128-thread version spent its time in 2k __syncthreads). Dynamic shared memory: 2 * E floats and
 // E taken flags.
-__global__ void router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
-                              const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
-                              float* wts) {
+// One block of kRouterThreads per token. The selection is the CPU's partial_sort order
+// (descending biased score, ties to the lower index) computed as ranks: expert e is chosen in
+// place r when exactly r experts precede it in that strict order, so every thread ranks its own
+// experts against the shared scores and no serial passes remain (one warp doing k arg-max passes
+// took ~12 us per layer, on the decode critical path). NaN scores precede nothing and follow
+// nothing: places they leave empty get id -1 and weight NaN (the expert matvecs turn bad ids
+// into NaN rows).
+constexpr int kRouterThreads = 256;
+__global__ void __launch_bounds__(kRouterThreads)
+    router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
+                  const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
+                  float* wts) {
   pdl_trigger();
   pdl_wait();
   extern __shared__ float sm[];
   float* s = sm;
   float* biased = sm + E;
-  unsigned char* taken = reinterpret_cast<unsigned char*>(sm + 2 * E);
-  const int i = blockIdx.x, lane = threadIdx.x;
-  for (int e = lane; e < E; e += 32) {
+  __shared__ int sel[kMaxK];
+  const int i = blockIdx.x, t = threadIdx.x;
+  for (int e = t; e < E; e += blockDim.x) {
     const float v = sqrtf(softplus_f(logits[(int64_t)i * E + e]));
     s[e] = v;
     biased[e] = bias ? v + bias[e] : v;
-    taken[e] = 0;
   }
-  __syncwarp();
-  int sel[kMaxK];
-  if (tid2eid) {
-    for (int j = 0; j < k; ++j) sel[j] = tid2eid[(int64_t)tokens[i] * k + j];
-  } else {
-    // Descending score, ties to the lower index (the CPU's partial_sort order); taken experts
-    // are skipped.
-    for (int j = 0; j < k; ++j) {
-      float best = -INFINITY;
-      int id = 0x7fffffff;
-      for (int e = lane; e < E; e += 32) {
-        if (taken[e]) continue;
-        const float v = biased[e];
-        if (id == 0x7fffffff || v > best) {
-          best = v;
-          id = e;
+  if (t < k) sel[t] = tid2eid ? tid2eid[(int64_t)tokens[i] * k + t] : -1;
+  __syncthreads();
+  if (!tid2eid) {
+    // Eight independent shared loads per step (broadcasts): a loop of one dependent load and
+    // compare per expert was latency-bound at ~17 us.
+    for (int e = t; e < E; e += blockDim.x) {
+      const float v = biased[e];
+      int r = 0, j = 0;
+      for (; j + 8 <= E; j += 8) {
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const float o = biased[j + u];
+          r += (o > v || (o == v && j + u < e)) ? 1 : 0;
         }
       }
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, id, o);
-        if (oi != 0x7fffffff && (id == 0x7fffffff || ov > best || (ov == best && oi < id))) {
-          best = ov;
-          id = oi;
-        }
+      for (; j < E; ++j) {
+        const float o = biased[j];
+        r += (o > v || (o == v && j < e)) ? 1 : 0;
       }
-      sel[j] = id;  // the same on every lane
-      if (lane == 0) taken[id] = 1;
-      __syncwarp();
+      if (r < k && v == v) sel[r] = e;
     }
+    __syncthreads();
   }
-  if (lane != 0) return;
+  if (t != 0) return;
   float sum = 0.0f;
-  for (int j = 0; j < k; ++j) sum += s[sel[j]];
+  for (int j = 0; j < k; ++j) sum += sel[j] >= 0 ? s[sel[j]] : __int_as_float(0x7fc00000);
   for (int j = 0; j < k; ++j) {
     ids[(int64_t)j * n + i] = sel[j];
-    wts[(int64_t)i * k + j] = s[sel[j]] / sum * scale;
+    wts[(int64_t)i * k + j] = sel[j] >= 0 ? s[sel[j]] / sum * scale : __int_as_float(0x7fc00000);
   }
 }
 
@@ -300,8 +300,8 @@ void router(const float* logits, const float* bias, const int32_t* tid2eid, cons
             int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s) {
   if (k > kMaxK || k > E || E > kMaxE)
     throw_invalid_argument("cuda forward: expert counts unsupported (k <= 16, E <= 4096)");
-  launch_k(router_kernel, n, 32, (sizeof(float) * 2 + 1) * (size_t)E, s, logits, bias, tid2eid,
-           tokens, n, E, k, scale, ids, wts);
+  launch_k(router_kernel, n, kRouterThreads, sizeof(float) * 2 * (size_t)E, s, logits, bias,
+           tid2eid, tokens, n, E, k, scale, ids, wts);
   FWD_LAUNCH_CHECK("router_kernel");
 }
 

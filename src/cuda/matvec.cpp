@@ -142,7 +142,7 @@ void matvec_run(const MatvecOp& op, cudaStream_t stream) {
   l.smem = plan.smem;
   switch (op.type) {
     case GgmlType::Q8_0:
-      return mv::launch_q8_0(l, op.nb, stream);
+      return plan.x8 ? mv::launch_q8_0_x8(l, op.nb, stream) : mv::launch_q8_0(l, op.nb, stream);
     case GgmlType::Q4_K:
       return mv::launch_q4_k(l, op.nb, stream);
     case GgmlType::Q2_K:

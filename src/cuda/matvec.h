@@ -48,8 +48,8 @@ struct MatvecOp {
   int64_t y_mat_stride = 0, y_slot_stride = 0, y_vec_stride = 0;
   MatvecPath path = MatvecPath::kAuto;
   // Quantize x to int8 per 32 values (scale absmax / 127) and use integer dot products, where the
-  // fast kernel of the type has that variant (IQ2_XXS, Q2_K): fewer instructions per weight for
-  // formats that are instruction-bound with f32 x; results differ from the f32 path by the x
+  // fast kernel of the type has that variant (IQ2_XXS, Q2_K, Q8_0): fewer instructions per weight
+  // for formats that are instruction-bound with f32 x; results differ from the f32 path by the x
   // rounding (half a step of absmax/127 per value). Ignored elsewhere (other types, the generic
   // kernel).
   bool x8 = false;

@@ -56,4 +56,42 @@ struct FmtQ8_0 {
   }
 };
 
+// The int8-x variant (FormatGeom::x8, MatvecOp::x8): a block and an x group are both 32 values,
+// so a block's sum(q xq) is 8 dp4a (exact in int32) and y += d * (x scale * sum). The f32 decoder
+// spends ~13 instructions per 4 values (PRMT, FADD, FMA per value and an x load); this one ~2.5,
+// which is what lets the mid-size projections (q_b, o_a, o_b: 36 MB each) reach the DRAM rate
+// with the 8 warps per SM that the ring of 272-byte units leaves room for.
+struct FmtQ8_0_X8 {
+  static constexpr FormatGeom kGeom = kGeomQ8_0_X8;
+  static constexpr bool kDenormal = false;
+  static constexpr bool kOptionalSmemX = false;
+
+  template <int NB>
+  DSV4_HD static void dot(const uint32_t (&w)[68], const X8& x, const uint32_t*, float (&acc)[NB]) {
+    DSV4_UNROLL
+    for (int bb = 0; bb < 8; ++bb) {
+      // Block layout as in FmtQ8_0: even blocks' codes are funnel-shifted word pairs.
+      const int b = bb & 1;
+      const int o = 17 * (bb >> 1);
+      const float d = f16_bits_to_f32(b == 0 ? w[o] : (w[o + 8] >> 16));
+      int s[NB];
+      DSV4_UNROLL
+      for (int v = 0; v < NB; ++v) s[v] = 0;
+      DSV4_UNROLL
+      for (int j = 0; j < 8; j += 2) {
+        const uint32_t q0 = b == 0 ? funnel_r(w[o + j], w[o + j + 1], 16) : w[o + 9 + j];
+        const uint32_t q1 = b == 0 ? funnel_r(w[o + j + 1], w[o + j + 2], 16) : w[o + 10 + j];
+        DSV4_UNROLL
+        for (int v = 0; v < NB; ++v) {
+          uint32_t xlo, xhi;
+          x.q(v, 32 * bb + 4 * j, xlo, xhi);
+          s[v] = dp4a_s8(q1, xhi, dp4a_s8(q0, xlo, s[v]));
+        }
+      }
+      DSV4_UNROLL
+      for (int v = 0; v < NB; ++v) acc[v] = fma_f(d, x.scale(v, bb) * (float)s[v], acc[v]);
+    }
+  }
+};
+
 }  // namespace dsv4::cuda::mv

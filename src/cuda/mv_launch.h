@@ -20,6 +20,7 @@ struct Launch {
 
 // Fast path, nb in [1, kMaxNb].
 void launch_q8_0(const Launch& l, int nb, cudaStream_t s);
+void launch_q8_0_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtQ8_0_X8)
 void launch_q4_k(const Launch& l, int nb, cudaStream_t s);
 void launch_q2_k(const Launch& l, int nb, cudaStream_t s);
 void launch_q2_k_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtQ2_K_X8)

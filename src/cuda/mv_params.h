@@ -55,6 +55,8 @@ inline constexpr FormatGeom kGeomIQ2_XXS{512, 132, 4, 132, 2, true, 0, 1024};  /
 inline constexpr FormatGeom kGeomIQ2_XXS_X8{512, 132, 4, 132, 2, true, 0, 2048, true};
 // Q2_K with int8 x: the minimums need the per-16 sums of the quantized x.
 inline constexpr FormatGeom kGeomQ2_K_X8{256, 84, 4, 84, 2, true, 16, 0, true};
+// Q8_0 with int8 x: a block and an x group are both 32 values.
+inline constexpr FormatGeom kGeomQ8_0_X8{256, 272, 16, 272, 4, true, 0, 0, true};
 inline constexpr FormatGeom kGeomF16{64, 128, 16, 144, 2, false, 0, 0};
 inline constexpr FormatGeom kGeomBF16{64, 128, 16, 144, 2, false, 0, 0};
 inline constexpr FormatGeom kGeomF32{32, 128, 16, 144, 2, false, 0, 0};

@@ -9,6 +9,7 @@ namespace dsv4::cuda::mv {
 std::optional<FormatGeom> format_geom(GgmlType t, bool x8) {
   if (x8 && t == GgmlType::IQ2_XXS) return kGeomIQ2_XXS_X8;
   if (x8 && t == GgmlType::Q2_K) return kGeomQ2_K_X8;
+  if (x8 && t == GgmlType::Q8_0) return kGeomQ8_0_X8;
   switch (t) {
     case GgmlType::Q8_0:
       return kGeomQ8_0;

@@ -8,4 +8,8 @@ void launch_q8_0(const Launch& l, int nb, cudaStream_t s) {
   launch_fast<FmtQ8_0>(l, nb, s, "mv_fast_kernel<Q8_0>");
 }
 
+void launch_q8_0_x8(const Launch& l, int nb, cudaStream_t s) {
+  launch_fast<FmtQ8_0_X8>(l, nb, s, "mv_fast_kernel<Q8_0 x8>");
+}
+
 }  // namespace dsv4::cuda::mv

@@ -128,6 +128,7 @@ cuda::CudaOptions small_opts(bool qat, bool graph = true) {
   o.use_graph = graph;
   o.prefill_gemm = false;  // the matvec path: f32 products, comparable to the CPU at 1e-6
   o.decode_x8 = false;
+  o.dense_x8 = false;
   return o;
 }
 
@@ -136,21 +137,31 @@ cuda::CudaOptions gemm_opts(bool qat) {
   cuda::CudaOptions o = small_opts(qat);
   o.prefill_gemm = true;
   o.gemm_min_tokens = 32;
-  o.decode_x8 = true;  // the production regime: int8 x for the IQ2_XXS experts' matvecs
+  o.decode_x8 = true;  // the production regime: int8 x for the 2-bit experts' matvecs
+  // f32 x for the Q8_0 projections, so that decode after the GEMM prefill stays within the f32
+  // path's tolerance (X8MatvecsMatchCpu covers dense_x8).
+  o.dense_x8 = false;
   return o;
 }
 
 // Prefill of kPrompt tokens (all logits) and kDecode greedy decode steps (CPU's choice fed to
 // both) on CPU and GPU.
+// Which decode matvecs quantize x to int8: none, the routed experts', or also the Q8_0
+// projections'.
+enum class X8Mode { kNone, kExperts, kAll };
+
 void compare_with_cpu(const std::string& preset, bool qat, Cmp& prefill, Cmp& decode,
-                      int& greedy_agree, bool gemm = false, bool x8 = false,
+                      int& greedy_agree, bool gemm = false, X8Mode x8 = X8Mode::kNone,
                       std::vector<float>* prefill_logits = nullptr) {
   Loaded& l = loaded(preset);
   const ModelConfig& c = l.model->cfg;
   const int64_t V = c.n_vocab;
   CpuModel cpu(*l.model, CpuOptions{qat});
   cuda::CudaOptions opts = gemm ? gemm_opts(qat) : small_opts(qat);
-  if (!gemm) opts.decode_x8 = x8;
+  if (!gemm) {
+    opts.decode_x8 = x8 != X8Mode::kNone;
+    opts.dense_x8 = x8 == X8Mode::kAll;
+  }
   cuda::CudaModel gpu(*l.dev, opts);
   auto cs = cpu.new_session();
   auto gs = gpu.new_session();
@@ -242,39 +253,57 @@ TEST_P(CudaForward, GemmPrefillMatchesCpu) {
   EXPECT_GE(greedy, kDecode / 2 - 3);
 }
 
-// int8 x for the routed experts (CudaOptions::decode_x8: IQ2_XXS gate/up, Q2_K down) on the
-// matvec path (prefill chunks and decode), on a model whose experts take the fast kernels. The
-// rounding of x is half a step of absmax/127 per value: coarser than bf16 for values well below
-// their group's maximum, far finer than the official FP8 (e4m3, 2^-4 relative) activations; on
-// the random tiny model it moves the median position by ~0.6-1 % of the logit range (first H200
-// run: 0.0061 prefill, 0.0101 decode, argmax 291/297 and 24/25). The same run with f32 x must
-// give other logits (the x8 kernels ran) and match the CPU at f32 rounding.
-TEST(CudaForwardApi, X8ExpertsMatchCpu) {
+// int8 x on the matvec path (prefill chunks and decode) of a model whose experts and Q8_0
+// projections take the fast kernels: the routed experts' (CudaOptions::decode_x8: IQ2_XXS
+// gate/up, Q2_K down), then also the Q8_0 projections' (dense_x8). The rounding of x is half a
+// step of absmax/127 per value: coarser than bf16 for values well below their group's maximum,
+// far finer than the official FP8 (e4m3, 2^-4 relative) activations; on the random tiny model
+// the experts' int8 x moves the median position by ~0.6-1 % of the logit range (first H200 run:
+// 0.0061 prefill, 0.0101 decode, argmax 291/297 and 24/25). Each step must change the logits
+// (its kernels ran); f32 x must match the CPU at f32 rounding.
+TEST(CudaForwardApi, X8MatvecsMatchCpu) {
   SKIP_WITHOUT_GPU();
-  Cmp pre8, dec8, pre32, dec32;
-  int greedy8 = 0, greedy32 = 0;
-  std::vector<float> l8, l32;
-  compare_with_cpu("tiny-iq2-512", false, pre8, dec8, greedy8, false, true, &l8);
-  compare_with_cpu("tiny-iq2-512", false, pre32, dec32, greedy32, false, false, &l32);
-  std::printf("[tiny-iq2-512, qat off, int8 x experts]\n");
-  pre8.print("prefill (300 tokens, all logits)");
-  dec8.print("decode (25 logits steps)");
-  std::printf("  decode_greedy agreement %d/%d\n", greedy8, kDecode / 2);
-  std::printf("[tiny-iq2-512, qat off, f32 x]\n");
-  pre32.print("prefill (300 tokens, all logits)");
-  dec32.print("decode (25 logits steps)");
-  EXPECT_TRUE(pre8.finite);
-  EXPECT_TRUE(dec8.finite);
-  EXPECT_LE(pre8.median_rel(), 2e-2);
-  EXPECT_LE(dec8.median_rel(), 2e-2);
-  EXPECT_LE(pre8.rel(), 0.25);
-  EXPECT_LE(dec8.rel(), 0.25);
-  EXPECT_GE(pre8.agreement(), 0.95);
-  EXPECT_GE(dec8.agreement(), 0.9);
-  EXPECT_GE(greedy8, kDecode / 2 - 3);
-  EXPECT_LE(pre32.rel(), 1e-3);
-  EXPECT_LE(dec32.rel(), 1e-3);
-  EXPECT_NE(std::memcmp(l8.data(), l32.data(), l8.size() * 4), 0) << "x8 changed nothing";
+  struct Run {
+    X8Mode mode = X8Mode::kNone;
+    const char* name = "";
+    Cmp pre, dec;
+    int greedy = 0;
+    std::vector<float> logits;
+  };
+  Run runs[3];
+  runs[0].mode = X8Mode::kExperts;
+  runs[0].name = "int8 x experts";
+  runs[1].mode = X8Mode::kAll;
+  runs[1].name = "int8 x experts and Q8_0 projections";
+  runs[2].mode = X8Mode::kNone;
+  runs[2].name = "f32 x";
+  for (Run& r : runs) {
+    compare_with_cpu("tiny-iq2-512", false, r.pre, r.dec, r.greedy, false, r.mode, &r.logits);
+    std::printf("[tiny-iq2-512, qat off, %s]\n", r.name);
+    r.pre.print("prefill (300 tokens, all logits)");
+    r.dec.print("decode (25 logits steps)");
+    std::printf("  decode_greedy agreement %d/%d\n", r.greedy, kDecode / 2);
+  }
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(runs[i].name);
+    const Run& r = runs[i];
+    EXPECT_TRUE(r.pre.finite);
+    EXPECT_TRUE(r.dec.finite);
+    EXPECT_LE(r.pre.median_rel(), 2e-2);
+    EXPECT_LE(r.dec.median_rel(), 2e-2);
+    EXPECT_LE(r.pre.rel(), 0.25);
+    EXPECT_LE(r.dec.rel(), 0.25);
+    EXPECT_GE(r.pre.agreement(), 0.95);
+    EXPECT_GE(r.dec.agreement(), 0.9);
+    EXPECT_GE(r.greedy, kDecode / 2 - 3);
+  }
+  EXPECT_LE(runs[2].pre.rel(), 1e-3);
+  EXPECT_LE(runs[2].dec.rel(), 1e-3);
+  const size_t bytes = runs[2].logits.size() * 4;
+  EXPECT_NE(std::memcmp(runs[0].logits.data(), runs[2].logits.data(), bytes), 0)
+      << "experts' x8 changed nothing";
+  EXPECT_NE(std::memcmp(runs[1].logits.data(), runs[0].logits.data(), bytes), 0)
+      << "Q8_0 x8 changed nothing";
 }
 
 // The GEMM prefill is deterministic: two runs give the same bits, and routed experts in host

@@ -713,9 +713,9 @@ TEST(CudaMatvecEdge, BadArgumentsThrow) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// IQ2_XXS with x quantized to int8 per 32 values (MatvecOp::x8), against a CPU model of that
-// quantization (scale = absmax / 127, q = rint(x * 127 / absmax)) and, as a bound on what the
-// quantization may cost, against the exact float64 dot: |y - exact| <= sum over groups of
+// IQ2_XXS, Q2_K and Q8_0 with x quantized to int8 per 32 values (MatvecOp::x8), against a CPU model
+// of that quantization (scale = absmax / 127, q = rint(x * 127 / absmax)) and, as a bound on what
+// the quantization may cost, against the exact float64 dot: |y - exact| <= sum over groups of
 // (absmax / 254) * sum |w| (half a step per value).
 
 struct X8Ref {
@@ -781,10 +781,13 @@ TEST(CudaMatvecX8, MatchesInt8Reference) {
     int64_t cols, rows;
     int nb;
   };
-  const GgmlType IQ2 = GgmlType::IQ2_XXS, Q2K = GgmlType::Q2_K;
+  const GgmlType IQ2 = GgmlType::IQ2_XXS, Q2K = GgmlType::Q2_K, Q8 = GgmlType::Q8_0;
   for (const C c :
        {C{IQ2, 4096, 2048, 1}, C{IQ2, 4096, 512, 3}, C{IQ2, 512, 64, 1}, C{IQ2, 1024, 100, 8},
-        C{Q2K, 2048, 4096, 1}, C{Q2K, 2048, 512, 3}, C{Q2K, 256, 64, 1}, C{Q2K, 1024, 100, 8}}) {
+        C{Q2K, 2048, 4096, 1}, C{Q2K, 2048, 512, 3}, C{Q2K, 256, 64, 1}, C{Q2K, 1024, 100, 8},
+        // Q8_0: q_b-like (persistent kernel), o_b-like (32 lanes per row), small, batched.
+        C{Q8, 1024, 8192, 1}, C{Q8, 8192, 1024, 1}, C{Q8, 4096, 512, 3}, C{Q8, 256, 64, 1},
+        C{Q8, 1024, 100, 8}}) {
     const std::string tn(dsv4::ggml_type_name(c.t));
     SCOPED_TRACE(tn + " " + std::to_string(c.cols) + "->" + std::to_string(c.rows) + " nb " +
                  std::to_string(c.nb));
@@ -834,9 +837,9 @@ TEST(CudaMatvecX8, ExpertsAndNanPropagate) {
   constexpr int kExperts = 8, kSlots = 6;
   const int64_t rows = 256, cols = 2048;
   const std::vector<int32_t> ids = {5, 0, 7, 2, 2, 6};
-  for (GgmlType t : {GgmlType::IQ2_XXS, GgmlType::Q2_K})
+  for (GgmlType t : {GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q8_0})
     for (bool per_slot : {false, true}) {
-      const int n_mats = t == GgmlType::IQ2_XXS ? 2 : 1;  // gate+up / down
+      const int n_mats = t == GgmlType::Q2_K ? 1 : 2;  // gate+up / down / a pair of Q8_0
       SCOPED_TRACE(std::string(dsv4::ggml_type_name(t)) + (per_slot ? " x per slot" : " shared x"));
       const uint64_t seed = mix(run_seed(), 0x7878 + (uint64_t)t);
       std::vector<HostMatrix> mats;

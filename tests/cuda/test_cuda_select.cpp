@@ -6,6 +6,7 @@
 //    and with one value repeated (the large path's fallback);
 //  * the MoE pair grouping (fwd::moe_group_sorted): experts ascending, each expert's pairs in
 //    slot-major order, with each row's token, weight and each pair's row.
+//  * the argmax of the logits (fwd::argmax: many blocks) and the router's top-k (fwd::router).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -150,3 +151,89 @@ TEST(CudaMoeGroup, SortedMatchesCpu) {
 }
 
 }  // namespace
+
+// fwd::argmax (many blocks, atomicMax on (key, ~index)): the largest value at the lowest index,
+// NaN skipped, 0 when nothing is comparable; the workspace is left zeroed for the next call.
+TEST(CudaArgmax, LowestIndexOfTheMaximum) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 5);
+  const float nan = std::nanf("");
+  cu::Stream st;
+  cu::DeviceBuffer ws((size_t)dsv4::cuda::fwd::argmax_workspace_bytes()), out(4);
+  // Synchronous copies (memsets on the legacy stream would race with the non-blocking stream).
+  const std::vector<uint8_t> zero(ws.size(), 0);
+  ws.upload(zero.data(), zero.size());
+  auto run = [&](const std::vector<float>& x) {
+    cu::DeviceBuffer dx(sizeof(float) * std::max<size_t>(x.size(), 1));
+    if (!x.empty()) dx.upload(x.data(), sizeof(float) * x.size());
+    const int32_t poison = -7;
+    out.upload(&poison, 4);
+    dsv4::cuda::fwd::argmax(dx.as<float>(), (int)x.size(), out.as<int32_t>(), ws.data(), st.get());
+    st.sync();
+    int32_t g = -2;
+    out.download(&g, 4);
+    return g;
+  };
+  for (int n : {1, 7, 1000, 129280, 300000}) {
+    std::vector<float> x((size_t)n);
+    for (auto& v : x) v = (float)((int64_t)(rng() % 2001) - 1000) / 7.0f;  // many equal values
+    const float mx = *std::max_element(x.begin(), x.end());
+    const int32_t ref = (int32_t)(std::find(x.begin(), x.end(), mx) - x.begin());
+    EXPECT_EQ(run(x), ref) << "n " << n;
+    // The maximum repeated near the end and NaNs before the first one change nothing.
+    x[(size_t)n - 1] = mx;
+    for (int i = 0; i < ref; i += 3) x[(size_t)i] = nan;
+    EXPECT_EQ(run(x), ref) << "n " << n << " with NaN";
+  }
+  EXPECT_EQ(run({-0.0f, 0.0f, -1.0f}), 0);  // -0 == +0: the lower index
+  EXPECT_EQ(run({-INFINITY, -INFINITY}), 0);
+  EXPECT_EQ(run({nan, nan, nan}), 0);
+  EXPECT_EQ(run({}), 0);
+  EXPECT_EQ(run({1.0f, 5.0f, 5.0f}), 1);  // and the workspace was reset after the cases above
+}
+
+// fwd::router (ranks over the biased scores): the CPU's order (descending biased score, ties to
+// the lower index) with weights s / sum(s) * scale, on scores with many exact ties.
+TEST(CudaRouter, MatchesCpuOrderWithTies) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 6);
+  for (auto [n, E, k] : {std::tuple{1, 256, 6}, {37, 256, 6}, {5, 16, 4}}) {
+    std::vector<float> logits((size_t)n * E), bias((size_t)E);
+    for (auto& v : logits) v = (float)((int64_t)(rng() % 9) - 4) * 0.5f;  // ties within a token
+    for (auto& v : bias) v = (float)(rng() % 3) * 0.25f;
+    cu::Stream st;
+    cu::DeviceBuffer dl(4 * logits.size()), db(4 * bias.size()), ids(4 * (size_t)n * k),
+        wts(4 * (size_t)n * k);
+    dl.upload(logits.data(), 4 * logits.size());
+    db.upload(bias.data(), 4 * bias.size());
+    ids.fill_bytes(0xff);
+    wts.fill_bytes(0xff);
+    const float scale = 1.5f;
+    dsv4::cuda::fwd::router(dl.as<float>(), db.as<float>(), nullptr, nullptr, n, E, k, scale,
+                            ids.as<int32_t>(), wts.as<float>(), st.get());
+    st.sync();
+    std::vector<int32_t> gi((size_t)n * k);
+    std::vector<float> gw((size_t)n * k);
+    ids.download(gi.data(), 4 * gi.size());
+    wts.download(gw.data(), 4 * gw.size());
+    for (int i = 0; i < n; ++i) {
+      std::vector<float> s((size_t)E), b((size_t)E);
+      for (int e = 0; e < E; ++e) {
+        const float x = logits[(size_t)i * E + (size_t)e];
+        s[(size_t)e] = std::sqrt(x > 20.0f ? x : std::log1p(std::exp(x)));
+        b[(size_t)e] = s[(size_t)e] + bias[(size_t)e];
+      }
+      std::vector<int32_t> order((size_t)E);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int32_t a, int32_t c) { return b[(size_t)a] > b[(size_t)c]; });
+      double sum = 0;
+      for (int j = 0; j < k; ++j) sum += s[(size_t)order[(size_t)j]];
+      for (int j = 0; j < k; ++j) {
+        EXPECT_EQ(gi[(size_t)j * n + i], order[(size_t)j]) << "token " << i << " place " << j;
+        EXPECT_NEAR(gw[(size_t)i * k + j], s[(size_t)order[(size_t)j]] / sum * scale, 1e-5)
+            << "token " << i << " place " << j;
+      }
+    }
+  }
+}
