@@ -519,10 +519,12 @@ __global__ void __launch_bounds__(kMhThreads)
 // [kAttHeads * chunk_max].
 constexpr int kAttSplit = 16;      // fewest key ranges per head group
 constexpr int kAttSplitMax = 128;  // most (long contexts: about 64 keys per range)
-constexpr int kAttKeysPerSplit = 20;
+constexpr int kAttKeysPerSplit = 40;
 
-// Keys per range: about 20 (two CTAs per SM at the q2 model's 640 keys; with 64 a layer's
-// attention was ~21 us of L2 round trips), DSV4_ATT_KEYS_PER_SPLIT to experiment.
+// Keys per range: about 40, so that the q2 model's 640 keys take the 16 ranges (the fewest) of
+// 40 keys staged in shared memory: 133.6 tok/s at 2K vs 128.1 with 32 ranges of 20 (more
+// partial results to merge) and 128.9 with the keys read from global memory (H200);
+// DSV4_ATT_KEYS_PER_SPLIT to experiment.
 int attention_keys_per_split() {
   static const int v = [] {
     const char* e = std::getenv("DSV4_ATT_KEYS_PER_SPLIT");
@@ -540,12 +542,26 @@ int attention_splits(int max_keys) {
 constexpr int kAttHeads = 8;
 constexpr int kAttSplitThreads = 256;
 
-size_t attention_split_smem(int hd, int chunk_max) {
+__host__ __device__ size_t attention_split_smem(int hd, int chunk_max) {
   return sizeof(const float*) * (size_t)((chunk_max + 1) & ~1) +
          sizeof(float) * (size_t)kAttHeads * (size_t)hd +
          sizeof(float) * (size_t)kAttHeads * (size_t)chunk_max;
 }
+// With the range's keys staged in shared memory (kSmemKeys): [chunk_max][hd] floats after the
+// above, 16-byte aligned.
+__host__ __device__ size_t attention_split_keys_offset(int hd, int chunk_max) {
+  return (attention_split_smem(hd, chunk_max) + 15) & ~size_t{15};
+}
+size_t attention_split_smem_keys(int hd, int chunk_max) {
+  return attention_split_keys_offset(hd, chunk_max) +
+         sizeof(float) * (size_t)chunk_max * (size_t)hd;
+}
+constexpr size_t kAttSplitSmemKeysMax = 160 * 1024;
 
+// kSmemKeys: every key of the range is copied to shared memory at once (cp.async, all in flight)
+// before the two passes over the keys; reading them from global memory in each pass cost one L2
+// round trip per key step (~14 us per layer at 2K context).
+template <bool kSmemKeys>
 __global__ void __launch_bounds__(kAttSplitThreads)
     attention_split_kernel(const float* q, const float* kvn, const float* ring, const float* comp,
                            const int32_t* sel, int hd, int W, int ratio, int topk,
@@ -556,6 +572,7 @@ __global__ void __launch_bounds__(kAttSplitThreads)
   const float** kp = reinterpret_cast<const float**>(smem_raw);
   float* qs = reinterpret_cast<float*>(kp + ((chunk_max + 1) & ~1));
   float* sc = qs + (size_t)kAttHeads * hd;  // [kAttHeads][chunk_max]
+  float* kbuf = reinterpret_cast<float*>(smem_raw + attention_split_keys_offset(hd, chunk_max));
   const int nd4 = hd / 4;
   const int h0 = blockIdx.x * kAttHeads, z = blockIdx.y, S = (int)gridDim.y;
   const int64_t base = p0[0];
@@ -571,6 +588,23 @@ __global__ void __launch_bounds__(kAttSplitThreads)
   for (int jj = threadIdx.x; jj < nk; jj += blockDim.x)
     kp[jj] = qk.row(j_lo + jj, sel, comp, kvn, ring, W, hd);
   __syncthreads();
+  if constexpr (kSmemKeys) {
+    for (int c = threadIdx.x; c < nk * nd4; c += blockDim.x) {
+      const int jj = c / nd4, d4 = c - jj * nd4;
+      const uint32_t dst = (uint32_t)__cvta_generic_to_shared(kbuf + (size_t)jj * hd + 4 * d4);
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(kp[jj] + 4 * d4)
+                   : "memory");
+    }
+    asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
+    __syncthreads();
+  }
+  // Key j's float4 d: from shared memory or through the read-only path.
+  auto key4 = [&](int j, int d) {
+    if constexpr (kSmemKeys)
+      return reinterpret_cast<const float4*>(kbuf + (size_t)j * hd)[d];
+    else
+      return __ldg(reinterpret_cast<const float4*>(kp[j]) + d);
+  };
   const float scale = 1.0f / sqrtf((float)hd);
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const float4* q4 = reinterpret_cast<const float4*>(qs);
@@ -579,14 +613,12 @@ __global__ void __launch_bounds__(kAttSplitThreads)
   // handful of keys and the L2 latency of each, not bandwidth, set the time.
   for (int j = wid; j < nk; j += 2 * nw) {
     const int j2 = j + nw < nk ? j + nw : j;
-    const float4* k4a = reinterpret_cast<const float4*>(kp[j]);
-    const float4* k4b = reinterpret_cast<const float4*>(kp[j2]);
     float acc[2][kAttHeads];
 #pragma unroll
     for (int g = 0; g < kAttHeads; ++g) acc[0][g] = acc[1][g] = 0.0f;
 #pragma unroll 4
     for (int d = lane; d < nd4; d += 32) {
-      const float4 ka = __ldg(k4a + d), kb = __ldg(k4b + d);
+      const float4 ka = key4(j, d), kb = key4(j2, d);
 #pragma unroll
       for (int g = 0; g < kAttHeads; ++g) {
         const float4 qv = q4[g * nd4 + d];
@@ -634,7 +666,7 @@ __global__ void __launch_bounds__(kAttSplitThreads)
     const float* s0 = sc + (qd * 4) * chunk_max;
 #pragma unroll 8
     for (int j = 0; j < nk; ++j) {
-      const float4 kv = __ldg(reinterpret_cast<const float4*>(kp[j]) + d4);
+      const float4 kv = key4(j, d4);
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         const float w = s0[u * chunk_max + j];
@@ -757,6 +789,15 @@ void compressor_emit(const float* pooled, const float* w, int n, int ratio, int 
   FWD_LAUNCH_CHECK("compressor_emit_kernel");
 }
 
+// DSV4_ATT_SMEM_KEYS=0: decode attention reads its keys from global memory in both passes.
+static bool attention_smem_keys_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DSV4_ATT_SMEM_KEYS");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
 // DSV4_ATTN_MMA=0: the f32 kernels even where the tensor-core path applies (A/B timings).
 static bool attention_mma_enabled() {
   static const bool on = [] {
@@ -781,9 +822,24 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
     const size_t smem_s = attention_split_smem(hd, chunk_max);
     if (n == 1 && part != nullptr && H % kAttHeads == 0 && smem_s <= 48 * 1024 &&
         (size_t)(hd + splits) * sizeof(float) <= 48 * 1024) {
-      launch_k(attention_split_kernel, dim3((unsigned)(H / kAttHeads), (unsigned)splits),
-               kAttSplitThreads, smem_s, s, q, kvn, ring, comp, sel, hd, W, ratio, topk, p0,
-               chunk_max, part);
+      const size_t smem_k = attention_split_smem_keys(hd, chunk_max);
+      const uintptr_t bases = reinterpret_cast<uintptr_t>(kvn) | reinterpret_cast<uintptr_t>(ring) |
+                              reinterpret_cast<uintptr_t>(comp);
+      const dim3 grid((unsigned)(H / kAttHeads), (unsigned)splits);
+      if (smem_k <= kAttSplitSmemKeysMax && bases % 16 == 0 && attention_smem_keys_enabled()) {
+        static const bool attr = [] {
+          DSV4_CUDA_CHECK(cudaFuncSetAttribute(attention_split_kernel<true>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)kAttSplitSmemKeysMax));
+          return true;
+        }();
+        (void)attr;
+        launch_k(attention_split_kernel<true>, grid, kAttSplitThreads, smem_k, s, q, kvn, ring,
+                 comp, sel, hd, W, ratio, topk, p0, chunk_max, part);
+      } else {
+        launch_k(attention_split_kernel<false>, grid, kAttSplitThreads, smem_s, s, q, kvn, ring,
+                 comp, sel, hd, W, ratio, topk, p0, chunk_max, part);
+      }
       FWD_LAUNCH_CHECK("attention_split_kernel");
       launch_k(attention_combine_kernel, (unsigned)H, kCombineThreads,
                sizeof(float) * (size_t)(hd + splits), s, part, sinks, hd, rd, splits, freqs, p0, o);
