@@ -10,12 +10,14 @@
 // decode the next step's weights (the in-kernel dequantization that dominated the mma.sync
 // kernel's issue slots) while the tensor cores multiply this one.
 //
-// Pipeline, three shared-memory stages of (decoded weights [128][64], x [256][64]), both bf16 in
-// the 128B-swizzled K-major layout of wgmma.cuh. Step k: issue the wgmmas of stage k % 3; copy
-// x of step k + 1 (cp.async) and decode its weights (raw bytes loaded one step earlier) into
-// stage (k + 1) % 3, load step k + 2's raw bytes; wait until only step k's wgmmas run (so step
-// k - 1's stage is free for step k + 2); one barrier. The tensor cores always have the next
-// step queued behind the running one.
+// Pipeline, four shared-memory stages of (decoded weights [128][64], x [256][64]), both bf16 in
+// the 128B-swizzled K-major layout of wgmma.cuh. Step k: issue the wgmmas of stage k % 4; start
+// the cp.async copy of step k + 2's x (two steps of latency cover: waiting for x issued in the
+// same step cost a third of the time in the first, three-stage version); decode step k + 1's
+// weights (raw bytes loaded one step earlier, their blocks prefetched into L2 a block earlier)
+// into stage (k + 1) % 4 and load step k + 2's raw bytes; wait until only step k's wgmmas run
+// (step k - 1's stage takes step k + 3's x next); one barrier. The tensor cores always have the
+// next step queued behind the running one.
 //
 // Gate/up mode: tile row i holds gate row f0 + 8 (i / 16) + i % 8 for i % 16 < 8, else the up row
 // of that f (as in the mma.sync kernel), so a thread's accumulators d[4j], d[4j + 1] (row g) and
@@ -34,13 +36,13 @@
 namespace dsv4::cuda::gemm {
 namespace {
 
-constexpr int BM = 128, BN = kExpertTileRows, BK = 64, kStages = 3, kThreads = 256;
+constexpr int BM = 128, BN = kExpertTileRows, BK = 64, kStages = 4, kThreads = 256;
 constexpr int kBytesA = BM * BK * 2, kBytesB = BN * BK * 2;
 
 struct WSmem {  // at a 1024-byte boundary (the swizzle atoms)
   uint8_t a[kStages][kBytesA];
   uint8_t b[kStages][kBytesB];
-  uint64_t grid[256];  // IQ2_XXS grid
+  uint64_t tab[512];  // the decoder's tables: the IQ2_XXS grid, or xdec::lut::Tables
 };
 constexpr size_t kSmemBytes = sizeof(WSmem) + 1024;  // + the alignment slack
 
@@ -53,8 +55,12 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int sr
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
+// Waits until at most one of this thread's cp.async groups is still in flight.
+__device__ __forceinline__ void cp_async_wait_1() {
+  asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 // The four k16 slices of one K step: A rows of this warpgroup at `a`, the pairs at `b`.
@@ -74,12 +80,16 @@ __global__ void __launch_bounds__(kThreads, 1) expert_wgmma_kernel(ExpertArgs p)
   const uint32_t raw_s = mma::smem_u32(smem_raw);
   WSmem& sm = *reinterpret_cast<WSmem*>(smem_raw + ((1024 - (raw_s & 1023)) & 1023));
   const int tid = (int)threadIdx.x, wg = tid >> 7;
-  for (int i = tid; i < 256; i += kThreads) sm.grid[i] = mv::g_grid64.v[i];  // constant data
+  if constexpr (Dec::kLut)  // constant data
+    Dec::fill_tables(sm.tab, tid, kThreads);
+  else
+    for (int i = tid; i < 256; i += kThreads) sm.tab[i] = mv::g_grid64.v[i];
   pdl_wait();
   if ((int)blockIdx.y >= *p.n_tiles) return;  // the whole CTA: no barrier crossed yet
   const int4 tile = p.tiles[blockIdx.y];
   const int e = tile.x, r0 = tile.y, cnt = tile.z;
   const int nsel = cnt <= 64 ? 64 : cnt <= 128 ? 128 : cnt <= 192 ? 192 : 256;
+  const int nk = p.K / BK;
 
   // This thread decodes values kofs .. kofs + 31 of tile row i in each K step (two threads per
   // row; rows 64 w .. 64 w + 63 by warpgroup w). Rows past the matrix decode its first row (valid
@@ -103,22 +113,29 @@ __global__ void __launch_bounds__(kThreads, 1) expert_wgmma_kernel(ExpertArgs p)
     uint8_t* a = sm.a[st];
     dec.store([&](int off,
                   uint4 u) { *reinterpret_cast<uint4*>(a + wgmma::swz_offset(i, kofs + off)) = u; },
-              sm.grid, mask);
+              sm.tab, mask);
   };
-  // x rows of step kt: the tile's pairs, zeros for pairs past cnt up to the wgmma's N.
-  const uint32_t b_s = mma::smem_u32(sm.b[0]);
-  auto load_x = [&](int kt, int st) {
+  // x rows of step kt: the tile's pairs, zeros for pairs past cnt up to the wgmma's N. This
+  // thread copies chunk tid % 8 of rows tid / 8 + 32 j: its swizzled position depends only on
+  // the row % 8, so one shared offset and one source pointer serve every j and step.
+  const int xrow = tid >> 3, xch = tid & 7;
+  const uint32_t xdst = mma::smem_u32(sm.b[0]) + wgmma::swz_offset(xrow, 8 * xch);
+  const bf16* xsrc = p.x + (int64_t)(r0 + xrow) * p.K + 8 * xch;
+  const bf16* xzero = p.x + (int64_t)r0 * p.K + 8 * xch;  // a valid address for zero fills
+  const int64_t xstride = (int64_t)32 * p.K;
+  auto load_x = [&](int kt, int st) {  // one cp.async group
 #pragma unroll
-    for (int j = 0; j < BN * (BK / 8) / kThreads; ++j) {
-      const int c = tid + kThreads * j, row = c >> 3, ch = c & 7;
+    for (int j = 0; j < BN / 32; ++j) {
+      const int row = xrow + 32 * j;
       if (row < nsel) {
-        const bf16* src = p.x + (int64_t)(r0 + (row < cnt ? row : 0)) * p.K + kt * BK + 8 * ch;
-        cp_async16(b_s + st * kBytesB + wgmma::swz_offset(row, 8 * ch), src, row < cnt ? 16 : 0);
+        const bool ok = row < cnt;
+        cp_async16(xdst + st * kBytesB + 4096 * j, (ok ? xsrc + j * xstride : xzero) + kt * BK,
+                   ok ? 16 : 0);
       }
     }
     cp_async_commit();
   };
-  const uint32_t a_s = mma::smem_u32(sm.a[0]) + wg * (64 * 128);
+  const uint32_t a_s = mma::smem_u32(sm.a[0]) + wg * (64 * 128), b_s = mma::smem_u32(sm.b[0]);
   float acc[128];
 #pragma unroll
   for (int r = 0; r < 128; ++r) acc[r] = 0.0f;
@@ -145,28 +162,41 @@ __global__ void __launch_bounds__(kThreads, 1) expert_wgmma_kernel(ExpertArgs p)
     for (int r = 0; r < 128; ++r) wgmma::fence_operand(acc[r]);
   };
 
-  const int nk = p.K / BK;
+  // Weight blocks (kBlock bytes per 256 values: four K steps) are prefetched into L2 a block
+  // ahead; the two threads of a row take its first and last byte.
+  auto prefetch_w = [&](int kt) {
+    if constexpr (Dec::kBlock > 0)
+      if ((kt & 3) == 0 && kt + 4 < nk)
+        prefetch_l2(wrow + (int64_t)Dec::kBlock * ((kt >> 2) + 1) + (kofs ? Dec::kBlock - 1 : 0));
+  };
   load_x(0, 0);
   dec.load(wrow, kofs);
-  __syncthreads();  // the grid table
+  if (nk > 1)
+    load_x(1, 1);
+  else
+    cp_async_commit();
+  __syncthreads();  // the decoder's tables
   decode(0);
   if (nk > 1) dec.load(wrow, BK + kofs);
-  cp_async_wait_all();
+  cp_async_wait_1();
   wgmma::fence_proxy_async();
   __syncthreads();
-  for (int kt = 0, st = 0; kt < nk; ++kt) {
-    const int nx = st == kStages - 1 ? 0 : st + 1;
+  for (int kt = 0; kt < nk; ++kt) {
+    const int st = kt & (kStages - 1);
     mma(st);
+    if (kt + 2 < nk)
+      load_x(kt + 2, (kt + 2) & (kStages - 1));  // its stage was read by step kt - 2: done
+    else
+      cp_async_commit();  // an empty group keeps the wait_group count
+    prefetch_w(kt);
     if (kt + 1 < nk) {
-      load_x(kt + 1, nx);
-      decode(nx);
+      decode((kt + 1) & (kStages - 1));
       if (kt + 2 < nk) dec.load(wrow, (kt + 2) * BK + kofs);
-      cp_async_wait_all();
+      cp_async_wait_1();  // x of step kt + 1 has landed (step kt + 2's may still fly)
       wgmma::fence_proxy_async();
     }
-    wgmma::wait<1>();  // step kt - 1 done: its stage is the next step's target
+    wgmma::wait<1>();  // step kt - 1 done: its stage takes step kt + 3's x next
     __syncthreads();
-    st = nx;
   }
   wgmma::wait<0>();
 #pragma unroll
@@ -259,9 +289,9 @@ void expert_gemm_wgmma(uint32_t type, const ExpertArgs& a, int cap, cudaStream_t
   using namespace xdec;
   switch ((GgmlType)type) {
     case GgmlType::IQ2_XXS:
-      return launch_type<DecIq2xxs, mv::T_IQ2_XXS>(a, cap, s);
+      return launch_type<DecIq2xxsLut, mv::T_IQ2_XXS>(a, cap, s);
     case GgmlType::Q2_K:
-      return launch_type<DecQ2K, mv::T_Q2_K>(a, cap, s);
+      return launch_type<DecQ2KLut, mv::T_Q2_K>(a, cap, s);
     case GgmlType::Q4_K:
       return launch_type<DecQ4K, mv::T_Q4_K>(a, cap, s);
     case GgmlType::F32:

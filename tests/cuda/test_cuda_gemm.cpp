@@ -355,10 +355,15 @@ TEST(CudaGemm, ExpertGemmMatchesFloat64) {
         << f.name << " y, 4 warps";
     EXPECT_EQ(std::memcmp(hs[0].data(), hs[1].data(), 2 * hs[0].size()), 0)
         << f.name << " h, 4 warps";
-    if (shapes.size() > 2)
-      std::printf("  %s: wgmma y %s the mma.sync y\n", f.name,
-                  std::memcmp(ys[0].data(), ys[2].data(), 4 * ys[0].size()) == 0 ? "bitwise equals"
-                                                                                 : "differs from");
+    // The wgmma kernel decodes IQ2_XXS and Q2_K through tables (xdec::lut) and sums with other
+    // instructions; on these inputs its results have equalled the mma.sync ones bit for bit,
+    // which checks that the table decoders are exact.
+    if (shapes.size() > 2) {
+      EXPECT_EQ(std::memcmp(ys[0].data(), ys[2].data(), 4 * ys[0].size()), 0)
+          << f.name << " y, wgmma";
+      EXPECT_EQ(std::memcmp(hs[0].data(), hs[2].data(), 2 * hs[0].size()), 0)
+          << f.name << " h, wgmma";
+    }
     auto dot = [&](const std::vector<float>& w, int64_t wr, int64_t r, double& sum) {
       double acc = 0;
       sum = 0;
