@@ -265,16 +265,22 @@ struct DecIq2xxsLut : DecIq2xxs<N> {
       const float db = __fmul_rn(__fmul_rn(dd, __fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
       const uint32_t T0 = lut::pack2(__fmul_rn(db, 8.0f), __fmul_rn(db, 25.0f));
       const uint32_t T1 = lut::pack2(__fmul_rn(db, 43.0f), 0.0f);
+      // All table reads first: the stores below may alias them as far as the compiler knows.
+      uint64_t sel[4];
+      uint4 sg[4];
 #pragma unroll
       for (int l = 0; l < 4; ++l) {
-        const uint64_t sel = t.sel[(A >> (8 * l)) & 0xFF];
-        const uint4 sg = *reinterpret_cast<const uint4*>(&t.sign[4 * ((B >> (7 * l)) & 127)]);
-        const uint32_t s0 = (uint32_t)sel, s1 = (uint32_t)(sel >> 32);
+        sel[l] = t.sel[(A >> (8 * l)) & 0xFF];
+        sg[l] = *reinterpret_cast<const uint4*>(&t.sign[4 * ((B >> (7 * l)) & 127)]);
+      }
+#pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const uint32_t s0 = (uint32_t)sel[l], s1 = (uint32_t)(sel[l] >> 32);
         uint4 u;
-        u.x = (__byte_perm(T0, T1, s0) ^ sg.x) & mask;
-        u.y = (__byte_perm(T0, T1, s0 >> 16) ^ sg.y) & mask;
-        u.z = (__byte_perm(T0, T1, s1) ^ sg.z) & mask;
-        u.w = (__byte_perm(T0, T1, s1 >> 16) ^ sg.w) & mask;
+        u.x = (__byte_perm(T0, T1, s0) ^ sg[l].x) & mask;
+        u.y = (__byte_perm(T0, T1, s0 >> 16) ^ sg[l].y) & mask;
+        u.z = (__byte_perm(T0, T1, s1) ^ sg[l].z) & mask;
+        u.w = (__byte_perm(T0, T1, s1 >> 16) ^ sg[l].w) & mask;
         out(32 * h + 8 * l, u);
       }
     }

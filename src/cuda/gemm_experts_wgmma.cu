@@ -47,10 +47,11 @@ struct WSmem {  // at a 1024-byte boundary (the swizzle atoms)
 constexpr size_t kSmemBytes = sizeof(WSmem) + 1024;  // + the alignment slack
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// No memory clobber: the copy lands asynchronously anyway; the wait_group and the barrier after
+// it (both clobber memory) order it against the readers.
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
+               "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
@@ -65,10 +66,11 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 
 // The four k16 slices of one K step: A rows of this warpgroup at `a`, the pairs at `b`.
 template <int N>
-__device__ __forceinline__ void mma_step(float (&acc)[128], uint32_t a, uint32_t b) {
+// `a`, `b`: descriptors of the stage; a k16 slice is 32 bytes further, 2 in the address field
+// (shared addresses < 256 KB: the 14-bit field never carries).
+__device__ __forceinline__ void mma_step(float (&acc)[128], uint64_t a, uint64_t b) {
 #pragma unroll
-  for (int ks = 0; ks < BK / 16; ++ks)
-    wgmma::mma_bf16<N>(acc, wgmma::desc_k128(a + 32 * ks), wgmma::desc_k128(b + 32 * ks));
+  for (int ks = 0; ks < BK / 16; ++ks) wgmma::mma_bf16<N>(acc, a + 2 * ks, b + 2 * ks);
 }
 #endif
 
@@ -136,6 +138,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_wgmma_kernel(ExpertArgs p)
     cp_async_commit();
   };
   const uint32_t a_s = mma::smem_u32(sm.a[0]) + wg * (64 * 128), b_s = mma::smem_u32(sm.b[0]);
+  const uint64_t da = wgmma::desc_k128(a_s), db = wgmma::desc_k128(b_s);
   float acc[128];
 #pragma unroll
   for (int r = 0; r < 128; ++r) acc[r] = 0.0f;
@@ -143,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_wgmma_kernel(ExpertArgs p)
 #pragma unroll
     for (int r = 0; r < 128; ++r) wgmma::fence_operand(acc[r]);
     wgmma::fence();
-    const uint32_t a = a_s + st * kBytesA, b = b_s + st * kBytesB;
+    const uint64_t a = da + (st * kBytesA >> 4), b = db + (st * kBytesB >> 4);
     switch (nsel) {
       case 64:
         mma_step<64>(acc, a, b);
