@@ -45,11 +45,10 @@ __device__ __forceinline__ float byte_u2f(uint32_t x, int j) {
 // row: load() issues the global reads, store(out, ...) decodes them and hands each 8 consecutive
 // values, packed as bf16 (pack8), to out(offset of the first of them, uint4); the kernel's `out`
 // places them in its shared-memory layout. The decoding uses the f32 operations of gemm.cu's
-// dequantizers (the same products and differences of exact integers, so
-// the same bits). `kBlock`: bytes of one 256-value block (0: no fixed blocks; the wgmma kernel
-// prefetches blocks into L2 ahead of load()). `kAlign` (fast decoders): the byte alignment load()
-// needs of the tensor, row
-// and expert strides.
+// dequantizers (the same products and differences of exact integers, so the same bits).
+// `kBlock`: bytes of one 256-value block (0: no fixed blocks; the wgmma kernel prefetches blocks
+// into L2 ahead of load()). `kAlign` (fast decoders): the byte alignment load() needs of the
+// tensor, row and expert strides. `kLut`: store() reads xdec::lut tables, not the IQ2_XXS grid.
 template <int N>
 struct DecIq2xxs {
   static constexpr bool kLut = false;
