@@ -202,7 +202,8 @@ struct CudaModel::Impl {
       sort_tmp;          // idx_dots: indexer query-row dot products of a sub-chunk
   int expert_batch = 1;  // experts per dequantize launch (wq holds two such batches)
   // Grouped expert GEMMs with in-kernel decoding (gemm_experts.h): the tile list of a chunk.
-  // DSV4_EXPERT_GEMM=cublas: the dequantize + cuBLAS path for every layer (comparisons).
+  // DSV4_EXPERT_GEMM=cublas: the dequantize + cuBLAS path for every layer (comparisons);
+  // DSV4_EXPERT_GEMM=mma: the grouped GEMMs on the mma.sync kernel instead of wgmma (A/B timing).
   DeviceBuffer exp_tiles;
   bool fused_experts = true;
   static constexpr int kSide = 4;

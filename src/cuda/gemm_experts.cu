@@ -1,10 +1,12 @@
-// Grouped routed-expert GEMMs with in-kernel weight decoding (gemm_experts.h).
+// Grouped routed-expert GEMMs with in-kernel weight decoding (gemm_experts.h): the tile list, the
+// dispatch, and the mma.sync kernel (any GPU from sm_80; on sm_90a builds gemm_experts_wgmma.cu
+// takes over unless DSV4_EXPERT_GEMM=mma).
 //
-// CTA tile: 128 weight rows x 128 pair rows, K in steps of 64, m16n8k16 bf16 MMAs with f32
-// accumulators, two layouts (ExpertGemmShape): 8 warps as 2 x 4 tiles of 64 x 32 (two threads
-// decode 32 values each of a weight row per K step; 128 registers, 16 warps per SM) or 4 warps as
-// 2 x 2 tiles of 64 x 64 (one thread decodes all 64 values; fewer ldmatrix bytes per MMA, but
-// 255 registers and 8 warps per SM). Every K step decodes its weights into shared memory and
+// CTA tile: 128 weight rows x 128 pair rows (half of a list tile), K in steps of 64, m16n8k16 bf16
+// MMAs with f32 accumulators, two layouts (ExpertGemmShape): 8 warps as 2 x 4 tiles of 64 x 32 (two
+// threads decode 32 values each of a weight row per K step; 128 registers, 16 warps per SM) or 4
+// warps as 2 x 2 tiles of 64 x 64 (one thread decodes all 64 values; fewer ldmatrix bytes per MMA,
+// but 255 registers and 8 warps per SM). Every K step decodes its weights into shared memory and
 // copies x with cp.async. Two buffers: the raw weight bytes and the x copies of step k + 1 are in
 // flight while step k multiplies, and step k + 1's decoding sits in the MMA block (no branch) so
 // the scheduler interleaves the two; one barrier per step. Two CTAs per SM. Warps whose pairs lie
@@ -17,211 +19,28 @@
 #include <cuda_bf16.h>
 
 #include <cstdlib>
+#include <string_view>
 
-#include "cuda/block_decode.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/fwd_common.cuh"
 #include "cuda/gemm_experts.h"
+#include "cuda/gemm_experts_dec.cuh"
+#include "cuda/gemm_experts_impl.h"
 #include "cuda/mma_bf16.cuh"
 #include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::gemm {
 namespace {
 
-constexpr int BM = 128, BN = kExpertTileRows, BK = 64, LDS = BK + 8;
+// BN: pairs per CTA; a tile of the list (up to kExpertTileRows pairs) is split over
+// kExpertTileRows / BN CTAs.
+constexpr int BM = 128, BN = 128, BK = 64, LDS = BK + 8, kSplit = kExpertTileRows / BN;
+using namespace xdec;
 
 struct Smem {
   bf16 a[2][BM][LDS];  // decoded weights [row][k]; 144-byte rows: conflict-free ldmatrix
   bf16 b[2][BN][LDS];  // x [pair][k]
   uint64_t grid[256];  // IQ2_XXS grid
-};
-
-// Eight values to bf16, ANDed with `mask` (0: zeros for weight rows past the matrix).
-__device__ __forceinline__ void store8(bf16* out, const float (&v)[8], uint32_t mask) {
-  __nv_bfloat162 p[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) p[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-  uint4 u = *reinterpret_cast<const uint4*>(p);
-  u.x &= mask;
-  u.y &= mask;
-  u.z &= mask;
-  u.w &= mask;
-  *reinterpret_cast<uint4*>(out) = u;
-}
-
-__device__ __forceinline__ uint32_t ldg16(const uint8_t* p) {
-  return __ldg(reinterpret_cast<const unsigned short*>(p));
-}
-__device__ __forceinline__ uint32_t ldg32(const uint8_t* p) {
-  return __ldg(reinterpret_cast<const unsigned int*>(p));
-}
-
-// Exact float of a small unsigned integer (< 2^23) without the conversion unit (I2F issues at a
-// quarter of the FP32 rate): 2^23 + b is a float with mantissa b, minus 2^23 is exact.
-__device__ __forceinline__ float small_u2f(uint32_t b) {
-  return __fsub_rn(__uint_as_float(0x4B000000u | b), 8388608.0f);
-}
-// The same for byte j (0..3) of x: one byte permute builds 2^23 + byte.
-__device__ __forceinline__ float byte_u2f(uint32_t x, int j) {
-  return __fsub_rn(__uint_as_float(__byte_perm(x, 0x4B000000u, 0x7440 | j)), 8388608.0f);
-}
-
-// Decoders of N = 32 or 64 consecutive values (k % N == 0, inside one 256-value block) of one
-// row: load() issues the global reads, store() decodes into N bf16 (16-byte aligned) with the f32
-// operations of gemm.cu's dequantizers (the same products and differences of exact integers, so
-// the same bits). `kAlign` (fast decoders): the byte alignment load() needs of the tensor, row
-// and expert strides.
-template <int N>
-struct DecIq2xxs {
-  static constexpr int kAlign = 2, kG = N / 32;  // groups of 32 sharing a scale
-  uint32_t d, A[kG], B[kG];
-  __device__ void load(const uint8_t* row, int k) {
-    const uint8_t* b = row + 66 * (k >> 8);
-    const uint8_t* q = b + 2 + 8 * ((k & 255) >> 5);
-    d = ldg16(b);
-#pragma unroll
-    for (int h = 0; h < kG; ++h) {
-      A[h] = ldg16(q + 8 * h) | (ldg16(q + 8 * h + 2) << 16);
-      B[h] = ldg16(q + 8 * h + 4) | (ldg16(q + 8 * h + 6) << 16);
-    }
-  }
-  __device__ void store(bf16* dst, const uint64_t* grid, uint32_t mask) const {
-    const float dd = mv::f16f(d);
-#pragma unroll
-    for (int h = 0; h < kG; ++h) {
-      const float db = __fmul_rn(__fmul_rn(dd, __fadd_rn(0.5f, (float)(B[h] >> 28))), 0.25f);
-#pragma unroll
-      for (int l = 0; l < 4; ++l) {
-        const uint64_t g = grid[(A[h] >> (8 * l)) & 0xFF];
-        const uint32_t s7 = (B[h] >> (7 * l)) & 127;
-        const uint32_t signs = s7 | ((__popc(s7) & 1u) << 7);
-        const uint32_t gw[2] = {(uint32_t)g, (uint32_t)(g >> 32)};
-        float v[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          // -(db * m) == db * (-m) exactly: the sign goes onto the grid value.
-          const float m = byte_u2f(gw[j / 4], j % 4);
-          const uint32_t sbit = (signs << (31 - j)) & 0x80000000u;
-          v[j] = __fmul_rn(db, __uint_as_float(__float_as_uint(m) ^ sbit));
-        }
-        store8(dst + 32 * h + 8 * l, v, mask);
-      }
-    }
-  }
-};
-
-// Q2_K: values 16j .. 16j + 15 of a block are sub-block j: quant bytes 32 (j / 8) + 16 (j % 2)
-// .. + 15, shift 2 ((j % 8) / 2). For k = 32m the sub-blocks j = 2m + s (s < N / 16) share the
-// 32 quant bytes; the shift grows by 2 every two sub-blocks.
-template <int N>
-struct DecQ2K {
-  static constexpr int kAlign = 4, kS = N / 16;
-  uint32_t q[8], scs, dm, shift;
-  __device__ void load(const uint8_t* row, int k) {
-    const uint8_t* b = row + 84 * (k >> 8);
-    const int j = (k & 255) >> 4, h = j >> 3;
-    shift = 2 * ((j % 8) / 2);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) q[i] = ldg32(b + 16 + 32 * h + 4 * i);
-    scs = N == 64 ? ldg32(b + j) : ldg16(b + j);
-    dm = ldg32(b + 80);
-  }
-  __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
-    const float d = mv::f16f(dm & 0xFFFF), dmin = mv::f16f(dm >> 16);
-#pragma unroll
-    for (int s = 0; s < kS; ++s) {
-      const uint32_t sc = (scs >> (8 * s)) & 0xFF;
-      const uint32_t sh = shift + 2 * (s >> 1);
-      const float dl = __fmul_rn(d, (float)(sc & 0xF)), ml = __fmul_rn(dmin, (float)(sc >> 4));
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float v[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const int byte = 16 * (s & 1) + 8 * half + e;
-          const uint32_t qv = (q[byte / 4] >> (8 * (byte % 4) + sh)) & 3;
-          v[e] = __fsub_rn(__fmul_rn(dl, small_u2f(qv)), ml);
-        }
-        store8(dst + 16 * s + 8 * half, v, mask);
-      }
-    }
-  }
-};
-
-// Q4_K: values 32j .. 32j + 31 are sub-block j: the low (j even) or high nibbles of quant bytes
-// 32 (j / 2) .. + 31.
-template <int N>
-struct DecQ4K {
-  static constexpr int kAlign = 16;
-  uint4 q0, q1;
-  uint32_t s[3], dm;
-  int j0;
-  __device__ void load(const uint8_t* row, int k) {
-    const uint8_t* b = row + 144 * (k >> 8);
-    j0 = (k & 255) >> 5;
-    const uint4* qp = reinterpret_cast<const uint4*>(b + 16 + 32 * (j0 >> 1));
-    q0 = __ldg(qp);
-    q1 = __ldg(qp + 1);
-    dm = ldg32(b);
-#pragma unroll
-    for (int i = 0; i < 3; ++i) s[i] = ldg32(b + 4 + 4 * i);
-  }
-  __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
-    // Scale byte i (selects, not an indexed array: j0 is not a compile-time constant).
-    auto sb = [&](int i) { return ((i < 4 ? s[0] : i < 8 ? s[1] : s[2]) >> (8 * (i & 3))) & 0xFF; };
-    const float d = mv::f16f(dm & 0xFFFF), dmin = mv::f16f(dm >> 16);
-    const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
-#pragma unroll
-    for (int u = 0; u < N / 32; ++u) {
-      const int j = j0 + u;
-      const int nib = N == 64 ? 4 * u : 4 * (j & 1);  // N = 64: j0 is even
-      uint32_t sc, m;
-      if (j < 4) {
-        sc = sb(j) & 63;
-        m = sb(j + 4) & 63;
-      } else {
-        sc = (sb(j + 4) & 0xF) | ((sb(j - 4) >> 6) << 4);
-        m = (sb(j + 4) >> 4) | ((sb(j) >> 6) << 4);
-      }
-      const float d1 = __fmul_rn(d, (float)sc), m1 = __fmul_rn(dmin, (float)m);
-#pragma unroll
-      for (int o = 0; o < 4; ++o) {
-        float v[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const int byte = 8 * o + e;
-          const uint32_t qv = (w[byte / 4] >> (8 * (byte % 4) + nib)) & 0xF;
-          v[e] = __fsub_rn(__fmul_rn(d1, small_u2f(qv)), m1);
-        }
-        store8(dst + 32 * u + 8 * o, v, mask);
-      }
-    }
-  }
-};
-
-// Any format, value by value (mv::decode_value; byte loads): the tiny test models' plain types.
-template <uint32_t T, int N>
-struct DecGeneric {
-  const uint8_t* row;
-  int k;
-  __device__ void load(const uint8_t* r, int k0) {
-    row = r;
-    k = k0;
-  }
-  __device__ void store(bf16* dst, const uint64_t*, uint32_t mask) const {
-#pragma unroll 2
-    for (int o = 0; o < N / 8; ++o) {
-      float v[8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] = mv::decode_value(T, row, k + 8 * o + e);
-      store8(dst + 8 * o, v, mask);
-    }
-  }
-};
-template <uint32_t T>
-struct Generic {
-  template <int N>
-  using Dec = DecGeneric<T, N>;
 };
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
@@ -240,19 +59,7 @@ __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
 }
 using mma::mma_bf16;
 
-struct Args {
-  const uint8_t* w0;
-  const uint8_t* w1;  // null: plain product into y; else gate (w0) / up (w1) with SwiGLU into h
-  int64_t expert_bytes, row_bytes;
-  int rows, K;
-  const bf16* x;
-  const int4* tiles;
-  const int32_t* n_tiles;
-  const float* row_w;
-  float clamp;
-  bf16* h;
-  float* y;
-};
+using Args = ExpertArgs;
 
 // R threads per decoded weight row (1 or 2): 128 R threads, 4 R warps as 2 (weight rows) x 2 R
 // (pairs) of 64 x 64 / R tiles.
@@ -265,9 +72,12 @@ __global__ void __launch_bounds__(128 * R, 2) expert_gemm_kernel(Args p) {
   const int tid = (int)threadIdx.x, lane = tid & 31, warp = tid >> 5;
   for (int i = tid; i < 256; i += kThreads) sm.grid[i] = mv::g_grid64.v[i];  // constant data
   pdl_wait();
-  if ((int)blockIdx.y >= *p.n_tiles) return;  // the whole CTA: no barrier crossed yet
-  const int4 tile = p.tiles[blockIdx.y];
-  const int e = tile.x, r0 = tile.y, cnt = tile.z;
+  // CTA y takes part y % kSplit of tile y / kSplit; the whole CTA returns before any barrier.
+  if ((int)blockIdx.y / kSplit >= *p.n_tiles) return;
+  const int4 tile = p.tiles[blockIdx.y / kSplit];
+  const int part = (int)blockIdx.y % kSplit, e = tile.x, r0 = tile.y + BN * part;
+  const int cnt = min(tile.z - BN * part, BN);
+  if (cnt <= 0) return;
 
   // This thread decodes values (tid % R) V .. + V - 1 of tile row i = tid / R in each K step.
   // Rows past the matrix
@@ -297,7 +107,10 @@ __global__ void __launch_bounds__(128 * R, 2) expert_gemm_kernel(Args p) {
     }
     cp_async_commit();
   };
-  auto decode = [&](int buf) { dec.store(&sm.a[buf][i][kofs], sm.grid, mask); };
+  auto decode = [&](int buf) {
+    bf16* dst = &sm.a[buf][i][kofs];
+    dec.store([&](int off, uint4 u) { *reinterpret_cast<uint4*>(dst + off) = u; }, sm.grid, mask);
+  };
 
   const int nk = p.K / BK;
   dec.load(wrow, kofs);
@@ -401,7 +214,7 @@ __global__ void expert_tiles_kernel(const int32_t* se, int pairs, int E, int4* t
   pdl_wait();
   for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
     const int lo = lower_bound_i32(se, pairs, e), hi = lower_bound_i32(se, pairs, e + 1);
-    off[e] = (hi - lo + BN - 1) / BN;
+    off[e] = (hi - lo + kExpertTileRows - 1) / kExpertTileRows;
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -416,8 +229,8 @@ __global__ void expert_tiles_kernel(const int32_t* se, int pairs, int E, int4* t
   __syncthreads();
   for (int e = (int)threadIdx.x; e < E; e += (int)blockDim.x) {
     const int lo = lower_bound_i32(se, pairs, e), hi = lower_bound_i32(se, pairs, e + 1);
-    for (int r = lo, ti = off[e]; r < hi && ti < cap; r += BN, ++ti)
-      tiles[ti] = make_int4(e, r, hi - r < BN ? hi - r : BN, 0);
+    for (int r = lo, ti = off[e]; r < hi && ti < cap; r += kExpertTileRows, ++ti)
+      tiles[ti] = make_int4(e, r, hi - r < kExpertTileRows ? hi - r : kExpertTileRows, 0);
   }
 }
 
@@ -430,7 +243,7 @@ void launch(const Args& a, unsigned mtiles, int cap, cudaStream_t s) {
     return true;
   }();
   (void)attr;
-  launch_k(k, dim3(mtiles, (unsigned)cap), dim3(128 * R), sizeof(Smem), s, a);
+  launch_k(k, dim3(mtiles, (unsigned)(cap * kSplit)), dim3(128 * R), sizeof(Smem), s, a);
   DSV4_CUDA_CHECK_LAUNCH("expert_gemm_kernel");
 }
 
@@ -499,7 +312,7 @@ void expert_gemm(uint32_t type, const void* w0, const void* w1, int64_t expert_b
   if (rows <= 0 || rows > (1 << 24) || (w1 ? h == nullptr : y == nullptr))
     throw_invalid_argument("expert_gemm: bad rows or missing output");
   if (t.capacity <= 0) return;
-  if (t.capacity > 65535) throw_invalid_argument("expert_gemm: more than 65535 tiles");
+  if (t.capacity > 65535 / kSplit) throw_invalid_argument("expert_gemm: more than 32767 tiles");
   Args a{static_cast<const uint8_t*>(w0),
          static_cast<const uint8_t*>(w1),
          expert_bytes,
@@ -517,11 +330,21 @@ void expert_gemm(uint32_t type, const void* w0, const void* w1, int64_t expert_b
   const unsigned mtiles = (unsigned)((rows + per_tile - 1) / per_tile);
   const int cap = t.capacity;
   if (shape == ExpertGemmShape::kAuto) {
+    // wgmma where the build and the device have it, unless DSV4_EXPERT_GEMM=mma; then the
+    // mma.sync layout of DSV4_EXPERT_WARPS (4 or 8).
     static const ExpertGemmShape env = [] {
+      const char* g = std::getenv("DSV4_EXPERT_GEMM");
+      if (!(g && std::string_view(g) == "mma") && expert_wgmma_available())
+        return ExpertGemmShape::kWgmma;
       const char* e = std::getenv("DSV4_EXPERT_WARPS");
       return e && std::atoi(e) == 4 ? ExpertGemmShape::kWarps4 : ExpertGemmShape::kWarps8;
     }();
     shape = env;
+  }
+  if (shape == ExpertGemmShape::kWgmma) {
+    if (!expert_wgmma_available())
+      throw_invalid_argument("expert_gemm: no wgmma kernels in this build or on this device");
+    return expert_gemm_wgmma(type, a, cap, s);
   }
   const int R = shape == ExpertGemmShape::kWarps4 ? 1 : 2;
   switch ((GgmlType)type) {

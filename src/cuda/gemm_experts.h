@@ -1,5 +1,5 @@
 // Grouped routed-expert GEMMs for prefill chunks: one launch multiplies every expert's rows by
-// that expert's quantized weights. Tiles are (expert, up to 128 rows, 128 weight rows); each CTA
+// that expert's quantized weights. Tiles are (expert, up to 256 rows) x 128 weight rows; each CTA
 // decodes its weight tile block by block straight from the quantized tensor into bf16 shared
 // memory (the same f32 operations and one round-to-nearest as gemm::dequant_bf16, so the weights
 // are bit-equal to the dequantize-to-scratch path) and multiplies on the tensor cores (bf16
@@ -16,9 +16,11 @@
 
 namespace dsv4::cuda::gemm {
 
-constexpr int kExpertTileRows = 128;  // rows (pairs) per tile
+// Rows (pairs) per tile: one tile covers an expert's pairs at the average load of an 8K prefill
+// chunk (~192), so the wgmma kernel decodes each weight row once per chunk.
+constexpr int kExpertTileRows = 256;
 
-// Capacity of the tile list for `pairs` rows over E experts: sum ceil(rows_e / 128).
+// Capacity of the tile list for `pairs` rows over E experts: sum ceil(rows_e / 256).
 inline int64_t expert_tile_capacity(int64_t pairs, int64_t E) {
   return pairs / kExpertTileRows + (E < pairs ? E : pairs);
 }
@@ -44,10 +46,15 @@ bool expert_gemm_supported(uint32_t type, int64_t K);
 //  * w1 set (gate w0, up w1, rows = F): h[r][f] = bf16(w_r * silu(min(g, c)) * clamp(u, -c, c))
 //    with g = x[r] . w0[e][f], u = x[r] . w1[e][f], w_r = row_w[r] (null: 1): gemm::swiglu_bf16
 //    fused into the epilogue (h: [pairs][F]).
-// `shape`: the CTA layout (both 128 weight rows x 128 pairs): 8 warps of 64 x 32 (two threads
-// decode each weight row) or 4 warps of 64 x 64 (one thread per row, more registers, half the
-// occupancy); kAuto: 8 warps unless DSV4_EXPERT_WARPS=4. The results do not depend on it.
-enum class ExpertGemmShape { kAuto, kWarps8, kWarps4 };
+// `shape`: the kernel. kWgmma (sm_90a builds on sm_90 devices): warpgroup MMAs over 128 weight
+// rows x a whole tile (gemm_experts_wgmma.cu). The mma.sync kernel (any GPU; 128 weight rows x
+// 128 pairs): 8 warps of 64 x 32 (two threads decode each weight row) or 4 warps of 64 x 64 (one
+// thread per row, more registers, half the occupancy); the two give bitwise equal results. kAuto:
+// kWgmma where available unless DSV4_EXPERT_GEMM=mma, then 8 warps unless DSV4_EXPERT_WARPS=4.
+enum class ExpertGemmShape { kAuto, kWarps8, kWarps4, kWgmma };
+// True when this build has the wgmma kernel (device code for sm_90a) and the current device is an
+// sm_90 part that runs it.
+bool expert_wgmma_available();
 void expert_gemm(uint32_t type, const void* w0, const void* w1, int64_t expert_bytes,
                  int64_t row_bytes, int64_t rows, int64_t K, const bf16* x, const ExpertTiles& t,
                  const float* row_w, float clamp, bf16* h, float* y, cudaStream_t s,

@@ -280,8 +280,9 @@ TEST(CudaGemm, ExpertGemmMatchesFloat64) {
   REQUIRE_GPU();
   const uint64_t seed = run_seed();
   cu::Stream st;
-  const int E = 9;
-  const int counts[E] = {3, 0, 1, 130, 0, 257, 64, 33, 128};
+  // Every wgmma N (64, 128, 192, 256), full and partial tiles, an expert over two tiles (257).
+  const int E = 10;
+  const int counts[E] = {3, 0, 1, 130, 0, 257, 64, 33, 128, 200};
   const int64_t K = 768, R = 200, F = 96;
   const float clamp = 2.5f;
   std::vector<int32_t> slot;
@@ -289,7 +290,8 @@ TEST(CudaGemm, ExpertGemmMatchesFloat64) {
     for (int i = 0; i < counts[e]; ++i) slot.push_back(e);
   const int64_t pairs = (int64_t)slot.size();
   int expect_tiles = 0;
-  for (int e = 0; e < E; ++e) expect_tiles += (counts[e] + 127) / 128;
+  for (int e = 0; e < E; ++e)
+    expect_tiles += (counts[e] + gm::kExpertTileRows - 1) / gm::kExpertTileRows;
   // Activations rounded to bf16, row weights.
   const auto xf = randn((size_t)(pairs * K), seed + 11);
   std::vector<uint16_t> xb(xf.size());
@@ -328,10 +330,14 @@ TEST(CudaGemm, ExpertGemmMatchesFloat64) {
     };
     const auto fp = dec(wp, E * R), fg = dec(wg, E * F), fu = dec(wu, E * F);
     auto dwp = upload(wp), dwg = upload(wg), dwu = upload(wu);
-    // Both CTA layouts; the 4-warp results must equal the 8-warp ones bit for bit.
-    std::vector<float> gy;
-    std::vector<uint16_t> gh;
-    for (gm::ExpertGemmShape shape : {gm::ExpertGemmShape::kWarps8, gm::ExpertGemmShape::kWarps4}) {
+    // Every kernel: the two mma.sync layouts must agree bit for bit; each (the wgmma one too,
+    // whose tensor-core sums may round differently) is checked against float64.
+    std::vector<gm::ExpertGemmShape> shapes = {gm::ExpertGemmShape::kWarps8,
+                                               gm::ExpertGemmShape::kWarps4};
+    if (gm::expert_wgmma_available()) shapes.push_back(gm::ExpertGemmShape::kWgmma);
+    std::vector<std::vector<float>> ys;
+    std::vector<std::vector<uint16_t>> hs;
+    for (gm::ExpertGemmShape shape : shapes) {
       cu::DeviceBuffer y(sizeof(float) * (size_t)(pairs * R)), h(2 * (size_t)(pairs * F));
       y.fill_bytes(0xff);
       h.fill_bytes(0xff);
@@ -342,15 +348,21 @@ TEST(CudaGemm, ExpertGemmMatchesFloat64) {
                       dx.as<gm::bf16>(), tl, drw.as<float>(), clamp, h.as<gm::bf16>(), nullptr,
                       st.get(), shape);
       st.sync();
-      const auto y1 = download<float>(y, (size_t)(pairs * R));
-      const auto h1 = download<uint16_t>(h, (size_t)(pairs * F));
-      if (gy.empty()) {
-        gy = y1;
-        gh = h1;
-      } else {
-        EXPECT_EQ(std::memcmp(gy.data(), y1.data(), 4 * gy.size()), 0) << f.name << " y, 4 warps";
-        EXPECT_EQ(std::memcmp(gh.data(), h1.data(), 2 * gh.size()), 0) << f.name << " h, 4 warps";
-      }
+      ys.push_back(download<float>(y, (size_t)(pairs * R)));
+      hs.push_back(download<uint16_t>(h, (size_t)(pairs * F)));
+    }
+    EXPECT_EQ(std::memcmp(ys[0].data(), ys[1].data(), 4 * ys[0].size()), 0)
+        << f.name << " y, 4 warps";
+    EXPECT_EQ(std::memcmp(hs[0].data(), hs[1].data(), 2 * hs[0].size()), 0)
+        << f.name << " h, 4 warps";
+    // The wgmma kernel decodes IQ2_XXS and Q2_K through tables (xdec::lut) and sums with other
+    // instructions; on these inputs its results have equalled the mma.sync ones bit for bit,
+    // which checks that the table decoders are exact.
+    if (shapes.size() > 2) {
+      EXPECT_EQ(std::memcmp(ys[0].data(), ys[2].data(), 4 * ys[0].size()), 0)
+          << f.name << " y, wgmma";
+      EXPECT_EQ(std::memcmp(hs[0].data(), hs[2].data(), 2 * hs[0].size()), 0)
+          << f.name << " h, wgmma";
     }
     auto dot = [&](const std::vector<float>& w, int64_t wr, int64_t r, double& sum) {
       double acc = 0;
@@ -362,38 +374,43 @@ TEST(CudaGemm, ExpertGemmMatchesFloat64) {
       }
       return acc;
     };
-    double worst = 0;
-    int64_t bad_h = 0, nonfinite = 0;
-    for (int64_t r = 0; r < pairs; ++r) {
-      const int64_t e = slot[(size_t)r];
-      for (int64_t m = 0; m < R; ++m) {
-        double S = 0;
-        const double ref = dot(fp, e * R + m, r, S);
-        const float got = gy[(size_t)(r * R + m)];
-        if (!std::isfinite(got)) {
-          ++nonfinite;
-          continue;
+    for (size_t si = 0; si < shapes.size(); si += 2) {  // 8 warps (= 4 warps) and wgmma
+      const std::vector<float>& gy = ys[si];
+      const std::vector<uint16_t>& gh = hs[si];
+      const char* kname = si == 0 ? "mma" : "wgmma";
+      double worst = 0;
+      int64_t bad_h = 0, nonfinite = 0;
+      for (int64_t r = 0; r < pairs; ++r) {
+        const int64_t e = slot[(size_t)r];
+        for (int64_t m = 0; m < R; ++m) {
+          double S = 0;
+          const double ref = dot(fp, e * R + m, r, S);
+          const float got = gy[(size_t)(r * R + m)];
+          if (!std::isfinite(got)) {
+            ++nonfinite;
+            continue;
+          }
+          worst = std::max(worst, std::fabs(got - ref) / (S + 1e-30));
         }
-        worst = std::max(worst, std::fabs(got - ref) / (S + 1e-30));
+        for (int64_t j = 0; j < F; ++j) {
+          double Sg = 0, Su = 0;
+          const double g = dot(fg, e * F + j, r, Sg), u = dot(fu, e * F + j, r, Su);
+          const double gc = std::min(g, (double)clamp),
+                       uc = std::clamp(u, -(double)clamp, (double)clamp);
+          const double ref = rw[(size_t)r] * gc / (1.0 + std::exp(-gc)) * uc;
+          const float got = bf16_value(gh[(size_t)(r * F + j)]);
+          const double tol = 1e-2 * std::fabs(ref) +
+                             std::fabs(rw[(size_t)r]) * 1e-5 *
+                                 (1.2 * std::fabs(uc) * Sg + (std::fabs(gc) + 1) * Su) +
+                             1e-6;
+          bad_h += !(std::fabs(got - ref) <= tol);
+        }
       }
-      for (int64_t j = 0; j < F; ++j) {
-        double Sg = 0, Su = 0;
-        const double g = dot(fg, e * F + j, r, Sg), u = dot(fu, e * F + j, r, Su);
-        const double gc = std::min(g, (double)clamp),
-                     uc = std::clamp(u, -(double)clamp, (double)clamp);
-        const double ref = rw[(size_t)r] * gc / (1.0 + std::exp(-gc)) * uc;
-        const float got = bf16_value(gh[(size_t)(r * F + j)]);
-        const double tol = 1e-2 * std::fabs(ref) +
-                           std::fabs(rw[(size_t)r]) * 1e-5 *
-                               (1.2 * std::fabs(uc) * Sg + (std::fabs(gc) + 1) * Su) +
-                           1e-6;
-        bad_h += !(std::fabs(got - ref) <= tol);
-      }
+      std::printf("  %s %s: worst |err| / sum|x w| %.3g\n", f.name, kname, worst);
+      EXPECT_EQ(nonfinite, 0) << f.name << " " << kname;
+      EXPECT_LE(worst, 1e-5) << f.name << " " << kname;
+      EXPECT_EQ(bad_h, 0) << f.name << " " << kname;
     }
-    std::printf("  %s: worst |err| / sum|x w| %.3g\n", f.name, worst);
-    EXPECT_EQ(nonfinite, 0) << f.name;
-    EXPECT_LE(worst, 1e-5) << f.name;
-    EXPECT_EQ(bad_h, 0) << f.name;
 
     // The same weights in mapped pinned host memory (host-resident experts): the same bits.
     if (f.t == GgmlType::IQ2_XXS || f.t == GgmlType::Q2_K || f.t == GgmlType::Q4_K) {
@@ -402,13 +419,16 @@ TEST(CudaGemm, ExpertGemmMatchesFloat64) {
       std::memcpy(hp, wp.data(), wp.size());
       void* dp = nullptr;
       ASSERT_EQ(cudaHostGetDevicePointer(&dp, hp, 0), cudaSuccess);
-      cu::DeviceBuffer y2(sizeof(float) * (size_t)(pairs * R));
-      y2.fill_bytes(0xff);
-      gm::expert_gemm((uint32_t)f.t, dp, nullptr, (int64_t)rb * R, (int64_t)rb, R, K,
-                      dx.as<gm::bf16>(), tl, nullptr, 0.0f, nullptr, y2.as<float>(), st.get());
-      st.sync();
-      const auto gy2 = download<float>(y2, (size_t)(pairs * R));
-      EXPECT_EQ(std::memcmp(gy.data(), gy2.data(), 4 * gy.size()), 0) << f.name;
+      for (size_t si = 0; si < shapes.size(); si += 2) {
+        cu::DeviceBuffer y2(sizeof(float) * (size_t)(pairs * R));
+        y2.fill_bytes(0xff);
+        gm::expert_gemm((uint32_t)f.t, dp, nullptr, (int64_t)rb * R, (int64_t)rb, R, K,
+                        dx.as<gm::bf16>(), tl, nullptr, 0.0f, nullptr, y2.as<float>(), st.get(),
+                        shapes[si]);
+        st.sync();
+        const auto gy2 = download<float>(y2, (size_t)(pairs * R));
+        EXPECT_EQ(std::memcmp(ys[si].data(), gy2.data(), 4 * gy2.size()), 0) << f.name << " " << si;
+      }
       cudaFreeHost(hp);
     }
   }
