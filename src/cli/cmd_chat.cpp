@@ -22,7 +22,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/error.h"
-#include "model/cpu_forward.h"
+#include "engine/backend.h"
 #include "sample/sampler.h"
 #include "state/session_file.h"
 #include "text/chat.h"
@@ -47,8 +47,8 @@ std::string read_file(const std::string& path) {
 struct ChatState {
   const Model* model = nullptr;
   const text::Tokenizer* tok = nullptr;
-  const CpuModel* cpu = nullptr;
-  CpuSession sess;
+  const engine::Backend* backend = nullptr;
+  std::unique_ptr<engine::BackendSession> sess;
   std::vector<int32_t> fed;  // every token in the session, in order
   bool thinking = false, think_max = false;
   int64_t ctx = 65536;
@@ -65,9 +65,9 @@ void run_turn(ChatState& st, std::vector<int32_t> ids) {
     fail("context full: {} tokens needed, limit {} (use /clear, or /ctx N)", need, st.ctx);
   const size_t reused = st.fed.size();
   g_interrupted = false;  // a Ctrl-C from here on (prefill included) stops this turn
-  ForwardResult r;
+  std::vector<float> logits;
   const double t0 = now_s();
-  st.cpu->forward(st.sess, ids.data(), (int64_t)ids.size(), false, false, r);
+  st.backend->forward(*st.sess, ids.data(), (int64_t)ids.size(), logits);
   const double t_prefill = now_s() - t0;
   st.fed.insert(st.fed.end(), ids.begin(), ids.end());
 
@@ -89,7 +89,7 @@ void run_turn(ChatState& st, std::vector<int32_t> ids) {
       break;
     }
     if (n_gen >= st.n_predict || (int64_t)st.fed.size() + 1 >= st.ctx) break;
-    const int32_t next = sampler.sample(r.logits.data(), st.model->cfg.n_vocab);
+    const int32_t next = sampler.sample(logits.data(), st.model->cfg.n_vocab);
     ++n_gen;
     if (next == ct.eos) break;
     if (thinking && next == ct.think_end) {
@@ -100,13 +100,13 @@ void run_turn(ChatState& st, std::vector<int32_t> ids) {
       dec.push(next, out);
       write_model_text(out, tty);
     }
-    st.cpu->forward(st.sess, &next, 1, false, false, r);
+    st.backend->forward(*st.sess, &next, 1, logits);
     st.fed.push_back(next);
   }
   write_model_text(dec.finish(), tty);
   const double t_gen = now_s() - t1;
   // Close the assistant turn in the session, as the format's history does.
-  st.cpu->forward(st.sess, &ct.eos, 1, false, false, r);
+  st.backend->forward(*st.sess, &ct.eos, 1, logits);
   st.fed.push_back(ct.eos);
   std::printf("%s%s\n", reset, interrupted ? "\n[interrupted]" : "");
   std::fprintf(stderr,
@@ -156,21 +156,31 @@ bool handle_command(ChatState& st, const std::string& line, std::string& user_te
                 st.ctx < 393216 ? "; DeepSeek recommends a context of at least 393216 (/ctx)" : "");
   } else if (cmd == "/ctx") {
     const long long v = std::atoll(arg.c_str());
+    const int64_t cap = st.backend->capacity();
     if (v < 16) {
       std::printf("[usage: /ctx N (N >= 16)]\n");
+    } else if (cap > 0 && v > cap) {
+      std::printf("[the GPU session holds at most %lld tokens (set at start with --ctx)]\n",
+                  (long long)cap);
     } else {
       st.ctx = v;
       std::printf("[context limit %lld tokens]\n", v);
     }
   } else if (cmd == "/clear") {
-    st.sess = st.cpu->new_session();
+    st.sess = st.backend->new_session();
     st.fed.clear();
     std::printf("[conversation cleared]\n");
   } else if (cmd == "/save") {
-    save_session(arg, fp, st.fed, st.sess);
+    CpuSession scratch;
+    save_session(arg, fp, st.fed, st.sess->host_state(scratch));
     std::printf("[saved %zu tokens to %s]\n", st.fed.size(), arg.c_str());
   } else if (cmd == "/load") {
-    load_session(arg, fp, st.fed, st.sess);
+    // Session files hold the CPU layout: a GPU session is uploaded (within its capacity).
+    std::vector<int32_t> fed;
+    CpuSession host = st.backend->new_host_session();
+    load_session(arg, fp, fed, host);
+    st.sess = st.backend->from_host(std::move(host));
+    st.fed = std::move(fed);
     std::printf("[loaded %zu tokens from %s]\n", st.fed.size(), arg.c_str());
   } else if (cmd == "/read") {
     user_text = read_file(arg);
@@ -189,7 +199,7 @@ void register_chat(CLI::App& app) {
     std::string model, system;
     int64_t ctx = 65536;
     int n_predict = 1024;
-    bool think = false, ignore_eos = false;
+    bool think = false, ignore_eos = false, gpu = false;
     SamplerParams sp = greedy_params();
   };
   auto o = std::make_shared<Opts>();
@@ -198,17 +208,23 @@ void register_chat(CLI::App& app) {
   sub->add_option("--ctx", o->ctx, "context limit in tokens");
   sub->add_option("-n,--n-predict", o->n_predict, "maximum tokens per answer");
   sub->add_flag("--think", o->think, "start in thinking mode");
+  sub->add_flag("--gpu", o->gpu,
+                "run the model on the GPU (CUDA builds); the session is sized for --ctx tokens");
   sub->add_flag("--ignore-eos", o->ignore_eos, "never end an answer by itself (tests, demos)");
   add_sampling_options(sub, o->sp);
   sub->callback([o] {
     auto model = load_model(o->model);
     const text::Tokenizer tok = text::Tokenizer::from_gguf(*model->file);
-    CpuModel cpu(*model, CpuOptions{true});
+    if (o->ctx < 16) fail("--ctx: must be >= 16, got {}", o->ctx);
+    engine::BackendOptions bo;
+    bo.gpu = o->gpu;
+    bo.max_ctx = o->ctx;
+    const auto backend = engine::make_backend(*model, bo);
     ChatState st;
     st.model = model.get();
     st.tok = &tok;
-    st.cpu = &cpu;
-    st.sess = cpu.new_session();
+    st.backend = backend.get();
+    st.sess = backend->new_session();
     st.thinking = o->think;
     st.ctx = o->ctx;
     st.n_predict = o->n_predict;

@@ -1,5 +1,5 @@
 // dsv4 run: one-shot answer to a prompt, streamed, with thinking shown distinctly and the prompt /
-// generation token counts and speeds at the end. Uses the CPU reference backend for now.
+// generation token counts and speeds at the end. The CPU reference, or the GPU with --gpu.
 #include <unistd.h>
 
 #include <chrono>
@@ -10,7 +10,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/error.h"
-#include "model/cpu_forward.h"
+#include "engine/backend.h"
 #include "sample/dsml_greedy.h"
 #include "sample/sampler.h"
 #include "sample/stop.h"
@@ -22,7 +22,7 @@ void register_run(CLI::App& app) {
   struct Opts {
     std::string model, prompt, prompt_file, system;
     int n_predict = 256;
-    bool think = false, raw = false, qat = true;
+    bool think = false, raw = false, qat = true, gpu = false;
     std::vector<std::string> stops;
     SamplerParams sp = greedy_params();
   };
@@ -37,6 +37,7 @@ void register_run(CLI::App& app) {
                 "feed the prompt as already-rendered text (special tokens honoured)");
   add_sampling_options(sub, o->sp);
   sub->add_option("--stop", o->stops, "stop string (repeatable); not printed");
+  sub->add_flag("--gpu", o->gpu, "run the model on the GPU (CUDA builds)");
   sub->callback([o] {
     if (o->prompt.empty() == o->prompt_file.empty())
       fail("run: give exactly one of -p/--prompt and --prompt-file");
@@ -64,9 +65,14 @@ void register_run(CLI::App& app) {
       ids.push_back(ct.assistant);
       ids.push_back(o->think ? ct.think_start : ct.think_end);
     }
-    CpuModel cpu(*model, CpuOptions{o->qat});
-    CpuSession sess = cpu.new_session();
+    if (o->n_predict < 0) fail("--n-predict: must be >= 0, got {}", o->n_predict);
     validate(o->sp, (int64_t)model->cfg.n_vocab);
+    engine::BackendOptions bo;
+    bo.gpu = o->gpu;
+    bo.qat = o->qat;
+    bo.max_ctx = (int64_t)ids.size() + o->n_predict + 1;  // the GPU session holds the whole run
+    const auto backend = engine::make_backend(*model, bo);
+    const auto sess = backend->new_session();
     Sampler sampler(o->sp);
     sampler.add_prompt(ids);  // the repetition window starts with the prompt
     const bool tty = isatty(STDOUT_FILENO);
@@ -76,8 +82,8 @@ void register_run(CLI::App& app) {
     if (thinking) std::printf("%s[thinking] ", dim);
 
     const double t0 = now_s();
-    ForwardResult r;
-    cpu.forward(sess, ids.data(), (int64_t)ids.size(), false, false, r);
+    std::vector<float> logits;
+    backend->forward(*sess, ids.data(), (int64_t)ids.size(), logits);
     const double t_prefill = now_s() - t0;
     text::StreamDecoder dec(tok, true);
     const double t1 = now_s();
@@ -91,7 +97,7 @@ void register_run(CLI::App& app) {
     stp.stop_strings = o->stops;
     StopChecker stop(stp);
     while (n_gen < o->n_predict) {
-      const int32_t next = sampler.sample(r.logits.data(), model->cfg.n_vocab, dsml.force_greedy());
+      const int32_t next = sampler.sample(logits.data(), model->cfg.n_vocab, dsml.force_greedy());
       ++n_gen;
       if (stop.on_token(next) == Finish::kStopToken) break;
       dsml.on_text(tok.token_bytes(next));
@@ -106,7 +112,7 @@ void register_run(CLI::App& app) {
         if (stopped) break;
       }
       if (n_gen >= o->n_predict) break;
-      cpu.forward(sess, &next, 1, false, false, r);
+      backend->forward(*sess, &next, 1, logits);
     }
     if (stop.finish() != Finish::kStopString) stop.on_text(dec.finish());
     write_model_text(stop.take_all(), tty);
@@ -114,7 +120,7 @@ void register_run(CLI::App& app) {
     std::printf("%s\n", reset);
     std::fprintf(stderr,
                  "\n[prompt %zu tokens, %.1f tok/s | generated %d tokens, %.2f tok/s | %s]\n",
-                 ids.size(), ids.size() / t_prefill, n_gen, n_gen / t_gen, "cpu");
+                 ids.size(), ids.size() / t_prefill, n_gen, n_gen / t_gen, o->gpu ? "gpu" : "cpu");
   });
 }
 

@@ -87,7 +87,14 @@ void register_serve(CLI::App& app) {
                   "memory budget of the live sessions (MiB)");
   sub->add_option("--queue", o->eng.queue_limit, "jobs that may wait (more: HTTP 429)");
   sub->add_option("--prefill-chunk", o->eng.prefill_chunk,
-                  "tokens per prefill step (cancellation granularity)");
+                  "tokens per prefill step (cancellation granularity; default 512 on the CPU, "
+                  "2048 on the GPU)");
+  sub->add_flag("--gpu", o->eng.gpu,
+                "run the model on the GPU (CUDA builds): weights and sessions in device memory, "
+                "each session sized for --ctx tokens");
+  sub->add_option("--expert-host-fraction", o->eng.gpu_expert_host_fraction,
+                  "with --gpu: fraction of the routed experts kept in host memory (default: "
+                  "automatic, only what does not fit)");
   sub->add_option("--max-body-mb", o->max_body_mb, "largest request body (MiB, default 16)");
   sub->add_option("--max-tokens-cap", o->srv.max_tokens_cap,
                   "clamp max_tokens of requests to this (0 = no cap)");
@@ -107,6 +114,10 @@ void register_serve(CLI::App& app) {
     if (o->srv.port < 0 || o->srv.port > 65535)
       fail("--port: must be in [0, 65535], got {}", o->srv.port);
     if (o->srv.max_tokens_cap < 0) fail("--max-tokens-cap: must be >= 0");
+    if (o->eng.prefill_chunk < 0)
+      fail("--prefill-chunk: must be >= 1, got {}", o->eng.prefill_chunk);
+    if (o->eng.gpu && !o->eng.mtp_path.empty())
+      fail("--mtp: MTP speculative decoding does not run on the GPU; drop --mtp or --gpu");
     if (o->eng.queue_limit < 0) fail("--queue: must be >= 0, got {}", o->eng.queue_limit);
     if (o->eng.max_sessions < 1) fail("--max-sessions: must be >= 1, got {}", o->eng.max_sessions);
     if (o->srv.http_threads < 2 || o->srv.http_threads > 4096)
@@ -139,9 +150,9 @@ void register_serve(CLI::App& app) {
       g_server = &srv;
       if (g_stop_requested) srv.stop();
     }
-    std::printf("dsv4 serve: listening on http://%s:%d (model %s, context %lld)%s\n",
+    std::printf("dsv4 serve: listening on http://%s:%d (model %s, context %lld, backend %s)%s\n",
                 o->srv.host.c_str(), port, eng.model_id().c_str(),
-                static_cast<long long>(eng.context_limit()),
+                static_cast<long long>(eng.context_limit()), eng.backend_description().c_str(),
                 o->srv.api_key.empty() ? "" : " (API key required)");
     std::fflush(stdout);
     bool ok = srv.run();

@@ -1067,6 +1067,9 @@ struct CudaModel::Impl {
     if (!s || s->owner != this) fail("cuda forward: session belongs to another model");
     return *s;
   }
+  const SessionImpl& session(const CudaSession& cs) const {
+    return session(const_cast<CudaSession&>(cs));  // the same check; nothing is written
+  }
 };
 
 CudaModel::CudaModel(const DeviceModel& dm, CudaOptions opt)
@@ -1075,6 +1078,10 @@ CudaModel::~CudaModel() = default;
 
 const ModelConfig& CudaModel::config() const {
   return impl_->c;
+}
+
+const CudaOptions& CudaModel::options() const {
+  return impl_->opt;
 }
 
 std::unique_ptr<CudaSession> CudaModel::new_session() const {
@@ -1114,6 +1121,140 @@ std::unique_ptr<CudaSession> CudaModel::new_session() const {
   // cudaMemset on the legacy stream does not order with the model's non-blocking stream.
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   return s;
+}
+
+namespace {
+
+// Bytes of each state buffer of layer `l` that hold data after `n` tokens: the whole ring and
+// frontiers, the rows emitted so far. The host layout (CpuSession) has exactly these sizes.
+struct LayerExtent {
+  size_t raw = 0, comp = 0, idx = 0, ckv = 0, ikv = 0;
+};
+LayerExtent layer_extent(const ModelConfig& c, uint32_t l, int64_t n) {
+  const uint32_t r = c.ratio(l);
+  const size_t hd = c.head_dim, ID = c.idx_head_dim;
+  LayerExtent e;
+  e.raw = 4 * (size_t)c.window * hd;
+  if (r > 0) {
+    const size_t lanes = ModelConfig::compressor_lanes(r);
+    e.comp = 4 * (size_t)(n / r) * hd;
+    e.ckv = 4 * lanes * r * lanes * hd;
+  }
+  if (r == 4) {
+    e.idx = 4 * (size_t)(n / 4) * ID;
+    e.ikv = 4 * 8 * 2 * ID;
+  }
+  return e;
+}
+
+}  // namespace
+
+std::unique_ptr<CudaSession> CudaModel::clone_session(const CudaSession& cs) const {
+  Impl& m = *impl_;
+  const SessionImpl& src = m.session(cs);
+  auto out = new_session();
+  SessionImpl& dst = m.session(*out);
+  cudaStream_t st = m.stream.get();
+  auto copy = [&](const DeviceBuffer& to, const DeviceBuffer& from, size_t bytes) {
+    if (bytes > 0)
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(to.data(), from.data(), bytes, cudaMemcpyDeviceToDevice, st));
+  };
+  for (uint32_t l = 0; l < m.c.n_layer; ++l) {
+    const LayerExtent e = layer_extent(m.c, l, src.n_past_);
+    const SessionImpl::Layer &a = src.layers[l], &b = dst.layers[l];
+    copy(b.raw, a.raw, e.raw);
+    copy(b.comp, a.comp, e.comp);
+    copy(b.idx, a.idx, e.idx);
+    copy(b.ckv, a.ckv, e.ckv);
+    copy(b.csc, a.csc, e.ckv);
+    copy(b.ikv, a.ikv, e.ikv);
+    copy(b.isc, a.isc, e.ikv);
+  }
+  m.stream.sync();
+  dst.n_past_ = src.n_past_;  // no graph: the clone captures its own (it bakes in the buffers)
+  return out;
+}
+
+void CudaModel::download_session(const CudaSession& cs, CpuSession& out) const {
+  Impl& m = *impl_;
+  const SessionImpl& s = m.session(cs);
+  const ModelConfig& c = m.c;
+  m.stream.sync();  // DeviceBuffer::download copies on the legacy stream
+  CpuSession h;
+  h.n_past = s.n_past_;
+  h.layers.resize(c.n_layer);
+  auto get = [](std::vector<float>& v, const DeviceBuffer& b, size_t bytes) {
+    v.resize(bytes / 4);
+    if (bytes > 0) b.download(v.data(), bytes);
+  };
+  const int64_t W = c.window, hd = c.head_dim;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const LayerExtent e = layer_extent(c, l, s.n_past_);
+    const SessionImpl::Layer& d = s.layers[l];
+    LayerState& L = h.layers[l];
+    get(L.raw, d.raw, e.raw);
+    // Slots of positions not yet seen hold the device's NaN poison; a fresh CpuSession has 0.
+    if (s.n_past_ < W) std::fill(L.raw.begin() + s.n_past_ * hd, L.raw.end(), 0.0f);
+    get(L.comp, d.comp, e.comp);
+    get(L.idx, d.idx, e.idx);
+    get(L.ckv, d.ckv, e.ckv);
+    get(L.cscore, d.csc, e.ckv);
+    get(L.ikv, d.ikv, e.ikv);
+    get(L.iscore, d.isc, e.ikv);
+  }
+  // The MTP block's state as CpuModel::new_session makes it (MTP does not run here).
+  h.mtp.raw.assign((size_t)(W * hd), 0.0f);
+  out = std::move(h);
+}
+
+std::unique_ptr<CudaSession> CudaModel::upload_session(const CpuSession& in) const {
+  Impl& m = *impl_;
+  const ModelConfig& c = m.c;
+  if (in.n_past < 0) fail("cuda session upload: negative token count {}", in.n_past);
+  if (in.n_past > m.opt.max_ctx)
+    fail(
+        "cuda session upload: the state holds {} tokens, more than the GPU session capacity "
+        "max_ctx = {} (raise the context limit)",
+        in.n_past, m.opt.max_ctx);
+  if (in.layers.size() != c.n_layer)
+    fail("cuda session upload: {} layers, the model has {}", in.layers.size(), c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const LayerExtent e = layer_extent(c, l, in.n_past);
+    const LayerState& L = in.layers[l];
+    auto check = [&](const char* what, const std::vector<float>& v, size_t bytes) {
+      if (v.size() * 4 != bytes)
+        fail("cuda session upload: layer {} {}: {} values, expected {} for {} tokens", l, what,
+             v.size(), bytes / 4, in.n_past);
+    };
+    check("raw window", L.raw, e.raw);
+    check("compressed rows", L.comp, e.comp);
+    check("indexer rows", L.idx, e.idx);
+    check("compressor kv frontier", L.ckv, e.ckv);
+    check("compressor score frontier", L.cscore, e.ckv);
+    check("indexer kv frontier", L.ikv, e.ikv);
+    check("indexer score frontier", L.iscore, e.ikv);
+  }
+  auto out = new_session();
+  SessionImpl& s = m.session(*out);
+  auto put = [](DeviceBuffer& b, const std::vector<float>& v) {
+    if (!v.empty()) b.upload(v.data(), 4 * v.size());
+  };
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const LayerState& L = in.layers[l];
+    SessionImpl::Layer& d = s.layers[l];
+    put(d.raw, L.raw);
+    put(d.comp, L.comp);
+    put(d.idx, L.idx);
+    put(d.ckv, L.ckv);
+    put(d.csc, L.cscore);
+    put(d.ikv, L.ikv);
+    put(d.isc, L.iscore);
+  }
+  // A pageable cudaMemcpy may return before its DMA is done, and the legacy stream does not
+  // order with the model's non-blocking stream.
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  s.n_past_ = in.n_past;
+  return out;
 }
 
 void CudaModel::forward(CudaSession& cs, const int32_t* tokens, int64_t n, bool all_logits,

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cuda/device_model.h"
+#include "model/cpu_forward.h"
 
 namespace dsv4::cuda {
 
@@ -47,6 +48,21 @@ class CudaModel {
 
   std::unique_ptr<CudaSession> new_session() const;
 
+  // A device-to-device copy of `sess` (an independent session at the same position): what the
+  // engine keeps as a prefix snapshot. Copies only the rows written so far.
+  std::unique_ptr<CudaSession> clone_session(const CudaSession& sess) const;
+
+  // The session state in the CPU reference's host layout (CpuSession, which the disk KV store
+  // serializes): the same f32 values, raw ring slot = pos % window, compressed and indexer rows
+  // in order, compressor frontiers [lanes*ratio][lanes*width] with the ape already in the
+  // scores. Ring slots not yet written are zero, as in a fresh CpuSession; the MTP state is
+  // empty (MTP does not run on the GPU).
+  void download_session(const CudaSession& sess, CpuSession& out) const;
+  // A new session holding `in` (from download_session, CpuModel or a disk snapshot). Throws
+  // naming the limit when `in` holds more tokens than max_ctx, or the layer whose shapes do not
+  // match this model. The MTP part of `in` is ignored.
+  std::unique_ptr<CudaSession> upload_session(const CpuSession& in) const;
+
   // Runs `n` tokens (host ids) at positions sess.n_past().. and advances the session; longer
   // inputs than max_batch are processed in chunks. Writes logits of every token
   // ([n][vocab]) when all_logits, else of the last one ([vocab]), to host `logits` (resized).
@@ -74,6 +90,7 @@ class CudaModel {
   uint64_t session_bytes() const;
 
   const ModelConfig& config() const;
+  const CudaOptions& options() const;
 
   struct Impl;
 

@@ -1,18 +1,21 @@
 // The Engine (engine.h). One worker thread runs the jobs FIFO. Design of the session cache:
 //
-//  * A CpuSession cannot be rolled back, so a cached state is only useful when its whole token
-//    history is a prefix of the new prompt. The pool holds entries {tokens, session}: the
-//    sessions of finished jobs (prompt + generated tokens + closing EOS) and snapshot copies
-//    taken during prefill at the prompt's last-but-one token. The snapshot is what lets a
-//    diverging request reuse a prefix: a stateless client that re-sends the same conversation,
-//    or a thinking-mode follow-up whose earlier reasoning was dropped (the prompt diverges right
-//    after `<｜Assistant｜>`), still finds everything but the last token of the previous prompt.
+//  * A session (engine/backend.h: CPU reference or GPU) cannot be rolled back, so a cached
+//    state is only useful when its whole token history is a prefix of the new prompt. The pool
+//    holds entries {tokens, session}: the sessions of finished jobs (prompt + generated tokens +
+//    closing EOS) and snapshot copies taken during prefill at the prompt's last-but-one token. The
+//    snapshot is what lets a diverging request reuse a prefix: a stateless client that re-sends the
+//    same conversation, or a thinking-mode follow-up whose earlier reasoning was dropped (the
+//    prompt diverges right after `<｜Assistant｜>`), still finds everything but the last token of
+//    the previous prompt.
 //  * A job takes (moves out of the pool) the entry with the longest history that is a proper
 //    prefix of its prompt; at least one prompt token is always prefilled, which gives the
 //    logits of the first generated token (snapshots carry no logits). So no session is ever
 //    shared by two jobs. When the disk store has a longer prefix, it is loaded instead.
-//  * LRU eviction by count (max_sessions) and bytes (session_memory_bytes, the state vectors);
-//    an evicted entry of at least kv_disk_min_tokens goes to the disk store when one is set.
+//  * LRU eviction by count (max_sessions) and bytes (session_memory_bytes: the state vectors
+//    of CPU sessions, the device memory of GPU sessions); an evicted entry of at least
+//    kv_disk_min_tokens goes to the disk store when one is set. The disk store keeps the CPU
+//    layout: GPU sessions are downloaded to save and uploaded after a load.
 #include "engine/engine.h"
 
 #include <fmt/core.h>
@@ -35,7 +38,9 @@
 #include <thread>
 #include <unordered_map>
 
+#include "engine/backend.h"
 #include "model/cpu_forward.h"
+#include "model/memory_plan.h"
 #include "model/weights.h"
 #include "sample/dsml_greedy.h"
 #include "sample/sampler.h"
@@ -51,17 +56,6 @@ namespace {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-uint64_t layer_bytes(const LayerState& l) {
-  return 4 * (uint64_t)(l.raw.size() + l.comp.size() + l.idx.size() + l.ckv.size() +
-                        l.cscore.size() + l.ikv.size() + l.iscore.size());
-}
-
-uint64_t session_bytes(const CpuSession& s) {
-  uint64_t n = layer_bytes(s.mtp);
-  for (const LayerState& l : s.layers) n += layer_bytes(l);
-  return n;
 }
 
 bool is_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
@@ -296,7 +290,8 @@ GenEvent event(GenEvent::Kind k, std::string text = {}) {
 struct Engine::Impl {
   EngineOptions opt;
   std::unique_ptr<Model> model;
-  std::unique_ptr<CpuModel> cpu;
+  std::unique_ptr<Backend> backend;  // before `pool`: sessions must go first
+  size_t chunk = 0;                  // prefill chunk in use
   std::unique_ptr<text::Tokenizer> tok;
   std::string model_id;
   int64_t ctx = 0;
@@ -316,7 +311,7 @@ struct Engine::Impl {
   // Live sessions (worker thread only, and ~Engine after the worker stopped).
   struct Live {
     std::vector<int32_t> tokens;
-    CpuSession sess;
+    std::unique_ptr<BackendSession> sess;
     uint64_t bytes = 0;
   };
   std::list<Live> pool;  // front = most recently used
@@ -347,7 +342,11 @@ struct Engine::Impl {
 
 Engine::Engine(EngineOptions opt) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
-  if (opt.prefill_chunk < 1) fail("engine: prefill_chunk must be >= 1, got {}", opt.prefill_chunk);
+  if (opt.prefill_chunk < 0)
+    fail("engine: prefill_chunk must be >= 1 (0: the backend's default), got {}",
+         opt.prefill_chunk);
+  if (opt.gpu && !opt.mtp_path.empty())
+    fail("engine: the MTP draft model (--mtp) is not supported on the GPU backend (--gpu)");
   if (opt.kv_disk_align < 1) fail("engine: kv_disk_align must be >= 1, got {}", opt.kv_disk_align);
   if (opt.max_sessions < 0) fail("engine: max_sessions must be >= 0, got {}", opt.max_sessions);
   if (opt.queue_limit < 0) fail("engine: queue_limit must be >= 0, got {}", opt.queue_limit);
@@ -356,7 +355,6 @@ Engine::Engine(EngineOptions opt) : impl_(std::make_unique<Impl>()) {
   m.model = load_model(m.opt.model_path, m.opt.mtp_path);
   m.tok = std::make_unique<text::Tokenizer>(text::Tokenizer::from_gguf(*m.model->file));
   m.tok->chat_tokens();  // throws when the vocabulary lacks the chat tokens
-  m.cpu = std::make_unique<CpuModel>(*m.model, CpuOptions{m.opt.qat});
   m.model_id = m.opt.model_id;
   if (m.model_id.empty()) {
     m.model_id = std::filesystem::path(m.opt.model_path).filename().string();
@@ -367,6 +365,30 @@ Engine::Engine(EngineOptions opt) : impl_(std::make_unique<Impl>()) {
           : m.model->cfg.context_length > 0 ? (int64_t)m.model->cfg.context_length
                                             : 65536;
   if (m.ctx < 2) fail("engine: context limit {} is too small", m.ctx);
+  BackendOptions bo;
+  bo.gpu = m.opt.gpu;
+  bo.qat = m.opt.qat;
+  bo.max_ctx = m.ctx;  // no session ever holds more than the context limit
+  bo.gpu_batch = m.opt.prefill_chunk > 0 ? std::min<int64_t>(m.opt.prefill_chunk, 8192) : 2048;
+  bo.gpu_exact = m.opt.gpu_exact;
+  bo.expert_host_fraction = m.opt.gpu_expert_host_fraction;
+  if (m.opt.gpu) {
+    const uint64_t per = kv_memory_plan(m.model->cfg, m.ctx, StateStorage::kF32).total_bytes();
+    bo.session_reserve_bytes =
+        std::min<uint64_t>(m.opt.session_memory_bytes, per * (uint64_t)m.opt.max_sessions);
+  }
+  m.backend = make_backend(*m.model, bo);
+  m.chunk =
+      (size_t)(m.opt.prefill_chunk > 0 ? m.opt.prefill_chunk : m.backend->default_prefill_chunk());
+  if (m.backend->is_gpu() && m.opt.max_sessions > 0) {
+    const uint64_t one = m.backend->new_session()->bytes();
+    if (2 * one > m.opt.session_memory_bytes)
+      fmt::print(stderr,
+                 "engine: a GPU session takes {:.1f} MiB of device memory (context {}); the "
+                 "session budget of {:.1f} MiB keeps fewer than two, so prompts reuse no prefix "
+                 "from memory: raise the budget or lower the context limit\n",
+                 one / 1048576.0, m.ctx, m.opt.session_memory_bytes / 1048576.0);
+  }
   m.fingerprint = model_fingerprint(*m.model);
   if (!m.opt.kv_disk_dir.empty()) {
     m.store =
@@ -405,6 +427,9 @@ const std::string& Engine::model_id() const {
 }
 int64_t Engine::context_limit() const {
   return impl_->ctx;
+}
+std::string Engine::backend_description() const {
+  return impl_->backend->describe();
 }
 
 std::vector<int32_t> Engine::prompt_tokens(const GenerationRequest& req) const {
@@ -566,8 +591,9 @@ Engine::Impl::Live Engine::Impl::acquire(const std::vector<int32_t>& prompt, Usa
   const size_t live_len = best == pool.end() ? 0 : best->tokens.size();
   Live l;
   if (store && store->longest_prefix(prompt, max_len) > live_len) {
-    l.sess = cpu->new_session();
-    if (store->load_longest(prompt, max_len, l.tokens, l.sess) > live_len) {
+    CpuSession host = backend->new_host_session();
+    if (store->load_longest(prompt, max_len, l.tokens, host) > live_len) {
+      l.sess = backend->from_host(std::move(host));
       u.cached_tokens = (int64_t)l.tokens.size();
       u.cache_source = Usage::CacheSource::kDisk;
       std::lock_guard lk(smu);
@@ -587,7 +613,7 @@ Engine::Impl::Live Engine::Impl::acquire(const std::vector<int32_t>& prompt, Usa
     return l;
   }
   l.tokens.clear();
-  l.sess = cpu->new_session();
+  l.sess = backend->new_session();
   std::lock_guard lk(smu);
   ++st.cache_misses;
   return l;
@@ -596,12 +622,13 @@ Engine::Impl::Live Engine::Impl::acquire(const std::vector<int32_t>& prompt, Usa
 void Engine::Impl::snapshot_to_disk(const Live& l) {
   if (!store || (int64_t)l.tokens.size() < opt.kv_disk_min_tokens || l.tokens.empty()) return;
   if (store->contains(l.tokens)) return;
-  store->save(l.tokens, l.sess);
+  CpuSession scratch;
+  store->save(l.tokens, l.sess->host_state(scratch));
 }
 
 void Engine::Impl::put_back(Live&& l) {
   if (l.tokens.empty()) return;
-  l.bytes = session_bytes(l.sess);
+  l.bytes = l.sess->bytes();
   pool_bytes += l.bytes;
   pool.push_front(std::move(l));
   evict();
@@ -677,9 +704,9 @@ void Engine::Impl::generate(JobImpl& job, Usage& u, FinishReason& finish) {
 
   // ---- Prefill, in chunks; snapshots at disk-aligned frontiers and at the last-but-one token.
   const double t0 = now_s();
-  ForwardResult r;
+  std::vector<float> logits;  // of the last token fed
   const bool disk = store && (int64_t)n >= opt.kv_disk_min_tokens;
-  const size_t chunk = (size_t)opt.prefill_chunk, align = (size_t)opt.kv_disk_align;
+  const size_t align = (size_t)opt.kv_disk_align;
   auto at_frontier = [&](size_t pos) {
     if (disk && pos % align == 0) snapshot_to_disk(cur);
     if (pos + 1 != n) return;
@@ -688,11 +715,16 @@ void Engine::Impl::generate(JobImpl& job, Usage& u, FinishReason& finish) {
     for (const Live& l : pool) {
       if (l.tokens.size() == pos && is_prefix(l.tokens, P)) return;  // already there
     }
-    const uint64_t bytes = session_bytes(cur.sess);
+    const uint64_t bytes = cur.sess->bytes();
     if (bytes * 2 > opt.session_memory_bytes) return;
     Live copy;
     copy.tokens = cur.tokens;
-    copy.sess = cur.sess;
+    try {
+      copy.sess = cur.sess->clone();
+    } catch (const std::exception& e) {  // e.g. no device memory left: the request goes on
+      fmt::print(stderr, "engine: request {}: no prefix snapshot: {}\n", req.request_id, e.what());
+      return;
+    }
     put_back(std::move(copy));
   };
   size_t pos = cur.tokens.size();
@@ -706,7 +738,7 @@ void Engine::Impl::generate(JobImpl& job, Usage& u, FinishReason& finish) {
     size_t end = std::min(n, pos + chunk);
     if (disk) end = std::min(end, (pos / align + 1) * align);
     if (pos + 1 < n) end = std::min(end, n - 1);
-    cpu->forward(cur.sess, P.data() + pos, (int64_t)(end - pos), false, false, r);
+    backend->forward(*cur.sess, P.data() + pos, (int64_t)(end - pos), logits);
     cur.tokens.insert(cur.tokens.end(), P.begin() + (ptrdiff_t)pos, P.begin() + (ptrdiff_t)end);
     pos = end;
     if (pos < n) at_frontier(pos);
@@ -849,7 +881,7 @@ void Engine::Impl::generate(JobImpl& job, Usage& u, FinishReason& finish) {
       id = forced[forced_at++];
       sampler.accept(id);
     } else {
-      id = sampler.sample(r.logits.data(), nv, parse && greedy.force_greedy());
+      id = sampler.sample(logits.data(), nv, parse && greedy.force_greedy());
     }
     const Finish f = stop.on_token(id);
     if (f == Finish::kStopToken) {
@@ -870,7 +902,7 @@ void Engine::Impl::generate(JobImpl& job, Usage& u, FinishReason& finish) {
       dec.push(id, piece);
     }
     // The token enters the session before the stop checks (spec/SERVER.md §3.5).
-    cpu->forward(cur.sess, &id, 1, false, false, r);
+    backend->forward(*cur.sess, &id, 1, logits);
     cur.tokens.push_back(id);
     if (stop.on_text(piece) == Finish::kStopString) {
       feed(stop.take_all());
@@ -900,7 +932,7 @@ void Engine::Impl::generate(JobImpl& job, Usage& u, FinishReason& finish) {
   const bool close = eos_end || *fin == FinishReason::kToolCalls ||
                      (*fin == FinishReason::kLength && stop.finish() == Finish::kLength);
   if (close && (int64_t)cur.tokens.size() < ctx) {
-    cpu->forward(cur.sess, &ct.eos, 1, false, false, r);
+    backend->forward(*cur.sess, &ct.eos, 1, logits);
     cur.tokens.push_back(ct.eos);
   }
 }

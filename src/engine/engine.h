@@ -1,5 +1,6 @@
 // The Engine: one loaded model serving generation jobs from many clients (spec/SERVER.md §4.1,
-// §4.10-4.13, §5). The server and (later) the CLI use only this API.
+// §4.10-4.13, §5). The server uses only this API; the forward pass runs on a backend
+// (engine/backend.h: the CPU reference, or the GPU with EngineOptions::gpu).
 //
 //  * Jobs go into a bounded queue (submit() throws QueueFull when it holds queue_limit jobs) and
 //    are run by the engine's worker in arrival order. Shape: one worker today; batched decoding
@@ -38,9 +39,9 @@ namespace dsv4::engine {
 struct EngineOptions {
   std::string model_path;
   std::string mtp_path;
-  std::string model_id;  // the id /v1/models reports; default: the file name without .gguf
-  int threads = 0;       // CPU threads; 0 = all cores
-  bool qat = true;       // FP8/FP4 rounding of stored KV, as the real model
+  std::string model_id;   // the id /v1/models reports; default: the file name without .gguf
+  int threads = 0;        // CPU threads; 0 = all cores
+  bool qat = true;        // FP8/FP4 rounding of stored KV, as the real model
   int64_t ctx_limit = 0;  // per-session context limit in tokens; 0 = the model's context length
   uint64_t session_memory_bytes = 4ull << 30;  // budget for live sessions (LRU beyond it)
   int max_sessions = 16;                       // and a count limit
@@ -50,7 +51,15 @@ struct EngineOptions {
   int64_t kv_disk_min_tokens = 512;  // prompts shorter than this are not snapshotted
   int64_t kv_disk_align = 2048;      // snapshots at multiples of this many tokens (and the end)
   std::string scripted_output;       // non-empty: the text every generation emits
-  int64_t prefill_chunk = 512;       // tokens per prefill step (cancellation granularity)
+  // Tokens per prefill step (cancellation granularity); 0: the backend's default (CPU 512,
+  // GPU 2048). On the GPU it also sizes the forward scratch (at most 8192).
+  int64_t prefill_chunk = 0;
+  // The whole-model GPU backend (CUDA builds; throws naming --gpu otherwise or without a
+  // device). Sessions live in device memory, sized for ctx_limit tokens each, and count against
+  // session_memory_bytes with their device bytes. No MTP (mtp_path must be empty).
+  bool gpu = false;
+  bool gpu_exact = false;                // f32 products only: equal to the CPU to f32 rounding
+  double gpu_expert_host_fraction = -1;  // routed experts in host memory (< 0: automatic)
 };
 
 class QueueFull : public Error {
@@ -96,6 +105,8 @@ class Engine {
   const text::Tokenizer& tokenizer() const;
   const std::string& model_id() const;
   int64_t context_limit() const;
+  // The backend in use: "cpu", or "cuda (device, placement, session size)".
+  std::string backend_description() const;
 
   // The prompt tokens of `req` as a job would feed them. Throws dsv4::Error (bad conversation)
   // or ParamError (bad sampling/stop fields). Thread-safe; used by count_tokens and to validate

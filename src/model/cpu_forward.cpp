@@ -119,12 +119,16 @@ static void init_layer_state(const ModelConfig& c, uint32_t ratio, LayerState& s
   }
 }
 
-CpuSession CpuModel::new_session() const {
+CpuSession empty_cpu_session(const ModelConfig& c) {
   CpuSession s;
-  s.layers.resize(cfg_.n_layer);
-  for (uint32_t l = 0; l < cfg_.n_layer; ++l) init_layer_state(cfg_, cfg_.ratio(l), s.layers[l]);
-  init_layer_state(cfg_, 0, s.mtp);
+  s.layers.resize(c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l) init_layer_state(c, c.ratio(l), s.layers[l]);
+  init_layer_state(c, 0, s.mtp);
   return s;
+}
+
+CpuSession CpuModel::new_session() const {
+  return empty_cpu_session(cfg_);
 }
 
 namespace {

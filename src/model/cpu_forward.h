@@ -36,6 +36,10 @@ struct CpuSession {
   int64_t mtp_n_past = 0;
 };
 
+// A fresh session's state for a model of config `c` (what CpuModel::new_session returns): the
+// shapes other backends convert to and the disk store checks against.
+CpuSession empty_cpu_session(const ModelConfig& c);
+
 // Named intermediate tensors, for per-stage comparisons with reference implementations.
 // `pos` is the absolute position (or -1 for per-layer tensors such as all compressed rows).
 using TraceFn = std::function<void(int layer, const std::string& name, int64_t pos,
