@@ -83,6 +83,24 @@ __device__ __forceinline__ void rope_pair(float* x, const float* freqs, int k, i
   x[2 * k + 1] = a * s + b * c;
 }
 
+// The rotation of position pos for every pair k < rd / 2 into cs[2k] (cos), cs[2k + 1] (sin),
+// with rope_pair's operations; by the whole block (the caller synchronizes).
+__device__ __forceinline__ void rope_cos_sin(float* cs, const float* freqs, int rd, int64_t pos) {
+  for (int k = threadIdx.x; k < rd / 2; k += blockDim.x) {
+    const float ang = (float)pos * freqs[k];
+    cs[2 * k] = (float)cos((double)ang);
+    cs[2 * k + 1] = (float)sin((double)ang);
+  }
+}
+// rope_pair with the cos/sin of rope_cos_sin.
+__device__ __forceinline__ void rope_pair_cs(float* x, const float* cs, int k, bool inverse) {
+  const float c = cs[2 * k];
+  const float s = inverse ? -cs[2 * k + 1] : cs[2 * k + 1];
+  const float a = x[2 * k], b = x[2 * k + 1];
+  x[2 * k] = a * c - b * s;
+  x[2 * k + 1] = a * s + b * c;
+}
+
 // lowp.h ports.
 __device__ __forceinline__ int32_t ceil_log2_bits_d(float x) {
   const uint32_t b = __float_as_uint(x);
@@ -164,6 +182,24 @@ __device__ __forceinline__ void fp4_sim_block_warp(float* v, int n) {
     x = fminf(fmaxf(x, -6.0f), 6.0f);
     v[i] = round_e2m1_d(x) * s;
   }
+}
+
+// hadamard_block by one warp (the same butterflies in the same order).
+__device__ __forceinline__ void hadamard_warp(float* x, int n) {
+  const int lane = threadIdx.x & 31;
+  for (int h = 1; h < n; h *= 2) {
+    __syncwarp();
+    for (int t = lane; t < n / 2; t += 32) {
+      const int i = (t / h) * 2 * h, j = i + (t % h);
+      const float a = x[j], b = x[j + h];
+      x[j] = a + b;
+      x[j + h] = a - b;
+    }
+  }
+  __syncwarp();
+  const float s = 1.0f / sqrtf((float)n);
+  for (int t = lane; t < n; t += 32) x[t] *= s;
+  __syncwarp();
 }
 
 // ops::hadamard on a shared-memory vector of n (power of 2) by the whole block.

@@ -295,24 +295,36 @@ __global__ void __launch_bounds__(kMixThreads)
   }
 }
 
-__global__ void hc_post_kernel(const float* f, const float* post, const float* comb, int D, int hc,
-                               float* X) {
+// HC > 0: hc known at compile time (registers; runtime-sized arrays live in local memory).
+template <int HC>
+__global__ void hc_post_kernel(const float* f, const float* post, const float* comb, int D,
+                               int hc_rt, float* X) {
   pdl_trigger();
   pdl_wait();
+  const int hc = HC > 0 ? HC : hc_rt;
   const int i = blockIdx.y;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= D) return;
   float* x = X + (int64_t)i * hc * D;
   const float* cm = comb + (int64_t)i * hc * hc;
-  float xs[kMaxHc], y[kMaxHc];
-  for (int j = 0; j < hc; ++j) xs[j] = x[j * D + d];
+  constexpr int kN = HC > 0 ? HC : kMaxHc;
+  float xs[kN], y[kN];
+#pragma unroll
+  for (int j = 0; j < kN; ++j)
+    if (HC > 0 || j < hc) xs[j] = x[j * D + d];
   const float fv = f[(int64_t)i * D + d];
-  for (int k = 0; k < hc; ++k) {
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    if (HC == 0 && k >= hc) break;
     float acc = 0.0f;
-    for (int j = 0; j < hc; ++j) acc += cm[j * hc + k] * xs[j];
+#pragma unroll
+    for (int j = 0; j < kN; ++j)
+      if (HC > 0 || j < hc) acc += cm[j * hc + k] * xs[j];
     y[k] = post[i * hc + k] * fv + acc;
   }
-  for (int k = 0; k < hc; ++k) x[k * D + d] = y[k];
+#pragma unroll
+  for (int k = 0; k < kN; ++k)
+    if (HC > 0 || k < hc) x[k * D + d] = y[k];
 }
 
 __global__ void __launch_bounds__(kRowThreads)
@@ -494,7 +506,10 @@ void hc_pre_parts(const float* X, const float* parts, int G, const float* base, 
 void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,
              cudaStream_t s) {
   dim3 grid((unsigned)((D + kThreads - 1) / kThreads), (unsigned)n);
-  launch_k(hc_post_kernel, grid, kThreads, 0, s, f, post, comb, D, hc, X);
+  if (hc == 4)
+    launch_k(hc_post_kernel<4>, grid, kThreads, 0, s, f, post, comb, D, hc, X);
+  else
+    launch_k(hc_post_kernel<0>, grid, kThreads, 0, s, f, post, comb, D, hc, X);
   FWD_LAUNCH_CHECK("hc_post_kernel");
 }
 

@@ -54,6 +54,8 @@
 namespace dsv4::engine {
 namespace {
 
+constexpr int64_t kGpuDefaultContext = 65536;
+
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -361,9 +363,13 @@ Engine::Engine(EngineOptions opt) : impl_(std::make_unique<Impl>()) {
     if (m.model_id.size() > 5 && m.model_id.ends_with(".gguf"))
       m.model_id.resize(m.model_id.size() - 5);
   }
-  m.ctx = m.opt.ctx_limit > 0               ? m.opt.ctx_limit
-          : m.model->cfg.context_length > 0 ? (int64_t)m.model->cfg.context_length
-                                            : 65536;
+  // A GPU session reserves device state for the whole context (~13.8 KB per token of the real
+  // model: 13 GiB at 1M), so without --ctx the GPU gets at most 64K tokens per session.
+  const int64_t model_ctx =
+      m.model->cfg.context_length > 0 ? (int64_t)m.model->cfg.context_length : 65536;
+  m.ctx = m.opt.ctx_limit > 0 ? m.opt.ctx_limit
+          : m.opt.gpu         ? std::min<int64_t>(model_ctx, kGpuDefaultContext)
+                              : model_ctx;
   if (m.ctx < 2) fail("engine: context limit {} is too small", m.ctx);
   BackendOptions bo;
   bo.gpu = m.opt.gpu;

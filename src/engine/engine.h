@@ -42,7 +42,7 @@ struct EngineOptions {
   std::string model_id;   // the id /v1/models reports; default: the file name without .gguf
   int threads = 0;        // CPU threads; 0 = all cores
   bool qat = true;        // FP8/FP4 rounding of stored KV, as the real model
-  int64_t ctx_limit = 0;  // per-session context limit in tokens; 0 = the model's context length
+  int64_t ctx_limit = 0;  // per-session context limit in tokens; 0 = the model's (GPU: <= 65536)
   uint64_t session_memory_bytes = 4ull << 30;  // budget for live sessions (LRU beyond it)
   int max_sessions = 16;                       // and a count limit
   int queue_limit = 64;                        // jobs waiting (running not counted)
