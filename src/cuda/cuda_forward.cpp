@@ -386,11 +386,6 @@ struct CudaModel::Impl {
 
   bool use_gemm(int64_t n) const { return blas && n >= opt.gemm_min_tokens; }
 
-  // Set only around the attention sublayer's projections of xin (kv, compressors, indexer inputs,
-  // q_a: seven GEMMs of one chunk) after xq was filled with bf16(xin) once: proj() then skips the
-  // conversion (~0.1 ms each at 8K). Null everywhere else.
-  const float* xq_holds = nullptr;
-
   // y[n][rows] = W x[n][cols]: bf16 tensor-core GEMM for long chunks, else the matvec kernels.
   // `s`: the stream of the matvec path (a decode branch); GEMM chunks run on the stream.
   // `x8`: the matvec path may quantize x to int8 (a Q8_0 projection with opt.dense_x8).
@@ -401,7 +396,7 @@ struct CudaModel::Impl {
     const int64_t rows = w.rows(), cols = w.cols();
     gemm::dequant_bf16((uint32_t)w.type, w.data, (int64_t)w.row_bytes(), rows, cols,
                        wq.as<gemm::bf16>(), cs);
-    if (x != xq_holds) gemm::to_bf16(x, n, cols, cols, xq.as<gemm::bf16>(), cs);
+    gemm::to_bf16(x, n, cols, cols, xq.as<gemm::bf16>(), cs);
     blas->bf16_nt(wq.as<gemm::bf16>(), xq.as<gemm::bf16>(), y, rows, cols, n, cols, rows);
   }
 
@@ -754,10 +749,6 @@ struct CudaModel::Impl {
     const bool one = n == 1;
     br.fork(0);
     M("kv");
-    if (use_gemm(n)) {
-      gemm::to_bf16(xin.as<float>(), n, D, D, xq.as<gemm::bf16>(), cs);
-      xq_holds = xin.as<float>();
-    }
     proj(L.kv, xin.as<float>(), n, kv.as<float>(), br.at(0), opt.dense_x8);
     M("kv_norm_rope");
     fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
@@ -802,7 +793,6 @@ struct CudaModel::Impl {
     }
     M("q_a");
     proj(L.q_a, xin.as<float>(), n, qa.as<float>(), nullptr, opt.dense_x8);
-    xq_holds = nullptr;
     M("q_a_norm");
     fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
     br.fork(3);
