@@ -36,7 +36,7 @@ struct BackendOptions {
   // GPU: most tokens per forward chunk (scratch sizing). The GPU's prefill is fastest with
   // chunks of >= 2048 tokens.
   int64_t gpu_batch = 2048;
-  // GPU: f32 matvec products everywhere (no bf16 prefill GEMMs, no int8 expert activations):
+  // GPU: f32 matvec products everywhere (no bf16 prefill GEMMs, no int8 x in any matvec):
   // equal to the CPU reference to f32 rounding; slower. For tests and comparisons.
   bool gpu_exact = false;
   // GPU: routed-expert bytes kept in pinned host memory (PlacementOptions::expert_host_fraction;
