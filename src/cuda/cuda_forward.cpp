@@ -234,8 +234,8 @@ struct CudaModel::Impl {
       if (need > free_b)
         fail(
             "CudaModel: scratch for max_batch {} (max_ctx {}) needs {:.2f} GiB, {:.2f} GiB free "
-            "on the device: lower the prefill chunk (--batch) or leave more memory free "
-            "(--reserve-gib)",
+            "on the device: lower the prefill chunk (bench --batch, serve --prefill-chunk) or "
+            "leave more memory free (bench --reserve-gib, a smaller --ctx)",
             B, opt.max_ctx, need / 1073741824.0, free_b / 1073741824.0);
     }
     if (prof.on) opt.use_graph = false;  // events need the direct path
