@@ -648,7 +648,7 @@ struct CudaModel::Impl {
                   const TensorRef& norm, int n) {
     cudaStream_t cs = stream.get();
     const int D = (int)c.n_embd, hc = (int)c.hc_mult;
-    if (n == 1 && fn.type == GgmlType::F16 &&
+    if (n == 1 && fn.type == GgmlType::F16 && reinterpret_cast<uintptr_t>(fn.data) % 16 == 0 &&
         fwd::hc_mix_partials_supported(fn.rows(), fn.cols(), hc, D)) {
       fwd::hc_mix_partials(fn.data, X.as<float>(), (int)fn.rows(), (int)fn.cols(),
                            mix_parts.as<float>(), cs);
