@@ -44,6 +44,10 @@ inline constexpr int kMaxArrayNesting = 8;            // a top-level array is de
 // are bounded by the bytes left in the file, but in an 80 GiB file that is no bound at all.
 inline constexpr uint64_t kMaxMetadataBytes = uint64_t{1} << 30;
 inline constexpr uint32_t kDefaultAlignment = 32;
+// Largest accepted general.alignment (16 MiB, beyond any page or huge-page size). ggml sets no
+// bound, but a file without tensors may declare any alignment, and writing it back pads the
+// header to that size: 2^31 would mean a 2 GiB buffer for a few bytes of vocabulary.
+inline constexpr uint32_t kMaxAlignment = 1u << 24;
 
 // One metadata value. Scalars keep their exact GGUF type; arrays keep their element type.
 struct Value {

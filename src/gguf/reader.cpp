@@ -326,6 +326,8 @@ class Parser {
     const uint64_t a = std::get<uint64_t>(v.scalar);
     if (a == 0 || !std::has_single_bit(a))
       error("key 'general.alignment' is {}, must be a nonzero power of two", a);
+    if (a > kMaxAlignment)
+      error("key 'general.alignment' is {}, above the limit {} (16 MiB)", a, kMaxAlignment);
     out_.alignment = uint32_t(a);
   }
 

@@ -205,6 +205,8 @@ uint32_t check_alignment(const Value& v) {
   const uint64_t a = std::get<uint64_t>(v.scalar);
   if (a == 0 || a > std::numeric_limits<uint32_t>::max() || !std::has_single_bit(a))
     fail("gguf writer: key 'general.alignment' is {}, must be a nonzero power of two", a);
+  if (a > kMaxAlignment)
+    fail("gguf writer: key 'general.alignment' is {}, above the limit {}", a, kMaxAlignment);
   return uint32_t(a);
 }
 
@@ -219,6 +221,8 @@ struct Writer::Layout {
 Writer::Writer(uint32_t alignment) : alignment_(alignment) {
   if (alignment == 0 || !std::has_single_bit(alignment))
     fail("gguf writer: alignment {} is not a nonzero power of two", alignment);
+  if (alignment > kMaxAlignment)
+    fail("gguf writer: alignment {} is above the limit {}", alignment, kMaxAlignment);
   if (alignment != kDefaultAlignment) kv_.emplace_back("general.alignment", Value::u32(alignment));
 }
 

@@ -244,6 +244,14 @@ std::vector<CorpusFile> broken_corpus() {
            std_tensors)
           .b,
       {"key 'general.alignment' is 0, must be a nonzero power of two"});
+  // Found by fuzz_gguf: a file without tensors and a 1 GiB alignment was accepted, and writing
+  // it back padded the header to 1 GiB.
+  add("alignment_above_limit_no_tensors.gguf",
+      make(0, 4,
+           with_kv([](Raw& r) { r.key("general.alignment", ValueType::UINT32).u32(1u << 30); }),
+           none, 0)
+          .b,
+      {"key 'general.alignment' is 1073741824, above the limit 16777216"});
 
   // --- tensor infos ---
   {

@@ -265,6 +265,9 @@ TEST(GgufWriter, RejectsBadInput) {
   expect_error([&] { w.set("general.alignment", Value::u32(48)); }, {"48", "power of two"});
   expect_error([&] { w.set("", Value::u32(1)); }, {"empty metadata key"});
   expect_error([] { Writer bad(48); }, {"alignment 48 is not a nonzero power of two"});
+  expect_error([&] { w.set("general.alignment", Value::u32(1u << 25)); },
+               {"33554432", "above the limit 16777216"});
+  expect_error([] { Writer bad(1u << 25); }, {"alignment 33554432 is above the limit"});
   // Nothing invalid was stored.
   const File f = parse(w);
   EXPECT_TRUE(f.metadata().empty());
