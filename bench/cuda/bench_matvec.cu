@@ -163,63 +163,26 @@ void fill_random_blocks(GgmlType t, int64_t rows, int64_t cols, uint64_t seed,
 int main(int argc, char** argv) {
   int reps = 100;
   bool quick = false;
+  // --l2-hot: one copy of the weights, so a tensor that fits in the L2 is read from it after the
+  // first launch (what an L2 prefetch ahead of the kernel would give).
+  bool l2_hot = false;
   std::string only;  // run only the cases whose "format label" contains this (profiling)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
       reps = std::max(50, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--quick"))
       quick = true;
+    else if (!std::strcmp(argv[i], "--l2-hot"))
+      l2_hot = true;
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc)
       only = argv[++i];
     else if (!std::strcmp(argv[i], "--tune") && i + 1 < argc) {
       // --tune key=value,...: planner knobs (cuda/mv_plan.h Tuning)
-      auto& t = dsv4::cuda::mv::tuning();
-      std::string spec = argv[++i];
-      size_t pos = 0;
-      while (pos < spec.size()) {
-        size_t end = spec.find(',', pos);
-        if (end == std::string::npos) end = spec.size();
-        const std::string kv = spec.substr(pos, end - pos);
-        const size_t eq = kv.find('=');
-        const std::string k = kv.substr(0, eq);
-        const int v = eq == std::string::npos ? 1 : std::atoi(kv.c_str() + eq + 1);
-        if (k == "target")
-          t.target_warps_per_sm = v;
-        else if (k == "bulk")
-          t.bulk = v;
-        else if (k == "stages")
-          t.bulk_stages = v;
-        else if (k == "force_lr")
-          t.bulk_force_lr = v;
-        else if (k == "min_ctas")
-          t.min_ctas_per_sm = v;
-        else if (k == "max_lr")
-          t.max_lr_log2 = v;
-        else if (k == "bulk_max_steps")
-          t.bulk_max_steps = v;
-        else if (k == "q8x")
-          t.q8_smem_x = v;
-        else if (k == "q8x_ks")
-          t.q8_smem_x_min_ks = v;
-        else if (k == "t_q8")
-          t.target_q8 = v;
-        else if (k == "t_iq2")
-          t.target_iq2 = v;
-        else if (k == "t_q2k")
-          t.target_q2k = v;
-        else if (k == "persist")
-          t.persist = v;
-        else if (k == "pw")
-          t.persist_warps = v;
-        else if (k == "pitems")
-          t.persist_items = v;
-        else if (k == "pocc")
-          t.persist_occ = v;
-        else {
-          std::fprintf(stderr, "unknown --tune key %s\n", k.c_str());
-          return 2;
-        }
-        pos = end + 1;
+      const std::string spec = argv[++i];
+      const std::string bad = dsv4::cuda::mv::apply_tuning_spec(dsv4::cuda::mv::tuning(), spec);
+      if (!bad.empty()) {
+        std::fprintf(stderr, "unknown --tune key %s\n", bad.c_str());
+        return 2;
       }
       std::printf("# tune: %s\n", spec.c_str());
     } else {
@@ -287,8 +250,10 @@ int main(int argc, char** argv) {
       const size_t touched = rb * (size_t)c.rows * (size_t)c.n_slots * (size_t)c.n_mats;
       // Enough copies of the weights to exceed 3x the L2 (the tensor is read from HBM every time).
       const size_t per_copy = tensor_bytes * (size_t)c.n_mats;
-      const int copies = (int)std::min<size_t>(
-          512, std::max<size_t>(1, (3 * dev.l2_bytes + touched - 1) / touched));
+      const int copies =
+          l2_hot ? 1
+                 : (int)std::min<size_t>(
+                       512, std::max<size_t>(1, (3 * dev.l2_bytes + touched - 1) / touched));
       std::vector<uint8_t> host;
       fill_random_blocks(c.type, c.rows * n_expert, c.cols, rng(), host);
       std::vector<cu::DeviceBuffer> w;

@@ -3,7 +3,8 @@
 // All scratch is allocated in the constructor for max_batch tokens; the session's state is sized
 // for max_ctx. Kernels read the chunk's first position and the token ids from device memory, and
 // no launch geometry depends on the position in the capture path, so the one-token step is
-// captured once per session as a CUDA graph and replayed.
+// captured as a CUDA graph and replayed: one graph per context bound (graph_bound), each sized for
+// its bound rather than the capacity.
 #include "cuda/cuda_forward.h"
 
 #include <algorithm>
@@ -147,16 +148,24 @@ class SessionImpl final : public CudaSession {
     DeviceBuffer raw, comp, idx, ckv, csc, ikv, isc;
   };
   ~SessionImpl() override {
-    if (exec) cudaGraphExecDestroy(exec);
-    if (graph) cudaGraphDestroy(graph);
+    for (DecodeGraph& g : graphs) {
+      if (g.exec) cudaGraphExecDestroy(g.exec);
+      if (g.graph) cudaGraphDestroy(g.graph);
+    }
   }
   int64_t n_past() const override { return n_past_; }
 
   const void* owner = nullptr;
   int64_t n_past_ = 0;
   std::vector<Layer> layers;
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
+  // Decode graphs, one per context bound (CudaModel::Impl::graph_bound): each is captured the
+  // first time the session's length reaches its bound's range.
+  struct DecodeGraph {
+    int64_t bound = 0;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+  };
+  std::vector<DecodeGraph> graphs;
 };
 
 struct CudaModel::Impl {
@@ -244,7 +253,6 @@ struct CudaModel::Impl {
     idx_cap = opt.max_ctx / 4;
     idx_wscale =
         (float)(std::pow((double)c.idx_head_dim, -0.5) * std::pow((double)c.idx_n_head, -0.5));
-    int64_t comp_keys = 0;
     layers.resize(c.n_layer);
     for (uint32_t l = 0; l < c.n_layer; ++l) {
       LayerDev& d = layers[l];
@@ -253,14 +261,9 @@ struct CudaModel::Impl {
       d.freqs = d.ratio ? rope_yarn.as<float>() : rope_plain.as<float>();
       d.clamp = c.swiglu_clamp.at(l);
       if (d.ratio) d.comp_ape = to_f32_device(d.L->comp_ape);
-      if (d.ratio == 4) {
-        d.idx_ape = to_f32_device(d.L->idx_ape);
-        comp_keys = std::max<int64_t>(comp_keys, std::min<int64_t>(c.idx_topk, opt.max_ctx / 4));
-      } else if (d.ratio) {
-        comp_keys = std::max<int64_t>(comp_keys, opt.max_ctx / d.ratio);
-      }
+      if (d.ratio == 4) d.idx_ape = to_f32_device(d.L->idx_ape);
     }
-    max_keys = (int)(comp_keys + c.window);
+    max_keys = keys_for(opt.max_ctx);
     const int64_t D = c.n_embd, HD = c.hc_dim(), hd = c.head_dim, H = c.n_head;
     const int64_t ID = c.idx_head_dim, IH = c.idx_n_head, F = c.expert_ff, k = c.n_expert_used;
     tok = scratch<int32_t>(B);
@@ -308,6 +311,8 @@ struct CudaModel::Impl {
     side.resize(kSide);
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
     if (prof.on) par_decode = false;  // stage events on one stream
+    if (const char* e = std::getenv("DSV4_GRAPH_BOUND"); e && !std::strcmp(e, "capacity"))
+      opt.graph_min_bound = opt.max_ctx;  // one graph, sized for the capacity
     int64_t shexp_ff = 1;
     for (const LayerDev& d : layers) shexp_ff = std::max(shexp_ff, d.L->gate_shexp.rows());
     sgu = scratch<float>(2 * shexp_ff);
@@ -386,6 +391,44 @@ struct CudaModel::Impl {
 
   bool use_gemm(int64_t n) const { return blas && n >= opt.gemm_min_tokens; }
 
+  // Most keys one attention query visits while the context holds at most `ctx` tokens: the raw
+  // window plus the compressed rows (all of them, or the indexer's top-k on ratio-4 layers).
+  int keys_for(int64_t ctx) const {
+    int64_t comp_keys = 0;
+    for (const LayerDev& d : layers) {
+      if (d.ratio == 4)
+        comp_keys = std::max<int64_t>(comp_keys, std::min<int64_t>(c.idx_topk, ctx / 4));
+      else if (d.ratio)
+        comp_keys = std::max<int64_t>(comp_keys, ctx / d.ratio);
+    }
+    return (int)(comp_keys + c.window);
+  }
+
+  // The context bound a decode graph is captured for, given the tokens the session will hold
+  // after the step: graph_min_bound times a power of two, at most max_ctx. The geometry that grows
+  // with the context (indexer rows scored, the multi-block top-k, attention key ranges) follows
+  // the bound, so a session sized for 1M decodes at 64K about as fast as one sized for 64K; a
+  // new graph is captured each time the length crosses a bound (~9 per session at most).
+  // DSV4_GRAPH_BOUND=capacity: one graph for max_ctx (the old behaviour, for A/B timing).
+  int64_t graph_bound(int64_t need) const {
+    int64_t b = std::max<int64_t>(1, opt.graph_min_bound);
+    while (b < need && b < opt.max_ctx) b *= 2;
+    return std::min<int64_t>(b, opt.max_ctx);
+  }
+  // Set while a decode graph is captured: its context bound (graph_bound).
+  int64_t capture_bound = 0;
+
+  // Set around projections that share one input after xq was filled with bf16(x) once
+  // (hold_bf16): the attention sublayer's seven products of xin, then q_b and idx_q_b of qr.
+  // proj() then skips the conversion (each is ~0.1 ms at 8K tokens). Null everywhere else.
+  const float* xq_holds = nullptr;
+  void hold_bf16(const float* x, int64_t n, int64_t cols) {
+    xq_holds = nullptr;
+    if (!use_gemm(n)) return;
+    gemm::to_bf16(x, n, cols, cols, xq.as<gemm::bf16>(), stream.get());
+    xq_holds = x;
+  }
+
   // y[n][rows] = W x[n][cols]: bf16 tensor-core GEMM for long chunks, else the matvec kernels.
   // `s`: the stream of the matvec path (a decode branch); GEMM chunks run on the stream.
   // `x8`: the matvec path may quantize x to int8 (a Q8_0 projection with opt.dense_x8).
@@ -396,7 +439,7 @@ struct CudaModel::Impl {
     const int64_t rows = w.rows(), cols = w.cols();
     gemm::dequant_bf16((uint32_t)w.type, w.data, (int64_t)w.row_bytes(), rows, cols,
                        wq.as<gemm::bf16>(), cs);
-    gemm::to_bf16(x, n, cols, cols, xq.as<gemm::bf16>(), cs);
+    if (x != xq_holds) gemm::to_bf16(x, n, cols, cols, xq.as<gemm::bf16>(), cs);
     blas->bf16_nt(wq.as<gemm::bf16>(), xq.as<gemm::bf16>(), y, rows, cols, n, cols, rows);
   }
 
@@ -749,6 +792,7 @@ struct CudaModel::Impl {
     const bool one = n == 1;
     br.fork(0);
     M("kv");
+    hold_bf16(xin.as<float>(), n, D);  // every product up to q_a reads xin
     proj(L.kv, xin.as<float>(), n, kv.as<float>(), br.at(0), opt.dense_x8);
     M("kv_norm_rope");
     fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
@@ -771,7 +815,9 @@ struct CudaModel::Impl {
                            P, eps, 0, opt.qat, st.comp.as<float>(), br.at(1));
     }
     const int64_t max_visible = (host_p0 + n) / 4;
-    const bool idx_query = d.ratio == 4 && (capture || max_visible > topk);
+    // Captured: sized for the graph's bound (every length up to it replays the same launches).
+    const int64_t cap_rows = capture_bound / 4;
+    const bool idx_query = d.ratio == 4 && (capture ? cap_rows > topk : max_visible > topk);
     if (d.ratio == 4) {
       br.fork(2);
       M("idx_kv_gate");
@@ -797,6 +843,7 @@ struct CudaModel::Impl {
     fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
     br.fork(3);
     M("q_b");
+    hold_bf16(qr.as<float>(), n, QL);  // q_b and idx_q_b read qr
     proj(L.q_b, qr.as<float>(), n, q.as<float>(), br.at(3), opt.dense_x8);
     M("q_norm_rope");
     fwd::q_norm_rope(q.as<float>(), n, H, hd, rd, d.freqs, P, eps, br.at(3));
@@ -806,7 +853,7 @@ struct CudaModel::Impl {
       M("idx_q");
       fwd::idx_q(iq.as<float>(), n, IH, ID, rd, d.freqs, P, opt.qat, cs);
       br.join(2);  // the indexer rows and head weights
-      const int grid_rows = (int)(capture ? idx_cap : max_visible);
+      const int grid_rows = (int)(capture ? cap_rows : max_visible);
       M("idx_scores");
       if (use_gemm(n)) {
         // GEMM of T tokens' queries with the visible rows at a time (TF32 tensor cores: the
@@ -827,17 +874,19 @@ struct CudaModel::Impl {
                         idx_wscale, P, grid_rows, (int)idx_cap, scores.as<float>(), cs);
       }
       M("idx_topk");
-      if (n == 1 && !topk_ws.empty())
+      if (n == 1 && !topk_ws.empty() && grid_rows >= kLargeTopkRows)
         fwd::idx_topk_large(scores.as<float>(), topk, P, grid_rows, topk_ws.data(),
                             sel.as<int32_t>(), cs);
       else
         fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs);
     }
+    xq_holds = nullptr;
     br.join_all();
     M("attention");
     fwd::attention(q.as<float>(), kvn.as<float>(), st.raw.as<float>(),
                    d.ratio ? st.comp.as<float>() : nullptr, sel.as<int32_t>(), fptr(L.sinks), n, H,
-                   hd, rd, W, (int)d.ratio, topk, d.freqs, P, max_keys, o.as<float>(),
+                   hd, rd, W, (int)d.ratio, topk, d.freqs, P,
+                   capture ? keys_for(capture_bound) : max_keys, o.as<float>(),
                    att_part.as<float>(), use_gemm(n), cs);
     if (n > 1) {  // one token: kv_norm_rope stored its row
       M("ring_store");
@@ -1035,20 +1084,33 @@ struct CudaModel::Impl {
       run_chunk(s, 1, 0, false, s.n_past_);
       return;
     }
-    if (!s.exec) {
+    const int64_t bound = graph_bound(s.n_past_ + 1);
+    SessionImpl::DecodeGraph* g = nullptr;
+    for (SessionImpl::DecodeGraph& x : s.graphs)
+      if (x.bound == bound) g = &x;
+    if (!g) {
+      SessionImpl::DecodeGraph ng;
+      ng.bound = bound;
+      capture_bound = bound;
       DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
       try {
         run_chunk(s, 1, 0, true, s.n_past_);
       } catch (...) {
-        cudaGraph_t g = nullptr;
-        cudaStreamEndCapture(stream.get(), &g);
-        if (g) cudaGraphDestroy(g);
+        cudaGraph_t eg = nullptr;
+        cudaStreamEndCapture(stream.get(), &eg);
+        if (eg) cudaGraphDestroy(eg);
         throw;
       }
-      DSV4_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &s.graph));
-      DSV4_CUDA_CHECK(cudaGraphInstantiate(&s.exec, s.graph, 0));
+      DSV4_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &ng.graph));
+      const cudaError_t e = cudaGraphInstantiate(&ng.exec, ng.graph, 0);
+      if (e != cudaSuccess) {
+        cudaGraphDestroy(ng.graph);
+        DSV4_CUDA_CHECK(e);
+      }
+      s.graphs.push_back(ng);
+      g = &s.graphs.back();
     }
-    DSV4_CUDA_CHECK(cudaGraphLaunch(s.exec, stream.get()));
+    DSV4_CUDA_CHECK(cudaGraphLaunch(g->exec, stream.get()));
   }
 
   void check_tokens(const SessionImpl& s, const int32_t* tokens, int64_t n) const {

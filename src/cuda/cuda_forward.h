@@ -18,6 +18,11 @@ struct CudaOptions {
   int64_t max_ctx = 1 << 16;  // session capacity in tokens (device state is sized for it)
   int64_t max_batch = 512;    // most tokens per forward() call (prefill chunk); scratch size
   bool use_graph = true;      // CUDA-graph replay of the decode step
+  // Decode graphs are captured per context bound: the next power of two from graph_min_bound
+  // up (at most max_ctx) of the tokens held after the step. The launches whose size grows with
+  // the context (indexer rows, top-k, attention key ranges) are sized for the bound, not for
+  // max_ctx. Env DSV4_GRAPH_BOUND=capacity: one graph sized for max_ctx.
+  int64_t graph_min_bound = 4096;
   // Chunks of at least gemm_min_tokens tokens multiply with tensor-core GEMMs: weights
   // dequantized to bf16 scratch, activations rounded to bf16, f32 accumulation (the HC mixes and
   // the router stay f32). Off: every product runs the decode matvec kernels, which match the CPU

@@ -174,10 +174,47 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int d = threadIdx.x; d < D; d += blockDim.x) out[d] = norm_w[d] * (out[d] * r2);
 }
 
+// post (HC values) and comb (HC x HC, Sinkhorn) of token i from its mixes `mi` and the rms factor
+// r, by one full warp (lane t holds matrix element t) through shuffles, with the float
+// operations in the order of sinkhorn_d.
+template <int HC>
+__device__ __forceinline__ void hc_post_comb_warp(const float* mi, float r, const float* base,
+                                                  const float* scale, int iters, float hc_eps,
+                                                  int i, float* post, float* comb) {
+  const int t = (int)(threadIdx.x & 31);
+  if (t < HC) post[i * HC + t] = 2.0f * sigmoid_f(mi[HC + t] * r * scale[1] + base[HC + t]);
+  const bool a = t < HC * HC;
+  const int row = a ? t / HC : 0, col = a ? t % HC : 0;
+  constexpr unsigned kFull = 0xffffffffu;
+  float v = a ? mi[2 * HC + t] * r * scale[2] + base[2 * HC + t] : 0.0f;
+  float mx = __shfl_sync(kFull, v, row * HC);
+#pragma unroll
+  for (int q = 1; q < HC; ++q) mx = fmaxf(mx, __shfl_sync(kFull, v, row * HC + q));
+  v = expf(v - mx);
+  float sum = 0.0f;
+#pragma unroll
+  for (int q = 0; q < HC; ++q) sum += __shfl_sync(kFull, v, row * HC + q);
+  v = v / sum + hc_eps;
+  for (int it = 0; it < (iters > 1 ? iters : 1); ++it) {
+    if (it > 0) {  // row normalisation
+      float sr = 0.0f;
+#pragma unroll
+      for (int q = 0; q < HC; ++q) sr += __shfl_sync(kFull, v, row * HC + q);
+      v = v / (sr + hc_eps);
+    }
+    float sc = 0.0f;  // column normalisation
+#pragma unroll
+    for (int q = 0; q < HC; ++q) sc += __shfl_sync(kFull, v, q * HC + col);
+    v = v / (sc + hc_eps);
+  }
+  if (a) comb[(int64_t)i * HC * HC + t] = v;
+}
+
 // hc_pre for small hc (hc*hc <= 32) and D/4 <= 1024: every thread keeps its hc float4 of X in
-// registers (one pass over X, all loads in flight). Block y = 0 writes xin; block y = 1 (same ss,
-// same reduction order, so the same r) writes post and comb, Sinkhorn in warp 0 through shuffles
-// with the float operations in the order of sinkhorn_d.
+// registers (one pass over X, all loads in flight). With two blocks per token (gridDim.y == 2, a
+// decode token: Sinkhorn runs beside the xin pass) block y = 0 writes xin and block y = 1 (same ss,
+// same reduction order, so the same r) writes post and comb; with one (a prefill chunk: X is read
+// once) the block writes xin and then its warp 0 writes post and comb.
 //
 // `parts` (one token, n == 1): the mixes come as G partial sums [G][(2 + HC) HC] (hc_mix_partials)
 // and one warp per mix adds it up over the G slices, in a fixed order.
@@ -216,33 +253,7 @@ __global__ void __launch_bounds__(kRowThreads)
   const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
   const float* mi = parts ? mix_sh : mixes + (int64_t)i * kMix;
   if (blockIdx.y == 1) {
-    if (t >= 32) return;
-    if (t < HC) post[i * HC + t] = 2.0f * sigmoid_f(mi[HC + t] * r * scale[1] + base[HC + t]);
-    const bool a = t < HC * HC;
-    const int row = a ? t / HC : 0, col = a ? t % HC : 0;
-    constexpr unsigned kFull = 0xffffffffu;
-    float v = a ? mi[2 * HC + t] * r * scale[2] + base[2 * HC + t] : 0.0f;
-    float mx = __shfl_sync(kFull, v, row * HC);
-#pragma unroll
-    for (int q = 1; q < HC; ++q) mx = fmaxf(mx, __shfl_sync(kFull, v, row * HC + q));
-    v = expf(v - mx);
-    float sum = 0.0f;
-#pragma unroll
-    for (int q = 0; q < HC; ++q) sum += __shfl_sync(kFull, v, row * HC + q);
-    v = v / sum + hc_eps;
-    for (int it = 0; it < (iters > 1 ? iters : 1); ++it) {
-      if (it > 0) {  // row normalisation
-        float sr = 0.0f;
-#pragma unroll
-        for (int q = 0; q < HC; ++q) sr += __shfl_sync(kFull, v, row * HC + q);
-        v = v / (sr + hc_eps);
-      }
-      float sc = 0.0f;  // column normalisation
-#pragma unroll
-      for (int q = 0; q < HC; ++q) sc += __shfl_sync(kFull, v, q * HC + col);
-      v = v / (sc + hc_eps);
-    }
-    if (a) comb[(int64_t)i * HC * HC + t] = v;
+    if (t < 32) hc_post_comb_warp<HC>(mi, r, base, scale, iters, hc_eps, i, post, comb);
     return;
   }
   float pre[HC];
@@ -268,6 +279,10 @@ __global__ void __launch_bounds__(kRowThreads)
     w.w = norm_w[d + 3] * (o.w * r2);
     reinterpret_cast<float4*>(xin + (int64_t)i * D)[t] = w;
   }
+  // One block per token (gridDim.y == 1, the prefill launch): warp 0 also forms post and comb,
+  // after xin, so X is read once per token instead of twice.
+  if (gridDim.y == 1 && t < 32)
+    hc_post_comb_warp<HC>(mi, r, base, scale, iters, hc_eps, i, post, comb);
 }
 
 // Partial mixes of one token: CTA g multiplies columns [g S, (g + 1) S) (S = kMixSlice) of the
@@ -461,7 +476,7 @@ void hc_pre(const float* X, const float* mixes, const float* base, const float* 
       (reinterpret_cast<uintptr_t>(X) & 15) == 0 && (reinterpret_cast<uintptr_t>(xin) & 15) == 0;
   if (hc == 4 && D % 4 == 0 && D / 4 <= kRowThreads && aligned) {
     const int threads = ((D / 4 + 31) / 32) * 32;
-    launch_k(hc_pre_reg_kernel<4>, dim3((unsigned)n, 2), threads, 0, s, X, mixes,
+    launch_k(hc_pre_reg_kernel<4>, dim3((unsigned)n, n == 1 ? 2 : 1), threads, 0, s, X, mixes,
              (const float*)nullptr, 0, base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb,
              xin);
     FWD_LAUNCH_CHECK("hc_pre_reg_kernel");

@@ -3,6 +3,8 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 namespace dsv4::cuda::mv {
 
@@ -30,8 +32,48 @@ std::optional<FormatGeom> format_geom(GgmlType t, bool x8) {
   }
 }
 
+std::string apply_tuning_spec(Tuning& t, const std::string& spec) {
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    size_t end = spec.find(',', pos);
+    if (end == std::string::npos) end = spec.size();
+    const std::string kv = spec.substr(pos, end - pos);
+    const size_t eq = kv.find('=');
+    const std::string k = kv.substr(0, eq);
+    const int v = eq == std::string::npos ? 1 : std::atoi(kv.c_str() + eq + 1);
+    int* field = k == "target"           ? &t.target_warps_per_sm
+                 : k == "bulk"           ? &t.bulk
+                 : k == "stages"         ? &t.bulk_stages
+                 : k == "force_lr"       ? &t.bulk_force_lr
+                 : k == "min_ctas"       ? &t.min_ctas_per_sm
+                 : k == "max_lr"         ? &t.max_lr_log2
+                 : k == "bulk_max_steps" ? &t.bulk_max_steps
+                 : k == "q8x"            ? &t.q8_smem_x
+                 : k == "q8x_ks"         ? &t.q8_smem_x_min_ks
+                 : k == "t_q8"           ? &t.target_q8
+                 : k == "t_iq2"          ? &t.target_iq2
+                 : k == "t_q2k"          ? &t.target_q2k
+                 : k == "persist"        ? &t.persist
+                 : k == "pw"             ? &t.persist_warps
+                 : k == "pitems"         ? &t.persist_items
+                 : k == "pocc"           ? &t.persist_occ
+                                         : nullptr;
+    if (!field) return k;
+    *field = v;
+    pos = end + 1;
+  }
+  return {};
+}
+
 Tuning& tuning() {
-  static Tuning t;
+  static Tuning t = [] {
+    Tuning d;
+    if (const char* e = std::getenv("DSV4_MV_TUNE")) {
+      const std::string bad = apply_tuning_spec(d, e);
+      if (!bad.empty()) std::fprintf(stderr, "DSV4_MV_TUNE: unknown key '%s'\n", bad.c_str());
+    }
+    return d;
+  }();
   return t;
 }
 

@@ -53,7 +53,13 @@ struct Tuning {
   int persist_items = 8;  // raise lanes per row until each warp has about this many row groups
   int persist_occ = 2;    // resident persistent CTAs per SM assumed by that estimate
 };
+// The planner knobs in use: defaults, then DSV4_MV_TUNE (a spec for apply_tuning_spec) read at
+// the first call, so any program (tests, bench_matvec, dsv4 bench) runs under other knobs.
 Tuning& tuning();
+// Applies "key=value,..." to t (keys: target bulk stages force_lr min_ctas max_lr bulk_max_steps
+// q8x q8x_ks t_q8 t_iq2 t_q2k persist pw pitems pocc; a key without value means 1). Returns an
+// empty string, or the first unknown key (the keys before it are applied).
+std::string apply_tuning_spec(Tuning& t, const std::string& spec);
 
 // Warps per SM the planner aims for (latency hiding; each warp keeps `stages` units in flight).
 inline constexpr int kTargetWarpsPerSm = 16;

@@ -470,6 +470,44 @@ TEST(CudaForwardApi, HostResidentExpertsMatch) {
   }
 }
 
+// Decode graphs captured per context bound (CudaOptions::graph_min_bound): a session that grows
+// from 40 to 330 tokens replays graphs for the bounds 64, 128, 256 and 512, sized below the
+// capacity (the indexer query starts once a bound holds more rows than top_k); every step's
+// logits stay within the f32 regime of the CPU reference, as with one graph sized for max_ctx.
+TEST(CudaForwardApi, DecodeGraphPerContextBound) {
+  SKIP_WITHOUT_GPU();
+  Loaded& l = loaded("tiny");
+  const ModelConfig& c = l.model->cfg;
+  const int64_t V = c.n_vocab;
+  CpuModel cpu(*l.model, CpuOptions{false});
+  cuda::CudaOptions o = small_opts(false);
+  o.graph_min_bound = 16;
+  cuda::CudaModel gpu(*l.dev, o);
+  auto cs = cpu.new_session();
+  auto gs = gpu.new_session();
+  const int prompt = 40, steps = 290;
+  const auto toks = random_tokens(c.n_vocab, prompt, 77);
+  ForwardResult ref;
+  cpu.forward(cs, toks.data(), prompt, false, false, ref);
+  std::vector<float> got((size_t)V, kNaN);
+  gpu.forward(*gs, toks.data(), prompt, false, got);
+  Cmp dec;
+  int32_t next = argmax(ref.logits.data(), V);
+  for (int s = 0; s < steps; ++s) {
+    ForwardResult r;
+    cpu.forward(cs, &next, 1, true, false, r);
+    std::fill(got.begin(), got.end(), kNaN);
+    gpu.forward(*gs, &next, 1, false, got);
+    dec.add(got.data(), r.logits.data(), V, r.tie_margin[0] < 1e-4f);
+    next = argmax(r.logits.data(), V);
+  }
+  dec.print("decode 40 -> 330 tokens, graph per bound");
+  EXPECT_EQ(gs->n_past(), prompt + steps);
+  EXPECT_TRUE(dec.finite);
+  EXPECT_LE(dec.rel(), 1e-3);
+  EXPECT_GE(dec.agreement(), 0.99);
+}
+
 // fill_synthetic_context: a fresh session jumps to n tokens; later steps give finite logits;
 // bad lengths and used sessions are refused without changing the session.
 TEST(CudaForwardApi, SyntheticContextFill) {

@@ -63,52 +63,7 @@ bool have_gpu() {
 const bool kTuneApplied = [] {
   const char* e = std::getenv("DSV4_MV_TUNE");
   if (!e) return false;
-  mv::Tuning& t = mv::tuning();
-  const std::string spec = e;
-  size_t pos = 0;
-  while (pos < spec.size()) {
-    size_t end = spec.find(',', pos);
-    if (end == std::string::npos) end = spec.size();
-    const std::string kv = spec.substr(pos, end - pos);
-    const size_t eq = kv.find('=');
-    const std::string k = kv.substr(0, eq);
-    const int v = eq == std::string::npos ? 1 : std::atoi(kv.c_str() + eq + 1);
-    if (k == "target")
-      t.target_warps_per_sm = v;
-    else if (k == "bulk")
-      t.bulk = v;
-    else if (k == "stages")
-      t.bulk_stages = v;
-    else if (k == "force_lr")
-      t.bulk_force_lr = v;
-    else if (k == "min_ctas")
-      t.min_ctas_per_sm = v;
-    else if (k == "max_lr")
-      t.max_lr_log2 = v;
-    else if (k == "bulk_max_steps")
-      t.bulk_max_steps = v;
-    else if (k == "q8x")
-      t.q8_smem_x = v;
-    else if (k == "q8x_ks")
-      t.q8_smem_x_min_ks = v;
-    else if (k == "t_q8")
-      t.target_q8 = v;
-    else if (k == "t_iq2")
-      t.target_iq2 = v;
-    else if (k == "t_q2k")
-      t.target_q2k = v;
-    else if (k == "persist")
-      t.persist = v;
-    else if (k == "pw")
-      t.persist_warps = v;
-    else if (k == "pitems")
-      t.persist_items = v;
-    else if (k == "pocc")
-      t.persist_occ = v;
-    else
-      std::fprintf(stderr, "DSV4_MV_TUNE: unknown key %s\n", k.c_str());
-    pos = end + 1;
-  }
+  (void)mv::tuning();  // reads DSV4_MV_TUNE (unknown keys are reported there)
   std::printf("[   tune   ] DSV4_MV_TUNE=%s\n", e);
   return true;
 }();
