@@ -85,17 +85,7 @@ __global__ void __launch_bounds__(128 * R, 2) expert_gemm_kernel(Args p) {
   // and the MMAs of step k share one basic block and interleave.
   const int i = tid / R, kofs = (tid % R) * V;
   bool valid;
-  const uint8_t* wrow;
-  if constexpr (kSwiglu) {
-    const int f = (int)blockIdx.x * (BM / 2) + 8 * (i >> 4) + (i & 7);
-    valid = f < p.rows;
-    wrow = ((i >> 3) & 1 ? p.w1 : p.w0) + (int64_t)e * p.expert_bytes +
-           (valid ? (int64_t)f * p.row_bytes : 0);
-  } else {
-    const int m = (int)blockIdx.x * BM + i;
-    valid = m < p.rows;
-    wrow = p.w0 + (int64_t)e * p.expert_bytes + (valid ? (int64_t)m * p.row_bytes : 0);
-  }
+  const uint8_t* wrow = expert_tile_row<kSwiglu, BM>(p, e, i, valid);
   const uint32_t mask = valid ? 0xFFFFFFFFu : 0u;
   Dec dec;
   auto load_x = [&](int kt, int buf) {

@@ -106,17 +106,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_wgmma_kernel(ExpertArgs p)
   // memory) and store zeros.
   const int i = tid >> 1, kofs = (tid & 1) * (BK / 2);
   bool valid;
-  const uint8_t* wrow;
-  if constexpr (kSwiglu) {
-    const int f = (int)blockIdx.x * (BM / 2) + 8 * (i >> 4) + (i & 7);
-    valid = f < p.rows;
-    wrow = ((i >> 3) & 1 ? p.w1 : p.w0) + (int64_t)e * p.expert_bytes +
-           (valid ? (int64_t)f * p.row_bytes : 0);
-  } else {
-    const int m = (int)blockIdx.x * BM + i;
-    valid = m < p.rows;
-    wrow = p.w0 + (int64_t)e * p.expert_bytes + (valid ? (int64_t)m * p.row_bytes : 0);
-  }
+  const uint8_t* wrow = expert_tile_row<kSwiglu, BM>(p, e, i, valid);
   const uint32_t mask = valid ? 0xFFFFFFFFu : 0u;
   Dec dec;
   auto decode = [&](int st) {
