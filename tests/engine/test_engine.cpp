@@ -3,7 +3,6 @@
 // bounded queue, cancellation, scripted output and its exact event sequence, exact DSML replay,
 // the context limit.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -16,6 +15,7 @@
 #include "engine/engine.h"
 #include "model/tiny_model.h"
 #include "text/tokenizer.h"
+#include "tiny_model_fixture.h"
 
 using namespace dsv4;
 using namespace dsv4::engine;
@@ -24,31 +24,8 @@ using Kind = GenEvent::Kind;
 
 namespace {
 
-fs::path temp_root() {
-  static const fs::path p = [] {
-    fs::path d = fs::temp_directory_path() / ("dsv4_engine_test_" + std::to_string(getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  return p;
-}
-
-const std::string& model_path() {
-  static const std::string path = [] {
-    TinySpec spec = tiny_preset("tiny");
-    spec.mtp = false;
-    const std::string p = (temp_root() / "tiny.gguf").string();
-    write_tiny_model(spec, p, "");
-    return p;
-  }();
-  return path;
-}
-
-struct Cleanup : ::testing::Environment {
-  void TearDown() override { fs::remove_all(temp_root()); }
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Cleanup);
+using engine_test::model_path;
+using engine_test::temp_root;
 
 EngineOptions options() {
   EngineOptions o;

@@ -9,7 +9,6 @@
 //    written from GPU sessions restore into CPU sessions and vice versa.
 // Prompts are longer than the raw window (128) and cover several compressed and indexer rows.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -27,6 +26,7 @@
 #include "engine/engine.h"
 #include "model/tiny_model.h"
 #include "model/weights.h"
+#include "tiny_model_fixture.h"
 
 using namespace dsv4;
 using namespace dsv4::engine;
@@ -34,31 +34,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_root() {
-  static const fs::path p = [] {
-    fs::path d = fs::temp_directory_path() / ("dsv4_engine_gpu_test_" + std::to_string(getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  return p;
-}
-
-const std::string& model_path() {
-  static const std::string path = [] {
-    TinySpec spec = tiny_preset("tiny");
-    spec.mtp = false;
-    const std::string p = (temp_root() / "tiny.gguf").string();
-    write_tiny_model(spec, p, "");
-    return p;
-  }();
-  return path;
-}
-
-struct Cleanup : ::testing::Environment {
-  void TearDown() override { fs::remove_all(temp_root()); }
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Cleanup);
+using engine_test::model_path;
+using engine_test::temp_root;
 
 #define SKIP_WITHOUT_GPU() \
   if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: the GPU backend tests need one"
