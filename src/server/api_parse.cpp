@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/json_text.h"
 #include "sample/sampler.h"
 #include "text/chat.h"
 
@@ -1095,6 +1096,8 @@ ApiError bad_request(std::string param, std::string message) {
 }
 
 Json parse_body(std::string_view body) {
+  if (has_nul_byte(body))
+    bad("", fmt::format("invalid JSON request: NUL byte at offset {}", nul_byte_offset(body)));
   Json j;
   try {
     j = Json::parse(body);

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/json_text.h"
 #include "text/tokenizer.h"
 
 namespace dsv4::text {
@@ -230,6 +231,7 @@ Message parse_message(const ojson& m, const std::string& path) {
 }
 
 ojson parse_json(string_view text) {
+  if (has_nul_byte(text)) fail("invalid JSON: NUL byte at offset {}", nul_byte_offset(text));
   try {
     return ojson::parse(text);
   } catch (const ojson::exception& e) {

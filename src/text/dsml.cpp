@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "core/error.h"
+#include "core/json_text.h"
 #include "text/tokenizer.h"
 #include "text/utf8.h"
 
@@ -329,6 +330,8 @@ void emit_text(std::vector<DsmlEvent>& out, DsmlEvent::Kind kind, string_view t)
 }  // namespace
 
 std::string python_json(std::string_view json_text) {
+  if (has_nul_byte(json_text))
+    fail("invalid JSON: NUL byte at offset {}", nul_byte_offset(json_text));
   ojson j;
   try {
     j = ojson::parse(json_text);
@@ -366,7 +369,7 @@ void append_tool_calls_dsml(std::span<const ToolCall> calls, TextPieces& out) {
     if (trim(call.arguments).empty()) {
       args = ojson::object();
       object = true;
-    } else {
+    } else if (!has_nul_byte(call.arguments)) {
       try {
         args = ojson::parse(call.arguments);
         object = args.is_object();
@@ -731,7 +734,7 @@ void DsmlParser::end_param(std::vector<DsmlEvent>& out) {
     p.json = python_json_string(valid_utf8(value_));
   } else {
     const std::string v(trim(value_));
-    if (!v.empty() && ojson::accept(v)) {
+    if (!v.empty() && !has_nul_byte(v) && ojson::accept(v)) {
       p.json = v;
     } else {
       issue(out,

@@ -381,6 +381,10 @@ TEST(ApiParseChat, BadJson) {
   expect_bad(Dialect::kChat, "{\"messages\": [", "", "invalid JSON request");
   expect_bad(Dialect::kChat, "[1,2]", "", "must be a JSON object");
   expect_bad(Dialect::kChat, "", "", "invalid JSON request");
+  // nlohmann stops at a NUL byte: without the check this body parsed as {"messages":[...]}.
+  const std::string body = chat_body("\"max_tokens\":5");
+  expect_bad(Dialect::kChat, body + std::string("\0{", 2), "",
+             "invalid JSON request: NUL byte at offset " + std::to_string(body.size()));
 }
 
 TEST(ApiParseChat, ParsedJsonOverload) {

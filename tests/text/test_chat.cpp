@@ -438,6 +438,18 @@ TEST(ChatTokens, MissingSpecialInVocabularyThrows) {
 // ---------------------------------------------------------------------------------------------
 // JSON errors name the field.
 
+// nlohmann stops at a NUL byte; the conversation must not be cut there silently.
+TEST(ChatParse, NulByteIsInvalidJson) {
+  const std::string text = std::string(R"([{"role":"user","content":"hi"}])") + '\0' + "junk";
+  try {
+    parse_conversation(text);
+    FAIL() << "no error";
+  } catch (const dsv4::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("invalid JSON: NUL byte at offset 32"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(ChatParse, ErrorsNameTheField) {
   const std::vector<std::pair<const char*, const char*>> cases = {
       {"{", "invalid JSON"},

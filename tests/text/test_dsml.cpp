@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "corpus.h"
 #include "text/chat.h"
 #include "text/dsml.h"
@@ -323,6 +324,25 @@ TEST(DsmlRecovery, BadJsonInNonStringParameter) {
   EXPECT_TRUE(has_issue(m, "\"a\""));
   EXPECT_TRUE(has_issue(m, "\"d\""));
   EXPECT_EQ(m.issues.size(), 2u);
+}
+
+// Found by fuzz_dsml: nlohmann's accept() stops at a NUL byte, so this value counted as the JSON
+// number 0 and went verbatim into arguments, which were then not valid JSON.
+TEST(DsmlRecovery, NulByteInNonStringParameter) {
+  const std::string value = std::string("0\n\n") + '\0' + "junk";
+  const std::string text = kOpen + invoke("f", param("a", "false", value)) + kClose;
+  const ParsedMessage m = check_splits(text, false);
+  ASSERT_EQ(m.tool_calls.size(), 1u);
+  EXPECT_EQ(m.tool_calls[0].arguments, R"({"a": "0\n\n\u0000junk"})");
+  EXPECT_TRUE(nlohmann::json::parse(m.tool_calls[0].arguments).is_object());
+  EXPECT_TRUE(has_issue(m, "not JSON"));
+  // Client-side JSON text with a NUL is refused by name, not cut short.
+  try {
+    python_json(std::string(R"({"a": 1})") + '\0' + "x");
+    FAIL() << "no error";
+  } catch (const dsv4::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("NUL byte at offset 8"), std::string::npos) << e.what();
+  }
 }
 
 TEST(DsmlRecovery, AttributesAndNames) {
