@@ -795,33 +795,35 @@ void DsmlParser::end_of_input(std::vector<DsmlEvent>& out) {
   state_ = State::kDone;
 }
 
+void add_event(ParsedMessage& m, DsmlEvent e) {
+  switch (e.kind) {
+    case DsmlEvent::Kind::kReasoning:
+      m.reasoning_content += e.text;
+      break;
+    case DsmlEvent::Kind::kContent:
+      m.content += e.text;
+      break;
+    case DsmlEvent::Kind::kToolCallStart:
+      break;
+    case DsmlEvent::Kind::kToolCall:
+      m.tool_calls.push_back({std::string(), std::move(e.name), std::move(e.arguments)});
+      break;
+    case DsmlEvent::Kind::kToolBlockEnd:
+      m.raw_dsml += e.text;
+      break;
+    case DsmlEvent::Kind::kIssue:
+      m.issues.push_back(std::move(e.text));
+      break;
+  }
+}
+
 ParsedMessage parse_generated(std::string_view text, bool thinking) {
   DsmlParser p(thinking);
   std::vector<DsmlEvent> ev;
   p.feed(text, ev);
   p.finish(ev);
   ParsedMessage m;
-  for (DsmlEvent& e : ev) {
-    switch (e.kind) {
-      case DsmlEvent::Kind::kReasoning:
-        m.reasoning_content += e.text;
-        break;
-      case DsmlEvent::Kind::kContent:
-        m.content += e.text;
-        break;
-      case DsmlEvent::Kind::kToolCallStart:
-        break;
-      case DsmlEvent::Kind::kToolCall:
-        m.tool_calls.push_back({std::string(), std::move(e.name), std::move(e.arguments)});
-        break;
-      case DsmlEvent::Kind::kToolBlockEnd:
-        m.raw_dsml += e.text;
-        break;
-      case DsmlEvent::Kind::kIssue:
-        m.issues.push_back(std::move(e.text));
-        break;
-    }
-  }
+  for (DsmlEvent& e : ev) add_event(m, std::move(e));
   m.reasoning_closed = p.reasoning_closed();
   m.incomplete_call = p.incomplete_call();
   m.saw_eos = p.saw_eos();

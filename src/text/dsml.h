@@ -189,5 +189,8 @@ struct ParsedMessage {
   bool saw_eos = false;
 };
 ParsedMessage parse_generated(std::string_view text, bool thinking);
+// Folds one parser event into `m` as parse_generated does (text appended, calls and issues
+// pushed; kToolCallStart carries nothing the whole message keeps).
+void add_event(ParsedMessage& m, DsmlEvent e);
 
 }  // namespace dsv4::text

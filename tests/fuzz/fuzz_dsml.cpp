@@ -46,29 +46,11 @@ ParsedMessage stream(std::string_view text, bool thinking, uint32_t seed) {
   p.finish(ev);
   ParsedMessage m;
   size_t started = 0;
-  for (const DsmlEvent& e : ev) {
-    switch (e.kind) {
-      case DsmlEvent::Kind::kReasoning:
-        m.reasoning_content += e.text;
-        break;
-      case DsmlEvent::Kind::kContent:
-        m.content += e.text;
-        break;
-      case DsmlEvent::Kind::kToolCallStart:
-        check(e.index == started);
-        ++started;
-        break;
-      case DsmlEvent::Kind::kToolCall:
-        check(e.index == m.tool_calls.size() && started == m.tool_calls.size() + 1);
-        m.tool_calls.push_back({"", e.name, e.arguments});
-        break;
-      case DsmlEvent::Kind::kToolBlockEnd:
-        m.raw_dsml += e.text;
-        break;
-      case DsmlEvent::Kind::kIssue:
-        m.issues.push_back(e.text);
-        break;
-    }
+  for (DsmlEvent& e : ev) {
+    if (e.kind == DsmlEvent::Kind::kToolCallStart) check(e.index == started++);
+    if (e.kind == DsmlEvent::Kind::kToolCall)
+      check(e.index == m.tool_calls.size() && started == m.tool_calls.size() + 1);
+    add_event(m, std::move(e));
   }
   m.reasoning_closed = p.reasoning_closed();
   m.incomplete_call = p.incomplete_call();

@@ -56,29 +56,15 @@ ParsedMessage stream(std::string_view text, bool thinking, const std::vector<siz
   ParsedMessage m;
   std::vector<size_t> started;
   for (const DsmlEvent& e : ev) {
-    switch (e.kind) {
-      case DsmlEvent::Kind::kReasoning:
-        m.reasoning_content += e.text;
-        break;
-      case DsmlEvent::Kind::kContent:
-        m.content += e.text;
-        break;
-      case DsmlEvent::Kind::kToolCallStart:
-        EXPECT_EQ(e.index, started.size());
-        started.push_back(e.index);
-        break;
-      case DsmlEvent::Kind::kToolCall:
-        EXPECT_EQ(e.index, m.tool_calls.size());
-        EXPECT_EQ(started.size(), m.tool_calls.size() + 1) << "call without a start event";
-        m.tool_calls.push_back({"", e.name, e.arguments});
-        break;
-      case DsmlEvent::Kind::kToolBlockEnd:
-        m.raw_dsml += e.text;
-        break;
-      case DsmlEvent::Kind::kIssue:
-        m.issues.push_back(e.text);
-        break;
+    if (e.kind == DsmlEvent::Kind::kToolCallStart) {
+      EXPECT_EQ(e.index, started.size());
+      started.push_back(e.index);
     }
+    if (e.kind == DsmlEvent::Kind::kToolCall) {
+      EXPECT_EQ(e.index, m.tool_calls.size());
+      EXPECT_EQ(started.size(), m.tool_calls.size() + 1) << "call without a start event";
+    }
+    add_event(m, e);
   }
   m.reasoning_closed = p.reasoning_closed();
   m.incomplete_call = p.incomplete_call();
