@@ -23,6 +23,7 @@
 #include "cuda/fwd_kernels.h"
 #include "cuda/gemm.h"
 #include "cuda/gemm_experts.h"
+#include "cuda/launch_repeat.h"
 #include "cuda/matvec.h"
 #include "model/ops.h"
 #include "quant/quant.h"
@@ -63,6 +64,38 @@ DeviceBuffer scratch(int64_t n) {
 
 }  // namespace
 
+// DSV4_CUDA_REPEAT=stage:count,... (diagnostic): the named forward stages' kernels are launched
+// `count` times (count 1..8; "stage" alone means 2), in the decode graph too. The slowdown of a
+// decoded token is then (count - 1) times the stage's cost on the critical path.
+class RepeatSpec {
+ public:
+  RepeatSpec() = default;
+  explicit RepeatSpec(std::string_view spec) {
+    while (!spec.empty()) {
+      const size_t comma = spec.find(',');
+      std::string_view item = spec.substr(0, comma);
+      spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
+      if (item.empty()) continue;
+      int count = 2;
+      if (const size_t colon = item.find(':'); colon != std::string_view::npos) {
+        count = std::atoi(std::string(item.substr(colon + 1)).c_str());
+        item = item.substr(0, colon);
+      }
+      if (count < 1 || count > 8)
+        fail("DSV4_CUDA_REPEAT: stage '{}' count must be 1..8", std::string(item));
+      counts_[std::string(item)] = count;
+    }
+  }
+  int count(const char* stage) const {
+    if (counts_.empty()) return 1;
+    const auto it = counts_.find(stage);
+    return it == counts_.end() ? 1 : it->second;
+  }
+
+ private:
+  std::map<std::string, int, std::less<>> counts_;
+};
+
 // DSV4_CUDA_PROFILE=1: events around every stage of the non-graph path, summed per stage name
 // over layers and chunks, separately for one-token (decode) and multi-token (prefill) chunks; the
 // table goes to stderr every DSV4_CUDA_PROFILE_EVERY decode tokens (default 0: never) and when the
@@ -77,13 +110,16 @@ class StageProfiler {
     on = e && *e && std::strcmp(e, "0") != 0;
     const char* ev = std::getenv("DSV4_CUDA_PROFILE_EVERY");
     if (ev) every = std::max<long long>(0, std::atoll(ev));
+    if (const char* r = std::getenv("DSV4_CUDA_REPEAT")) repeats_ = RepeatSpec(r);
   }
   ~StageProfiler() {
     if (on) report();
     for (cudaEvent_t e : pool_) cudaEventDestroy(e);
   }
-  // The interval from this mark to the next one is charged to `name`.
+  // The interval from this mark to the next one is charged to `name`; the launches from here to
+  // the next mark are issued as often as DSV4_CUDA_REPEAT names `name`.
   void mark(const char* name, cudaStream_t s) {
+    launch_repeat() = repeats_.count(name);
     if (!on) return;
     if (used_ == pool_.size()) {
       cudaEvent_t e;
@@ -136,6 +172,7 @@ class StageProfiler {
       std::fprintf(stderr, "# %-18s %12.4f %6.1f%%\n", k.c_str(), v / (double)ph.tokens,
                    ph.total > 0 ? 100.0 * v / ph.total : 0.0);
   }
+  RepeatSpec repeats_;
   std::vector<cudaEvent_t> pool_;
   std::vector<const char*> names_;
   size_t used_ = 0;
@@ -934,6 +971,7 @@ struct CudaModel::Impl {
     Branches fb{*this, n == 1 && par_decode};
     if (fb.on) {
       fb.fork(0);
+      M("shexp");
       shared_decode(L, d.clamp, fb.at(0));
     }
     M("gate_inp");

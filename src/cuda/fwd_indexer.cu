@@ -2,6 +2,7 @@
 // indexer rows, and the top-k selection (score descending, exact ties to the lower index, output
 // sorted by index) by radix select.
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
@@ -147,6 +148,77 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+// One decode token (n == 1) at short context: the tiled kernel gives 1024 rows 16 blocks (half of
+// them past the visible rows) that stage q and the rows 32 dimensions at a time, ~10 us per
+// ratio-4 layer on the decode chain. Here each warp takes `rpw` rows and each block stages all
+// of q once ([kDecHeads][ID + 4], heads past IH zero), so ~128 blocks share the rows and every
+// load is issued up front. Lane l owns heads l and l + 32 and sums its two dot products over the
+// dimensions in order; the warp then sums the lanes' ReLU-weighted terms.
+constexpr int kDecWarps = 8, kDecHeads = 64, kDecMaxId = 128;
+__host__ __device__ constexpr size_t idx_scores_decode_smem(int ID) {
+  return sizeof(float) * ((size_t)kDecHeads * (ID + 4) + kDecHeads + (size_t)kDecWarps * 2 * ID);
+}
+__global__ void __launch_bounds__(32 * kDecWarps)
+    idx_scores_decode_kernel(const float* iq, const float* iw, const float* krows, int IH, int ID,
+                             int topk, float wscale, const int32_t* p0, int rpw, float* scores) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ __align__(16) float dsh[];
+  const int qs = ID + 4, nd4 = ID / 4;
+  float* qsh = dsh;                   // [kDecHeads][qs]
+  float* wsh = qsh + kDecHeads * qs;  // [kDecHeads]
+  float* ksh = wsh + kDecHeads;       // [kDecWarps][2][ID]
+  const int64_t visible = ((int64_t)p0[0] + 1) / 4;
+  const int64_t r0 = (int64_t)blockIdx.x * kDecWarps * rpw;
+  if (visible <= topk || r0 >= visible) return;
+  for (int f = threadIdx.x; f < kDecHeads * nd4; f += blockDim.x) {
+    const int h = f / nd4, d4 = f - h * nd4;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (h < IH) v = reinterpret_cast<const float4*>(iq + (int64_t)h * ID)[d4];
+    reinterpret_cast<float4*>(qsh + h * qs)[d4] = v;
+  }
+  for (int h = threadIdx.x; h < kDecHeads; h += blockDim.x) wsh[h] = h < IH ? iw[h] * wscale : 0.0f;
+  __syncthreads();
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  float* ka = ksh + w * 2 * ID;
+  float* kb = ka + ID;
+  const float* q0 = qsh + lane * qs;
+  const float* q1 = qsh + (lane + 32) * qs;
+  const float w0 = wsh[lane], w1 = wsh[lane + 32];
+  const int64_t rw = r0 + (int64_t)w * rpw;
+  for (int j = 0; j < rpw; j += 2) {
+    const int64_t ra = rw + j, rb = ra + 1;
+    if (ra >= visible) break;
+    const bool has_b = j + 1 < rpw && rb < visible;
+    for (int d4 = lane; d4 < nd4; d4 += 32) {
+      reinterpret_cast<float4*>(ka)[d4] = reinterpret_cast<const float4*>(krows + ra * ID)[d4];
+      reinterpret_cast<float4*>(kb)[d4] = has_b
+                                              ? reinterpret_cast<const float4*>(krows + rb * ID)[d4]
+                                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    __syncwarp();
+    float a0 = 0.0f, a1 = 0.0f, b0 = 0.0f, b1 = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < ID; d += 4) {
+      const float4 x = *reinterpret_cast<const float4*>(ka + d);
+      const float4 y = *reinterpret_cast<const float4*>(kb + d);
+      const float4 u = *reinterpret_cast<const float4*>(q0 + d);
+      const float4 v = *reinterpret_cast<const float4*>(q1 + d);
+      a0 = fmaf(u.w, x.w, fmaf(u.z, x.z, fmaf(u.y, x.y, fmaf(u.x, x.x, a0))));
+      a1 = fmaf(v.w, x.w, fmaf(v.z, x.z, fmaf(v.y, x.y, fmaf(v.x, x.x, a1))));
+      b0 = fmaf(u.w, y.w, fmaf(u.z, y.z, fmaf(u.y, y.y, fmaf(u.x, y.x, b0))));
+      b1 = fmaf(v.w, y.w, fmaf(v.z, y.z, fmaf(v.y, y.y, fmaf(v.x, y.x, b1))));
+    }
+    const float sa = warp_sum(fmaxf(a0, 0.0f) * w0 + fmaxf(a1, 0.0f) * w1);
+    const float sb = warp_sum(fmaxf(b0, 0.0f) * w0 + fmaxf(b1, 0.0f) * w1);
+    if (lane == 0) {
+      scores[ra] = sa;
+      if (has_b) scores[rb] = sb;
+    }
+    __syncwarp();
+  }
+}
+
 // scores[i][r] = sum_h max(dots[i][h][r], 0) * (iw[i][h] * wscale) for the rows a token sees,
 // from the query-row dot products of a GEMM (dots [n][IH][rows]); token i is chunk token i0 + i.
 __global__ void idx_reduce_kernel(const float* dots, const float* iw, int IH, int rows,
@@ -197,7 +269,12 @@ __device__ int block_exclusive_scan(int v, int* sh, int* total) {
 // own contiguous row ranges (counts per warp, one scan, then ballots), so the block crosses a
 // handful of barriers instead of two block scans per 1024 rows (49 us per layer at 64K context).
 constexpr int kTopkUnroll = 4;
+// Up to this many rows the keys are converted once into shared memory, so the four passes and the
+// output phase read shared memory instead of waiting on the L2 five times (decode at short
+// context, where the whole selection is latency: ~8.6 us per ratio-4 layer at 2K).
+constexpr int kTopkSmemKeys = 4096;
 __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32_t* out) {
+  __shared__ uint32_t keys_sh[kTopkSmemKeys];
   __shared__ int hist[256];
   __shared__ uint32_t prefix_sh;
   __shared__ int need_sh;
@@ -206,6 +283,11 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
   const int t = threadIdx.x, bd = blockDim.x;
   const int lane = t & 31, wid = t >> 5, nw = bd >> 5;
 
+  const bool staged = visible <= kTopkSmemKeys;
+  if (staged)
+    for (int r = t; r < visible; r += bd) keys_sh[r] = order_key(sc[r]);
+  // No barrier needed here: the first pass's histogram reset is followed by one.
+  auto key = [&](int64_t r) { return staged ? keys_sh[r] : order_key(sc[r]); };
   uint32_t prefix = 0, mask = 0;
   int need = topk;  // how many of the keys matching `prefix` are still to be taken
   for (int shift = 24; shift >= 0; shift -= 8) {
@@ -216,7 +298,7 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
 #pragma unroll
       for (int u = 0; u < kTopkUnroll; ++u) {
         const int64_t r = r0 + (int64_t)u * bd;
-        k[u] = r < visible ? order_key(sc[r]) : 0u;
+        k[u] = r < visible ? key(r) : 0u;
       }
 #pragma unroll
       for (int u = 0; u < kTopkUnroll; ++u)
@@ -247,7 +329,7 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
   const int64_t lo = (int64_t)wid * per, hi = lo + per < visible ? lo + per : visible;
   int gt = 0, eq = 0;
   for (int64_t r = lo + lane; r < hi; r += 32) {
-    const uint32_t k = order_key(sc[r]);
+    const uint32_t k = key(r);
     gt += k > T;
     eq += k == T;
   }
@@ -270,7 +352,7 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
 #pragma unroll
     for (int u = 0; u < kTopkUnroll; ++u) {
       const int64_t r = c0 + 32 * u + lane;
-      ks[u] = r < hi ? order_key(sc[r]) : 0u;
+      ks[u] = r < hi ? key(r) : 0u;
     }
 #pragma unroll
     for (int u = 0; u < kTopkUnroll; ++u) {
@@ -472,12 +554,33 @@ void idx_q(float* iq, int n, int IH, int ID, int rd, const float* freqs, const i
   FWD_LAUNCH_CHECK("idx_q_kernel");
 }
 
+// Most indexer rows for which a decode token takes idx_scores_decode_kernel (its LDS-bound inner
+// loop loses to the tiled kernel once the tiled grid fills the GPU); DSV4_IDX_DECODE_ROWS for
+// A/B timing (0: never).
+int idx_scores_decode_max_rows() {
+  static const int v = [] {
+    const char* e = std::getenv("DSV4_IDX_DECODE_ROWS");
+    return e ? std::max(0, std::atoi(e)) : 4096;
+  }();
+  return v;
+}
+
 void idx_scores(const float* iq, const float* iw, const float* krows, int n, int IH, int ID,
                 int topk, float wscale, const int32_t* p0, int grid_rows, int score_stride,
                 float* scores, cudaStream_t s) {
   if (grid_rows <= 0) return;
   const bool aligned =
       (reinterpret_cast<uintptr_t>(iq) & 15) == 0 && (reinterpret_cast<uintptr_t>(krows) & 15) == 0;
+  if (n == 1 && IH <= kDecHeads && ID % 4 == 0 && ID <= kDecMaxId && aligned &&
+      grid_rows <= idx_scores_decode_max_rows()) {
+    // About two blocks per SM: rows per warp grow with the grid so q is staged ~256 times.
+    const int rpw = std::max(1, (grid_rows + kDecWarps * 256 - 1) / (kDecWarps * 256));
+    const int blocks = (grid_rows + kDecWarps * rpw - 1) / (kDecWarps * rpw);
+    launch_k(idx_scores_decode_kernel, blocks, 32 * kDecWarps, idx_scores_decode_smem(ID), s, iq,
+             iw, krows, IH, ID, topk, wscale, p0, rpw, scores);
+    FWD_LAUNCH_CHECK("idx_scores_decode_kernel");
+    return;
+  }
   if (IH <= kTileHeads && ID % kTileDims == 0 && aligned) {
     launch_k(idx_scores_tiled_kernel,
              dim3((unsigned)((grid_rows + kTileRows - 1) / kTileRows), (unsigned)n), 256, 0, s, iq,

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cuda/cuda_check.h"
+#include "cuda/launch_repeat.h"
 
 namespace dsv4::cuda {
 
@@ -38,8 +39,8 @@ inline bool pdl_launches_enabled() {
   return on;
 }
 template <typename... KArgs, typename... Args>
-void launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-              Args&&... args) {
+void launch_once(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                 Args&&... args) {
   if (!pdl_launches_enabled()) {
     kernel<<<grid, block, smem, s>>>(std::forward<Args>(args)...);
     return;
@@ -56,6 +57,13 @@ void launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cuda
   cfg.numAttrs = 1;
   check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx",
         __FILE__, __LINE__);
+}
+
+template <typename... KArgs, typename... Args>
+void launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+              Args&&... args) {
+  for (int i = 1; i < launch_repeat(); ++i) launch_once(kernel, grid, block, smem, s, args...);
+  launch_once(kernel, grid, block, smem, s, std::forward<Args>(args)...);
 }
 
 }  // namespace dsv4::cuda

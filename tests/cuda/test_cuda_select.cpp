@@ -6,7 +6,8 @@
 //    and with one value repeated (the large path's fallback);
 //  * the MoE pair grouping (fwd::moe_group_sorted): experts ascending, each expert's pairs in
 //    slot-major order, with each row's token, weight and each pair's row.
-//  * the argmax of the logits (fwd::argmax: many blocks) and the router's top-k (fwd::router).
+//  * the argmax of the logits (fwd::argmax: many blocks) and the router's top-k (fwd::router);
+//  * the indexer scores of a decode token (fwd::idx_scores, both kernels).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -71,7 +72,8 @@ TEST(CudaTopk, RandomScoresNoTies) {
   REQUIRE_GPU();
   std::mt19937_64 rng(run_seed());
   std::normal_distribution<float> nd(0.0f, 3.0f);
-  for (int64_t visible : {600, 20000, 131072}) {
+  // 600 and 4096: keys staged in shared memory (kTopkSmemKeys); 4097 and up: read from global.
+  for (int64_t visible : {600, 4096, 4097, 20000, 131072}) {
     std::vector<float> sc((size_t)visible + 100, std::nanf(""));  // rows past visible: poison
     for (int64_t r = 0; r < visible; ++r) sc[(size_t)r] = nd(rng);
     check_case("normal", sc, visible, 512);
@@ -90,6 +92,18 @@ TEST(CudaTopk, TiesInsideTheThresholdBin) {
   for (int i = 0; i < 50; ++i) sc[(size_t)(rng() % visible)] = -0.0f;
   check_case("ties", sc, visible, 512);
   check_case("ties, topk 16", sc, visible, 16);
+}
+
+TEST(CudaTopk, TiesWithStagedKeys) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 7);
+  for (int64_t visible : {513, 3000}) {
+    std::vector<float> sc((size_t)visible + 50, std::nanf(""));
+    std::uniform_int_distribution<int> ud(0, 40);  // ~visible / 40 copies of each value
+    for (int64_t r = 0; r < visible; ++r) sc[(size_t)r] = (float)ud(rng) * 0.5f - 10.0f;
+    sc[(size_t)(rng() % visible)] = -0.0f;
+    check_case("staged ties", sc, visible, 512);
+  }
 }
 
 TEST(CudaTopk, HugeTieFallsBackToOneBlock) {
@@ -151,6 +165,62 @@ TEST(CudaMoeGroup, SortedMatchesCpu) {
 }
 
 }  // namespace
+
+// fwd::idx_scores for one token: the decode kernel (grid_rows <= idx_scores_decode_max_rows(),
+// 4096 by default) and the tiled kernel past it, against a double-precision reference; rows past
+// the visible count keep their poison.
+TEST(CudaIndexerScores, DecodeTokenMatchesDouble) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 8);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  cu::Stream st;
+  // (heads, head dim, visible rows, grid rows): the q2 shape on both kernels, a tiny shape, a
+  // head count below 32 and an odd row count.
+  for (auto [IH, ID, visible, grid] : {std::tuple{64, 128, 600, 1024},
+                                       {64, 128, 5000, 5000},
+                                       {8, 32, 77, 128},
+                                       {20, 64, 1001, 2048}}) {
+    const int topk = 16;
+    const float wscale = 0.125f;
+    std::vector<float> q((size_t)IH * ID), w((size_t)IH), k((size_t)grid * ID);
+    for (auto& v : q) v = nd(rng);
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : k) v = nd(rng);
+    const int32_t p = 4 * visible;  // (p + 1) / 4 == visible
+    cu::DeviceBuffer dq(4 * q.size()), dw(4 * w.size()), dk(4 * k.size()), dp(4),
+        ds(4 * (size_t)grid);
+    dq.upload(q.data(), 4 * q.size());
+    dw.upload(w.data(), 4 * w.size());
+    dk.upload(k.data(), 4 * k.size());
+    dp.upload(&p, 4);
+    ds.fill_bytes(0xff);
+    dsv4::cuda::fwd::idx_scores(dq.as<float>(), dw.as<float>(), dk.as<float>(), 1, IH, ID, topk,
+                                wscale, dp.as<int32_t>(), grid, grid, ds.as<float>(), st.get());
+    st.sync();
+    std::vector<float> g((size_t)grid);
+    ds.download(g.data(), 4 * g.size());
+    int bad = 0;
+    for (int r = 0; r < grid; ++r) {
+      if (r >= visible) {
+        bad += !std::isnan(g[(size_t)r]);
+        continue;
+      }
+      double ref = 0.0, mag = 0.0;
+      for (int h = 0; h < IH; ++h) {
+        double dot = 0.0, dmag = 0.0;
+        for (int d = 0; d < ID; ++d) {
+          dot += (double)q[(size_t)h * ID + d] * k[(size_t)r * ID + d];
+          dmag += std::fabs((double)q[(size_t)h * ID + d] * k[(size_t)r * ID + d]);
+        }
+        const double wh = (double)w[(size_t)h] * wscale;
+        ref += std::max(dot, 0.0) * wh;
+        mag += dmag * std::fabs(wh);
+      }
+      bad += !(std::fabs(g[(size_t)r] - ref) <= 1e-5 * mag + 1e-6);
+    }
+    EXPECT_EQ(bad, 0) << "IH " << IH << " ID " << ID << " visible " << visible << " grid " << grid;
+  }
+}
 
 // fwd::argmax (many blocks, atomicMax on (key, ~index)): the largest value at the lowest index,
 // NaN skipped, 0 when nothing is comparable; the workspace is left zeroed for the next call.
