@@ -177,8 +177,8 @@ bool handle_command(ChatState& st, const std::string& line, std::string& user_te
   } else if (cmd == "/load") {
     // Session files hold the CPU layout: a GPU session is uploaded (within its capacity).
     std::vector<int32_t> fed;
-    CpuSession host = st.backend->new_host_session();
-    load_session(arg, fp, fed, host);
+    CpuSession host;
+    load_session(arg, fp, st.model->cfg, fed, host);
     st.sess = st.backend->from_host(std::move(host));
     st.fed = std::move(fed);
     std::printf("[loaded %zu tokens from %s]\n", st.fed.size(), arg.c_str());

@@ -68,7 +68,7 @@ class Backend {
   virtual void forward(BackendSession& sess, const int32_t* tokens, int64_t n,
                        std::vector<float>& logits) const = 0;
 
-  // A fresh session's host-layout state (what from_host and the disk store's loads expect).
+  // A fresh session's host-layout state (the shapes from_host expects).
   CpuSession new_host_session() const { return empty_cpu_session(config()); }
 };
 

@@ -397,8 +397,8 @@ Engine::Engine(EngineOptions opt) : impl_(std::make_unique<Impl>()) {
   }
   m.fingerprint = model_fingerprint(*m.model);
   if (!m.opt.kv_disk_dir.empty()) {
-    m.store =
-        std::make_unique<KvStore>(m.opt.kv_disk_dir, m.opt.kv_disk_space_mb << 20, m.fingerprint);
+    m.store = std::make_unique<KvStore>(m.opt.kv_disk_dir, m.opt.kv_disk_space_mb << 20,
+                                        m.fingerprint, m.model->cfg);
     m.tools.load(m.store->dir() + "/" + kToolMemoryFile);
   }
   if (!m.opt.scripted_output.empty())
@@ -597,7 +597,7 @@ Engine::Impl::Live Engine::Impl::acquire(const std::vector<int32_t>& prompt, Usa
   const size_t live_len = best == pool.end() ? 0 : best->tokens.size();
   Live l;
   if (store && store->longest_prefix(prompt, max_len) > live_len) {
-    CpuSession host = backend->new_host_session();
+    CpuSession host;  // filled (and its shapes checked) by load_longest
     if (store->load_longest(prompt, max_len, l.tokens, host) > live_len) {
       l.sess = backend->from_host(std::move(host));
       u.cached_tokens = (int64_t)l.tokens.size();

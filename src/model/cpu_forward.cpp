@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/lowp.h"
 #include "model/ops.h"
+#include "model/state_extent.h"
 #include "quant/quant.h"
 
 namespace dsv4 {
@@ -104,19 +105,16 @@ CpuModel::CpuModel(const Model& model, CpuOptions opt) : m_(model), cfg_(model.c
   }
 }
 
+// Sizes from layer_state_extent, the one definition the session loader checks against.
 static void init_layer_state(const ModelConfig& c, uint32_t ratio, LayerState& s) {
-  s.raw.assign((size_t)c.window * c.head_dim, 0.0f);
+  const LayerStateExtent e = layer_state_extent(c, ratio, 0);
+  s.raw.assign(e.raw, 0.0f);
   s.comp.clear();
   s.idx.clear();
-  if (ratio > 0) {
-    const size_t lanes = ModelConfig::compressor_lanes(ratio);
-    s.ckv.assign(lanes * ratio * lanes * c.head_dim, 0.0f);
-    s.cscore.assign(lanes * ratio * lanes * c.head_dim, kNegInf);
-  }
-  if (ratio == 4) {
-    s.ikv.assign((size_t)8 * 2 * c.idx_head_dim, 0.0f);
-    s.iscore.assign((size_t)8 * 2 * c.idx_head_dim, kNegInf);
-  }
+  s.ckv.assign(e.ckv, 0.0f);
+  s.cscore.assign(e.cscore, kNegInf);  // a slot not yet written gets no softmax weight
+  s.ikv.assign(e.ikv, 0.0f);
+  s.iscore.assign(e.iscore, kNegInf);
 }
 
 CpuSession empty_cpu_session(const ModelConfig& c) {

@@ -87,8 +87,8 @@ std::string read_header(const std::string& path, uint64_t fp, uint64_t file_size
 
 }  // namespace
 
-KvStore::KvStore(std::string dir, uint64_t budget_bytes, uint64_t fingerprint)
-    : dir_(std::move(dir)), budget_(budget_bytes), fp_(fingerprint) {
+KvStore::KvStore(std::string dir, uint64_t budget_bytes, uint64_t fingerprint, ModelConfig cfg)
+    : dir_(std::move(dir)), budget_(budget_bytes), fp_(fingerprint), cfg_(std::move(cfg)) {
   if (dir_.empty()) fail("kv store: empty directory name");
   while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
   std::error_code ec;
@@ -183,9 +183,9 @@ size_t KvStore::load_longest(std::span<const int32_t> prompt, size_t max_len,
     Entry& e = entries_[(size_t)best];
     const std::string p = path(e.name);
     std::vector<int32_t> toks;
-    CpuSession s = sess;  // shapes for load_session's checks
+    CpuSession s;
     try {
-      load_session(p, fp_, toks, s);
+      load_session(p, fp_, cfg_, toks, s);
       if (toks != e.tokens) fail("{}: tokens differ from the header", p);
     } catch (const std::exception& ex) {
       fmt::print(stderr, "kv cache: {}\n", ex.what());

@@ -28,18 +28,20 @@ namespace dsv4 {
 
 class KvStore {
  public:
-  // Creates `dir` if needed and scans it. Throws dsv4::Error when the directory cannot be
-  // created or read.
-  KvStore(std::string dir, uint64_t budget_bytes, uint64_t fingerprint);
+  // Creates `dir` if needed and scans it. `fingerprint` (model_fingerprint) and `cfg` describe
+  // the model: the first keys and filters the files, the second gives the state shapes loads
+  // are checked against. Throws dsv4::Error when the directory cannot be created or read.
+  KvStore(std::string dir, uint64_t budget_bytes, uint64_t fingerprint, ModelConfig cfg);
 
   // The length of the longest stored sequence that is a prefix of `prompt` and has at most
   // `max_len` tokens (0 when none).
   size_t longest_prefix(std::span<const int32_t> prompt, size_t max_len) const;
 
   // Loads the longest stored prefix of `prompt` with at most `max_len` tokens into `tokens` /
-  // `sess` (`sess` must come from the model's new_session(): its shapes are checked). Files
-  // that fail to load are removed and the next candidate is tried. Returns the number of tokens
-  // loaded (0: nothing loaded, `tokens` and `sess` untouched).
+  // `sess` (replacing what `sess` held). Files that fail to load (load_session: checksum,
+  // truncation, any state size that is not the model's) are removed and the next candidate is
+  // tried. Returns the number of tokens loaded (0: nothing loaded, `tokens` and `sess`
+  // untouched).
   size_t load_longest(std::span<const int32_t> prompt, size_t max_len, std::vector<int32_t>& tokens,
                       CpuSession& sess);
 
@@ -70,6 +72,7 @@ class KvStore {
   std::string dir_;
   uint64_t budget_;
   uint64_t fp_;
+  ModelConfig cfg_;
   mutable std::mutex mu_;
   std::vector<Entry> entries_;
   uint64_t total_ = 0;

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/state_extent.h"
 
 namespace dsv4 {
 namespace {
@@ -95,6 +96,21 @@ LayerState get_layer(In& in) {
   return l;
 }
 
+// Names the first buffer of `st` whose size is not `e`'s.
+void check_layer(const std::string& path, const std::string& what, const LayerState& st,
+                 const LayerStateExtent& e) {
+  const struct {
+    const char* name;
+    size_t found, expected;
+  } bufs[] = {{"raw", st.raw.size(), e.raw},          {"comp", st.comp.size(), e.comp},
+              {"idx", st.idx.size(), e.idx},          {"ckv", st.ckv.size(), e.ckv},
+              {"cscore", st.cscore.size(), e.cscore}, {"ikv", st.ikv.size(), e.ikv},
+              {"iscore", st.iscore.size(), e.iscore}};
+  for (const auto& b : bufs)
+    if (b.found != b.expected)
+      fail("{}: {} buffer {} has {} floats, expected {}", path, what, b.name, b.found, b.expected);
+}
+
 }  // namespace
 
 uint64_t model_fingerprint(const Model& m) {
@@ -135,8 +151,8 @@ void save_session(const std::string& path, uint64_t fingerprint, const std::vect
   }
 }
 
-void load_session(const std::string& path, uint64_t fingerprint, std::vector<int32_t>& tokens,
-                  CpuSession& s) {
+void load_session(const std::string& path, uint64_t fingerprint, const ModelConfig& c,
+                  std::vector<int32_t>& tokens, CpuSession& s) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("{}: cannot open", path);
   std::vector<uint8_t> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -155,19 +171,29 @@ void load_session(const std::string& path, uint64_t fingerprint, std::vector<int
   out.n_past = in.get<int64_t>();
   out.mtp_n_past = in.get<int64_t>();
   std::vector<int32_t> toks = in.vec<int32_t>();
+  // The token list is bounded by the file's size, so once n_past equals its length the
+  // extents below are bounded too.
+  if (out.n_past < 0) fail("{}: negative n_past {}", path, out.n_past);
+  if ((int64_t)toks.size() != out.n_past)
+    fail("{}: {} tokens but n_past is {}", path, toks.size(), out.n_past);
+  // The MTP block runs on the main model's final states, so it can never be ahead of it.
+  if (out.mtp_n_past < 0 || out.mtp_n_past > out.n_past)
+    fail("{}: mtp_n_past {} is outside [0, n_past = {}]", path, out.mtp_n_past, out.n_past);
+  for (size_t i = 0; i < toks.size(); ++i)
+    if (toks[i] < 0 || (uint32_t)toks[i] >= c.n_vocab)
+      fail("{}: token {} has id {}, outside the vocabulary of {}", path, i, toks[i], c.n_vocab);
   const uint64_t n_layers = in.get<uint64_t>();
-  if (n_layers != s.layers.size())
-    fail("{}: {} layers, model has {}", path, n_layers, s.layers.size());
-  for (uint64_t l = 0; l < n_layers; ++l) {
-    LayerState st = get_layer(in);
-    const LayerState& ref = s.layers[l];
-    if (st.raw.size() != ref.raw.size() || st.ckv.size() != ref.ckv.size() ||
-        st.ikv.size() != ref.ikv.size())
-      fail("{}: layer {} state has the wrong shape", path, l);
-    out.layers.push_back(std::move(st));
+  if (n_layers != c.n_layer) fail("{}: {} layers, model has {}", path, n_layers, c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    out.layers.push_back(get_layer(in));
+    check_layer(path, fmt::format("layer {}", l), out.layers.back(),
+                layer_state_extent(c, c.ratio(l), out.n_past));
   }
   out.mtp = get_layer(in);
-  if ((int64_t)toks.size() != out.n_past) fail("{}: token count does not match the state", path);
+  check_layer(path, "MTP", out.mtp, layer_state_extent(c, 0, out.mtp_n_past));
+  if (const size_t sum_at = b.size() - 8; in.offset() != sum_at)
+    fail("{}: the state ends at byte {} but the checksum starts at byte {}", path, in.offset(),
+         sum_at);
   tokens = std::move(toks);
   s = std::move(out);
 }

@@ -15,9 +15,14 @@ uint64_t model_fingerprint(const Model& m);
 
 void save_session(const std::string& path, uint64_t fingerprint, const std::vector<int32_t>& tokens,
                   const CpuSession& s);
-// Throws naming the path and the problem (not a session file, other version, other model,
-// truncated, checksum mismatch); `tokens` and `s` are only written on success.
-void load_session(const std::string& path, uint64_t fingerprint, std::vector<int32_t>& tokens,
-                  CpuSession& s);
+// Reads a snapshot of the model of config `c` into `tokens` / `s` (whatever `s` held before is
+// replaced). The checksum only detects accidents, so every count is checked too: n_past equals
+// the token count, 0 <= mtp_n_past <= n_past, token ids are in the vocabulary, the layer count,
+// every buffer of every layer and of the MTP block has its layer_state_extent size, and the
+// state ends where the checksum begins. Throws naming the path and the problem (not a session
+// file, other version, other model, truncated, checksum mismatch; for a size: the layer or
+// "MTP", the buffer, found and expected floats); `tokens` and `s` are only written on success.
+void load_session(const std::string& path, uint64_t fingerprint, const ModelConfig& c,
+                  std::vector<int32_t>& tokens, CpuSession& s);
 
 }  // namespace dsv4

@@ -72,7 +72,7 @@ TEST(KvStore, SaveLookupLongestPrefixAndRestart) {
   const std::vector<int32_t> a(all.begin(), all.begin() + 6), b(all.begin(), all.begin() + 12);
   const std::vector<int32_t> other = seq(8, 5);
   {
-    KvStore kv(dir.string(), 64ull << 20, f.fp);
+    KvStore kv(dir.string(), 64ull << 20, f.fp, f.model->cfg);
     EXPECT_EQ(kv.files(), 0u);
     EXPECT_TRUE(kv.save(a, f.run(a)));
     EXPECT_TRUE(kv.save(b, f.run(b)));
@@ -88,7 +88,7 @@ TEST(KvStore, SaveLookupLongestPrefixAndRestart) {
     EXPECT_EQ(kv.file_name(a).size(), 19u);
   }
   // Restart: the index comes back from the headers; loading gives the same state.
-  KvStore kv(dir.string(), 64ull << 20, f.fp);
+  KvStore kv(dir.string(), 64ull << 20, f.fp, f.model->cfg);
   EXPECT_EQ(kv.files(), 3u);
   EXPECT_GT(kv.bytes(), 0u);
   std::vector<int32_t> toks;
@@ -115,12 +115,12 @@ TEST(KvStore, EvictsLeastRecentlyUsedOverBudget) {
   const std::vector<int32_t> a = seq(4, 1), b = seq(4, 2), c = seq(4, 3);
   uint64_t one = 0;
   {
-    KvStore probe(dir.string(), 64ull << 20, f.fp);
+    KvStore probe(dir.string(), 64ull << 20, f.fp, f.model->cfg);
     ASSERT_TRUE(probe.save(a, f.run(a)));
     one = probe.bytes();
   }
   fs::remove_all(dir);
-  KvStore kv(dir.string(), one * 2 + one / 2, f.fp);  // room for two
+  KvStore kv(dir.string(), one * 2 + one / 2, f.fp, f.model->cfg);  // room for two
   ASSERT_TRUE(kv.save(a, f.run(a)));
   ASSERT_TRUE(kv.save(b, f.run(b)));
   // Use `a`: now `b` is the least recently used.
@@ -135,7 +135,7 @@ TEST(KvStore, EvictsLeastRecentlyUsedOverBudget) {
   EXPECT_LE(kv.bytes(), one * 2 + one / 2);
   EXPECT_EQ(count_files(dir), 2u);
   // A snapshot larger than the whole budget is refused and leaves nothing behind.
-  KvStore tiny((dir / "small").string(), one / 2, f.fp);
+  KvStore tiny((dir / "small").string(), one / 2, f.fp, f.model->cfg);
   EXPECT_FALSE(tiny.save(a, f.run(a)));
   EXPECT_EQ(tiny.files(), 0u);
   EXPECT_EQ(count_files(dir / "small"), 0u);
@@ -150,7 +150,7 @@ TEST(KvStore, CorruptTruncatedForeignAndStrayFiles) {
       c(all.begin(), all.begin() + 12);
   std::string name_a, name_b, name_c;
   {
-    KvStore kv(dir.string(), 64ull << 20, f.fp);
+    KvStore kv(dir.string(), 64ull << 20, f.fp, f.model->cfg);
     ASSERT_TRUE(kv.save(a, f.run(a)));
     ASSERT_TRUE(kv.save(b, f.run(b)));
     ASSERT_TRUE(kv.save(c, f.run(c)));
@@ -180,7 +180,7 @@ TEST(KvStore, CorruptTruncatedForeignAndStrayFiles) {
   { std::ofstream(dir / "notes.txt") << "keep me"; }
   fs::copy_file(dir / name_a, dir / "fedcba9876543210.kv");
 
-  KvStore kv(dir.string(), 64ull << 20, f.fp);
+  KvStore kv(dir.string(), 64ull << 20, f.fp, f.model->cfg);
   // The scan removed the truncated, garbage, renamed and temporary files.
   EXPECT_EQ(kv.files(), 2u);
   EXPECT_FALSE(fs::exists(dir / name_b));
@@ -198,9 +198,32 @@ TEST(KvStore, CorruptTruncatedForeignAndStrayFiles) {
   EXPECT_EQ(kv.files(), 1u);
 
   // Another model's fingerprint: its files are foreign and removed.
-  KvStore foreign(dir.string(), 64ull << 20, f.fp ^ 1);
+  KvStore foreign(dir.string(), 64ull << 20, f.fp ^ 1, f.model->cfg);
   EXPECT_EQ(foreign.files(), 0u);
   EXPECT_FALSE(fs::exists(dir / name_a));
   EXPECT_TRUE(fs::exists(dir / "notes.txt"));
+  fs::remove_all(dir);
+}
+
+// A snapshot whose checksum is valid but whose state has the wrong shape (a compressed row
+// missing) is removed at load time, and the next-longest prefix is used.
+TEST(KvStore, WrongShapeIsRemovedAndNextPrefixUsed) {
+  const Fixture& f = fx();
+  const fs::path dir = temp_dir("shape");
+  const std::vector<int32_t> all = seq(20);
+  const std::vector<int32_t> a(all.begin(), all.begin() + 5), b(all.begin(), all.begin() + 10);
+  KvStore kv(dir.string(), 64ull << 20, f.fp, f.model->cfg);
+  ASSERT_TRUE(kv.save(a, f.run(a)));
+  CpuSession bad = f.run(b);
+  for (LayerState& l : bad.layers)
+    if (!l.comp.empty()) l.comp.resize(l.comp.size() - f.model->cfg.head_dim);
+  ASSERT_TRUE(kv.save(b, bad));
+  std::vector<int32_t> t;
+  CpuSession s;
+  EXPECT_EQ(kv.load_longest(all, all.size(), t, s), 5u);
+  EXPECT_EQ(t, a);
+  EXPECT_EQ(s.n_past, 5);
+  EXPECT_FALSE(fs::exists(dir / kv.file_name(b)));
+  EXPECT_EQ(kv.files(), 1u);
   fs::remove_all(dir);
 }
