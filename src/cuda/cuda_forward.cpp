@@ -26,6 +26,7 @@
 #include "cuda/launch_repeat.h"
 #include "cuda/matvec.h"
 #include "model/ops.h"
+#include "model/state_extent.h"
 #include "quant/quant.h"
 
 namespace dsv4::cuda {
@@ -653,6 +654,7 @@ struct CudaModel::Impl {
         op.nb = (int)(n - done);
         done = n;
       }
+      op.side = s != nullptr && s != stream.get();
       matvec_run(op, s ? s : stream.get());
     }
   }
@@ -769,6 +771,7 @@ struct CudaModel::Impl {
     // 4-byte aligned device allocations, so the byte distance is a multiple of 4).
     op.y_mat_stride = (int64_t)(reinterpret_cast<uintptr_t>(y1) - reinterpret_cast<uintptr_t>(y0)) /
                       (int64_t)sizeof(float);
+    op.side = s != stream.get();
     matvec_run(op, s);
   }
 
@@ -1223,52 +1226,28 @@ std::unique_ptr<CudaSession> CudaModel::new_session() const {
   return s;
 }
 
-namespace {
-
-// Bytes of each state buffer of layer `l` that hold data after `n` tokens: the whole ring and
-// frontiers, the rows emitted so far. The host layout (CpuSession) has exactly these sizes.
-struct LayerExtent {
-  size_t raw = 0, comp = 0, idx = 0, ckv = 0, ikv = 0;
-};
-LayerExtent layer_extent(const ModelConfig& c, uint32_t l, int64_t n) {
-  const uint32_t r = c.ratio(l);
-  const size_t hd = c.head_dim, ID = c.idx_head_dim;
-  LayerExtent e;
-  e.raw = 4 * (size_t)c.window * hd;
-  if (r > 0) {
-    const size_t lanes = ModelConfig::compressor_lanes(r);
-    e.comp = 4 * (size_t)(n / r) * hd;
-    e.ckv = 4 * lanes * r * lanes * hd;
-  }
-  if (r == 4) {
-    e.idx = 4 * (size_t)(n / 4) * ID;
-    e.ikv = 4 * 8 * 2 * ID;
-  }
-  return e;
-}
-
-}  // namespace
-
 std::unique_ptr<CudaSession> CudaModel::clone_session(const CudaSession& cs) const {
   Impl& m = *impl_;
   const SessionImpl& src = m.session(cs);
   auto out = new_session();
   SessionImpl& dst = m.session(*out);
   cudaStream_t st = m.stream.get();
-  auto copy = [&](const DeviceBuffer& to, const DeviceBuffer& from, size_t bytes) {
-    if (bytes > 0)
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(to.data(), from.data(), bytes, cudaMemcpyDeviceToDevice, st));
+  // The buffers' live part: the host layout's sizes (model/state_extent.h).
+  auto copy = [&](const DeviceBuffer& to, const DeviceBuffer& from, size_t floats) {
+    if (floats > 0)
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(to.data(), from.data(), sizeof(float) * floats,
+                                      cudaMemcpyDeviceToDevice, st));
   };
   for (uint32_t l = 0; l < m.c.n_layer; ++l) {
-    const LayerExtent e = layer_extent(m.c, l, src.n_past_);
+    const LayerStateExtent e = layer_state_extent(m.c, m.c.ratio(l), src.n_past_);
     const SessionImpl::Layer &a = src.layers[l], &b = dst.layers[l];
     copy(b.raw, a.raw, e.raw);
     copy(b.comp, a.comp, e.comp);
     copy(b.idx, a.idx, e.idx);
     copy(b.ckv, a.ckv, e.ckv);
-    copy(b.csc, a.csc, e.ckv);
+    copy(b.csc, a.csc, e.cscore);
     copy(b.ikv, a.ikv, e.ikv);
-    copy(b.isc, a.isc, e.ikv);
+    copy(b.isc, a.isc, e.iscore);
   }
   m.stream.sync();
   dst.n_past_ = src.n_past_;  // no graph: the clone captures its own (it bakes in the buffers)
@@ -1283,13 +1262,13 @@ void CudaModel::download_session(const CudaSession& cs, CpuSession& out) const {
   CpuSession h;
   h.n_past = s.n_past_;
   h.layers.resize(c.n_layer);
-  auto get = [](std::vector<float>& v, const DeviceBuffer& b, size_t bytes) {
-    v.resize(bytes / 4);
-    if (bytes > 0) b.download(v.data(), bytes);
+  auto get = [](std::vector<float>& v, const DeviceBuffer& b, size_t floats) {
+    v.resize(floats);
+    if (floats > 0) b.download(v.data(), sizeof(float) * floats);
   };
   const int64_t W = c.window, hd = c.head_dim;
   for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const LayerExtent e = layer_extent(c, l, s.n_past_);
+    const LayerStateExtent e = layer_state_extent(c, c.ratio(l), s.n_past_);
     const SessionImpl::Layer& d = s.layers[l];
     LayerState& L = h.layers[l];
     get(L.raw, d.raw, e.raw);
@@ -1298,9 +1277,9 @@ void CudaModel::download_session(const CudaSession& cs, CpuSession& out) const {
     get(L.comp, d.comp, e.comp);
     get(L.idx, d.idx, e.idx);
     get(L.ckv, d.ckv, e.ckv);
-    get(L.cscore, d.csc, e.ckv);
+    get(L.cscore, d.csc, e.cscore);
     get(L.ikv, d.ikv, e.ikv);
-    get(L.iscore, d.isc, e.ikv);
+    get(L.iscore, d.isc, e.iscore);
   }
   // The MTP block's state as CpuModel::new_session makes it (MTP does not run here).
   h.mtp.raw.assign((size_t)(W * hd), 0.0f);
@@ -1319,20 +1298,20 @@ std::unique_ptr<CudaSession> CudaModel::upload_session(const CpuSession& in) con
   if (in.layers.size() != c.n_layer)
     fail("cuda session upload: {} layers, the model has {}", in.layers.size(), c.n_layer);
   for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const LayerExtent e = layer_extent(c, l, in.n_past);
+    const LayerStateExtent e = layer_state_extent(c, c.ratio(l), in.n_past);
     const LayerState& L = in.layers[l];
-    auto check = [&](const char* what, const std::vector<float>& v, size_t bytes) {
-      if (v.size() * 4 != bytes)
+    auto check = [&](const char* what, const std::vector<float>& v, size_t floats) {
+      if (v.size() != floats)
         fail("cuda session upload: layer {} {}: {} values, expected {} for {} tokens", l, what,
-             v.size(), bytes / 4, in.n_past);
+             v.size(), floats, in.n_past);
     };
     check("raw window", L.raw, e.raw);
     check("compressed rows", L.comp, e.comp);
     check("indexer rows", L.idx, e.idx);
     check("compressor kv frontier", L.ckv, e.ckv);
-    check("compressor score frontier", L.cscore, e.ckv);
+    check("compressor score frontier", L.cscore, e.cscore);
     check("indexer kv frontier", L.ikv, e.ikv);
-    check("indexer score frontier", L.iscore, e.ikv);
+    check("indexer score frontier", L.iscore, e.iscore);
   }
   auto out = new_session();
   SessionImpl& s = m.session(*out);

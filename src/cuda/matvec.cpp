@@ -79,6 +79,7 @@ Prepared prepare(const MatvecOp& op) {
   s.n_slots = op.n_slots;
   s.per_slot_x = op.n_slots > 1 && op.x_slot_stride != 0;
   s.x8 = op.x8;
+  s.side = op.side;
   const auto geom = mv::format_geom(op.type, op.x8);
   bool ok = op.path == MatvecPath::kAuto && geom.has_value();
   if (ok) {

@@ -53,6 +53,10 @@ struct MatvecOp {
   // rounding (half a step of absmax/127 per value). Ignored elsewhere (other types, the generic
   // kernel).
   bool x8 = false;
+  // Runs on a side stream beside the decode chain (a graph branch): the planner may then choose
+  // a smaller shared-memory footprint so that the chain's kernels still fit on the SMs
+  // (Tuning::side_persist).
+  bool side = false;
 };
 
 void matvec_run(const MatvecOp& op, cudaStream_t stream = nullptr);

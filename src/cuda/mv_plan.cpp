@@ -53,10 +53,12 @@ std::string apply_tuning_spec(Tuning& t, const std::string& spec) {
                  : k == "t_q8"           ? &t.target_q8
                  : k == "t_iq2"          ? &t.target_iq2
                  : k == "t_q2k"          ? &t.target_q2k
+                 : k == "t_f16"          ? &t.target_float
                  : k == "persist"        ? &t.persist
                  : k == "pw"             ? &t.persist_warps
                  : k == "pitems"         ? &t.persist_items
                  : k == "pocc"           ? &t.persist_occ
+                 : k == "side_pw"        ? &t.side_persist_warps
                                          : nullptr;
     if (!field) return k;
     *field = v;
@@ -122,10 +124,13 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
   const bool bulk_ok = tu.bulk != 0 && s.aligned16 && bgl >= 0 && row_bytes % 16 == 0;
   const bool bulk_shape = bulk_ok && (tu.bulk == 2 || s.type == GgmlType::Q8_0);
   const bool opt_x = s.type == GgmlType::Q8_0 && tu.q8_smem_x > 0;
-  const int target = s.type == GgmlType::IQ2_XXS ? tu.target_iq2
-                     : s.type == GgmlType::Q2_K  ? tu.target_q2k
-                     : s.type == GgmlType::Q8_0  ? tu.target_q8
-                                                 : tu.target_warps_per_sm;
+  const int target =
+      s.type == GgmlType::IQ2_XXS ? tu.target_iq2
+      : s.type == GgmlType::Q2_K  ? tu.target_q2k
+      : s.type == GgmlType::Q8_0  ? tu.target_q8
+      : s.type == GgmlType::F16 || s.type == GgmlType::BF16 || s.type == GgmlType::F32
+          ? tu.target_float
+          : tu.target_warps_per_sm;
   const size_t stage_bytes = 32 * (size_t)g.slot_bytes;
 
   const int64_t mats_slots = (int64_t)s.n_mats * s.n_slots;
@@ -208,10 +213,13 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
   // per CTA, so the slots must share it; Q8_0 goes persistent only with x staged (at 8-32 lanes
   // per row, loads of x from global memory scatter over as many lines).
   const bool sx_needed = g.smem_x || (opt_x && !s.per_slot_x);
-  const bool persist_type = tu.persist == 2 || (tu.persist >= 1 && s.type == GgmlType::Q8_0) ||
-                            (tu.persist == 3 && s.type == GgmlType::IQ2_XXS);
+  const bool persist_type = (tu.persist == 2 || (tu.persist >= 1 && s.type == GgmlType::Q8_0) ||
+                             (tu.persist == 3 && s.type == GgmlType::IQ2_XXS)) &&
+                            !(s.side && tu.side_persist_warps <= 0);
   if (persist_type && bulk_ok && !s.per_slot_x && (g.smem_x || opt_x || s.type != GgmlType::Q8_0)) {
-    const int wpc = std::clamp(tu.persist_warps, 1, max_threads_for_nb(s.nb) / 32);
+    const int wpc =
+        std::clamp(s.side ? std::min(tu.persist_warps, tu.side_persist_warps) : tu.persist_warps, 1,
+                   max_threads_for_nb(s.nb) / 32);
     const int64_t want = (int64_t)tu.persist_items * wpc * tu.persist_occ * lim.sm_count;
     int l2 = 0;
     while (l2 < max_lrl && (l2 < bgl || ctas_for(l2) < want) && p.units % (2 << l2) == 0) ++l2;

@@ -29,6 +29,7 @@ struct Shape {
   bool aligned16 = true;    // weight pointers and strides 16-byte aligned (bulk copies)
   bool per_slot_x = false;  // slots read different x vectors
   bool x8 = false;          // x quantized to int8 per 32 values where the format supports it
+  bool side = false;        // runs beside other kernels (MatvecOp::side)
 };
 
 // Planner knobs (defaults are the tuned values; bench_matvec can sweep them).
@@ -46,19 +47,24 @@ struct Tuning {
   int q8_smem_x_min_ks = 4;
   int target_q8 = 16;     // target_warps_per_sm for Q8_0
   int target_iq2 = 32;    // ... IQ2_XXS
-  int target_q2k = 8;     // ... and Q2_K
+  int target_q2k = 16;    // ... and Q2_K
+  int target_float = 8;   // ... F16, BF16 and F32
   int persist = 3;        // persistent kernel (bulk, no k-split): 0 off, 1 Q8_0, 2 every format,
                           // 3 Q8_0 and IQ2_XXS
   int persist_warps = 8;  // warps per persistent CTA
   int persist_items = 8;  // raise lanes per row until each warp has about this many row groups
   int persist_occ = 2;    // resident persistent CTAs per SM assumed by that estimate
+  // Side-stream shapes (Shape::side): persistent CTAs of at most this many warps (0: not
+  // persistent). Half the ring of the chain's CTAs leaves room for the chain's kernels beside
+  // them: H200 q2 decode @2K 144.5 tok/s with 8, 146.0 with 4, 142.8 not persistent.
+  int side_persist_warps = 4;
 };
 // The planner knobs in use: defaults, then DSV4_MV_TUNE (a spec for apply_tuning_spec) read at
 // the first call, so any program (tests, bench_matvec, dsv4 bench) runs under other knobs.
 Tuning& tuning();
 // Applies "key=value,..." to t (keys: target bulk stages force_lr min_ctas max_lr bulk_max_steps
-// q8x q8x_ks t_q8 t_iq2 t_q2k persist pw pitems pocc; a key without value means 1). Returns an
-// empty string, or the first unknown key (the keys before it are applied).
+// q8x q8x_ks t_q8 t_iq2 t_q2k t_f16 persist pw pitems pocc side_pw; a key without value means
+// 1). Returns an empty string, or the first unknown key (the keys before it are applied).
 std::string apply_tuning_spec(Tuning& t, const std::string& spec);
 
 // Warps per SM the planner aims for (latency hiding; each warp keeps `stages` units in flight).

@@ -291,6 +291,31 @@ TEST(CudaMatvecPlan, OddShapesFallBackToGeneric) {
   EXPECT_TRUE(plan(GgmlType::Q8_0, 64, 16384, true, 8).fast);  // Q8_0 reads x from global
 }
 
+// A shape marked side (a decode graph branch) gets persistent CTAs of at most side_persist_warps
+// warps, so its shared memory leaves room for the chain's kernels; 0 turns persistence off.
+TEST(CudaMatvecPlan, SideShapesTakeSmallerPersistentCtas) {
+  // attn_q_b (f32 x: expect_plan_invariants checks the f32 x staging)
+  mv::Shape s{GgmlType::Q8_0, 32768, 1024, 1, 1, 1, true};
+  mv::Tuning& tu = mv::tuning();
+  const mv::Tuning saved = tu;
+  tu = mv::Tuning{};
+  const mv::Plan chain = mv::plan_matvec(s, kH100);
+  s.side = true;
+  const mv::Plan side = mv::plan_matvec(s, kH100);
+  tu.side_persist_warps = 0;
+  const mv::Plan off = mv::plan_matvec(s, kH100);
+  tu = saved;
+  ASSERT_TRUE(chain.fast && chain.persist) << mv::to_string(chain);
+  ASSERT_TRUE(side.fast && side.persist) << mv::to_string(side);
+  EXPECT_EQ(chain.persist_warps, mv::Tuning{}.persist_warps);
+  EXPECT_EQ(side.persist_warps,
+            std::min(mv::Tuning{}.persist_warps, mv::Tuning{}.side_persist_warps));
+  EXPECT_LT(side.smem, chain.smem);
+  expect_plan_invariants(s, side, kH100);
+  EXPECT_TRUE(off.fast) << mv::to_string(off);
+  EXPECT_FALSE(off.persist) << mv::to_string(off);
+}
+
 TEST(CudaError, CheckNamesCallFileAndLine) {
   auto failing_call = [] { return cudaErrorInvalidValue; };
   try {
