@@ -261,6 +261,7 @@ struct CudaModel::Impl {
   // the query path, forked from and joined back to `stream` through these events (graph branches
   // when captured). DSV4_CUDA_PAR=0, or the stage profiler, keeps decode on one stream.
   bool par_decode = true;
+  bool hc_post_mix_on = true;  // DSV4_HC_POST_MIX=0: hc_post and hc_mix_partials apart (A/B)
   Event ev_fork[kSide], ev_join[kSide];
   DeviceBuffer sgu, sh;  // the shared expert's gate/up and SwiGLU rows of a decode step
   std::vector<int32_t> host_slots;
@@ -348,6 +349,7 @@ struct CudaModel::Impl {
     amax_ws.fill_bytes(0);
     side.resize(kSide);
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_HC_POST_MIX")) hc_post_mix_on = std::strcmp(e, "0") != 0;
     if (prof.on) par_decode = false;  // stage events on one stream
     if (const char* e = std::getenv("DSV4_GRAPH_BOUND"); e && !std::strcmp(e, "capacity"))
       opt.graph_min_bound = opt.max_ctx;  // one graph, sized for the capacity
@@ -726,14 +728,20 @@ struct CudaModel::Impl {
   // HC mixes of X (fn · X) and HCPre + RMSNorm into post, comb and xin. One token with an F16
   // fn: partial mixes over column slices, summed inside hc_pre (the mixes matvec had one CTA per
   // row: 24 of 132 SMs busy for ~7 us, twice per layer on the decode critical path).
+  // One token with an F16 fn of a supported shape: the mixes as column-slice partial sums.
+  bool mix_parts_path(const TensorRef& fn, int n) const {
+    return n == 1 && fn.type == GgmlType::F16 && reinterpret_cast<uintptr_t>(fn.data) % 16 == 0 &&
+           fwd::hc_mix_partials_supported(fn.rows(), fn.cols(), (int)c.hc_mult, (int)c.n_embd);
+  }
+  // parts_ready: hc_post_mix already wrote the partial mixes (mix_parts_path(fn, n) holds).
   void hc_mix_pre(const TensorRef& fn, const TensorRef& base, const TensorRef& scale,
-                  const TensorRef& norm, int n) {
+                  const TensorRef& norm, int n, bool parts_ready = false) {
     cudaStream_t cs = stream.get();
     const int D = (int)c.n_embd, hc = (int)c.hc_mult;
-    if (n == 1 && fn.type == GgmlType::F16 && reinterpret_cast<uintptr_t>(fn.data) % 16 == 0 &&
-        fwd::hc_mix_partials_supported(fn.rows(), fn.cols(), hc, D)) {
-      fwd::hc_mix_partials(fn.data, X.as<float>(), (int)fn.rows(), (int)fn.cols(),
-                           mix_parts.as<float>(), cs);
+    if (mix_parts_path(fn, n)) {
+      if (!parts_ready)
+        fwd::hc_mix_partials(fn.data, X.as<float>(), (int)fn.rows(), (int)fn.cols(),
+                             mix_parts.as<float>(), cs);
       prof.mark("hc_pre", cs);
       fwd::hc_pre_parts(X.as<float>(), mix_parts.as<float>(), fwd::hc_mix_slices(fn.cols()),
                         fptr(base), fptr(scale), fptr(norm), D, hc, (int)c.hc_sinkhorn_iters,
@@ -963,12 +971,19 @@ struct CudaModel::Impl {
     }
     M("o_b");
     proj(L.o_b, u.as<float>(), n, f.as<float>(), nullptr, opt.dense_x8);
+    // One token: the MoE sublayer's HC mix partials come out of hc_post (one launch fewer on the
+    // decode chain; DSV4_HC_POST_MIX=0 keeps them apart).
+    const bool post_mix = hc_post_mix_on && hc == 4 && mix_parts_path(L.hc_ffn_fn, n);
     M("hc_post");
-    fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
+    if (post_mix)
+      fwd::hc_post_mix(f.as<float>(), post.as<float>(), comb.as<float>(), D, X.as<float>(),
+                       L.hc_ffn_fn.data, (int)L.hc_ffn_fn.rows(), mix_parts.as<float>(), cs);
+    else
+      fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
 
     // MoE sublayer.
     M("ffn_hc_fn");
-    hc_mix_pre(L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm, n);
+    hc_mix_pre(L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm, n, post_mix);
     // One token: the shared expert (branch 0, its own scratch) runs beside the router and the
     // routed experts.
     Branches fb{*this, n == 1 && par_decode};

@@ -310,6 +310,61 @@ __global__ void __launch_bounds__(kMixThreads)
   }
 }
 
+// hc_post of one token (HC = 4) fused with the next sublayer's hc_mix_partials: CTA g owns
+// positions d in [64 g, 64 g + 64) of the four streams, i.e. the 256 columns {k D + d} of the
+// next F16 mix matrix, writes those X values and then the partial mixes of exactly those columns
+// (same G = D / 64 slices as hc_mix_partials, another grouping of the columns per slice). It
+// replaces one dependent launch between the attention output and the MoE sublayer's hc_pre; the
+// mix weights are loaded before the PDL wait. Element y[k][d] is computed as in hc_post_kernel.
+constexpr int kPmD = kMixSlice / 4;  // positions per CTA
+__global__ void __launch_bounds__(kMixThreads)
+    hc_post_mix_kernel(const float* f, const float* post, const float* comb, int D, float* X,
+                       const __half* W, int rows, float* parts) {
+  static_assert(kMixThreads == 4 * kPmD, "one thread per (stream, position)");
+  const int g = blockIdx.x, t = threadIdx.x, lane = t & 31, w = t >> 5;
+  const int d0 = g * kPmD;
+  const int cl = 8 * lane;  // this lane's 8 local columns: stream cl / kPmD, positions from cl
+  const int64_t col = (int64_t)(cl / kPmD) * D + d0 + cl % kPmD;
+  constexpr int kRowsPerWarp = kMixMaxRows / (kMixThreads / 32);
+  uint4 wv[kRowsPerWarp];
+#pragma unroll
+  for (int q = 0; q < kRowsPerWarp; ++q) {
+    const int row = w + (kMixThreads / 32) * q;
+    wv[q] = row < rows ? __ldg(reinterpret_cast<const uint4*>(W + (int64_t)row * 4 * D + col))
+                       : make_uint4(0u, 0u, 0u, 0u);
+  }
+  pdl_trigger();
+  pdl_wait();
+  __shared__ __align__(16) float xs[kMixSlice];
+  {
+    const int k = t / kPmD, d = d0 + t % kPmD;
+    float xo[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) xo[j] = X[(int64_t)j * D + d];
+    float acc = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc += comb[j * 4 + k] * xo[j];
+    const float y = post[k] * f[d] + acc;
+    xs[t] = y;
+    __syncthreads();  // every thread of this position has read the old X values
+    X[(int64_t)k * D + d] = y;
+  }
+  const float4 xa = *reinterpret_cast<const float4*>(xs + cl);
+  const float4 xb = *reinterpret_cast<const float4*>(xs + cl + 4);
+#pragma unroll
+  for (int q = 0; q < kRowsPerWarp; ++q) {
+    const int row = w + (kMixThreads / 32) * q;
+    if (row >= rows) break;
+    const __half2* h = reinterpret_cast<const __half2*>(&wv[q]);
+    const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
+    const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
+    float v = w0.x * xa.x + w0.y * xa.y + w1.x * xa.z + w1.y * xa.w;
+    v += w2.x * xb.x + w2.y * xb.y + w3.x * xb.z + w3.y * xb.w;
+    v = warp_sum(v);
+    if (lane == 0) parts[(int64_t)g * rows + row] = v;
+  }
+}
+
 // HC > 0: hc known at compile time (registers; runtime-sized arrays live in local memory).
 template <int HC>
 __global__ void hc_post_kernel(const float* f, const float* post, const float* comb, int D,
@@ -516,6 +571,16 @@ void hc_pre_parts(const float* X, const float* parts, int G, const float* base, 
   launch_k(hc_pre_reg_kernel<4>, dim3(1, 2), threads, 0, s, X, (const float*)nullptr, parts, G,
            base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb, xin);
   FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
+}
+
+void hc_post_mix(const float* f, const float* post, const float* comb, int D, float* X,
+                 const void* w_f16, int rows, float* parts, cudaStream_t s) {
+  if (!hc_mix_partials_supported(rows, 4 * (int64_t)D, 4, D) ||
+      (reinterpret_cast<uintptr_t>(w_f16) & 15) != 0)
+    throw_invalid_argument("hc_post_mix: unsupported shape or alignment");
+  launch_k(hc_post_mix_kernel, (unsigned)(D / kPmD), kMixThreads, 0, s, f, post, comb, D, X,
+           static_cast<const __half*>(w_f16), rows, parts);
+  FWD_LAUNCH_CHECK("hc_post_mix_kernel");
 }
 
 void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,

@@ -32,6 +32,13 @@ void hc_pre_parts(const float* X, const float* parts, int G, const float* base, 
                   const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
                   float* post, float* comb, float* xin, cudaStream_t s);
 
+// hc_post of one token (hc = 4) and then hc_mix_partials of the new X with the next sublayer's F16
+// mix matrix [rows][4 D] in one launch: parts [hc_mix_slices(4 D)][rows], summed by hc_pre_parts
+// (the slices group the columns differently, so the sums differ from hc_mix_partials' in rounding
+// only). Needs hc_mix_partials_supported(rows, 4 D, 4, D) and a 16-byte aligned matrix.
+void hc_post_mix(const float* f, const float* post, const float* comb, int D, float* X,
+                 const void* w_f16, int rows, float* parts, cudaStream_t s);
+
 // HCPost (§4.3), in place on X.
 void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,
              cudaStream_t s);
