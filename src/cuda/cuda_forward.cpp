@@ -261,7 +261,9 @@ struct CudaModel::Impl {
   // the query path, forked from and joined back to `stream` through these events (graph branches
   // when captured). DSV4_CUDA_PAR=0, or the stage profiler, keeps decode on one stream.
   bool par_decode = true;
-  bool hc_post_mix_on = true;  // DSV4_HC_POST_MIX=0: hc_post and hc_mix_partials apart (A/B)
+  // DSV4_HC_POST_MIX=0: hc_post / the MoE combine and hc_mix_partials apart (A/B).
+  bool hc_post_mix_on = true;
+  bool attn_parts_ready = false;  // the previous layer's combine wrote this layer's mix partials
   Event ev_fork[kSide], ev_join[kSide];
   DeviceBuffer sgu, sh;  // the shared expert's gate/up and SwiGLU rows of a decode step
   std::vector<int32_t> host_slots;
@@ -833,7 +835,8 @@ struct CudaModel::Impl {
 
     // Attention sublayer.
     M("attn_hc_fn");
-    hc_mix_pre(L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, L.attn_norm, n);
+    hc_mix_pre(L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, L.attn_norm, n, attn_parts_ready);
+    attn_parts_ready = false;
     // One token: the kv row (branch 0), the compressor (1) and the indexer's compressor and head
     // weights (2) need only xin, and q_b (3) only qr: they run beside the indexer's query path.
     Branches br{*this, n == 1 && par_decode};
@@ -1089,10 +1092,21 @@ struct CudaModel::Impl {
       M("shexp_down");
       mv(L.down_shexp, h.as<float>(), n, shout.as<float>(), nullptr, opt.dense_x8);
     }
+    // One token: the next layer's attention HC mix partials come out of the combine.
+    const TensorRef* next_fn = li + 1 < c.n_layer ? &layers[li + 1].L->hc_attn_fn : nullptr;
+    const bool next_mix =
+        hc_post_mix_on && hc == 4 && !grouped_out && next_fn && mix_parts_path(*next_fn, n);
     M("moe_combine_post");
-    fwd::moe_combine_post(grouped_out ? g_out.as<float>() : contrib.as<float>(), shout.as<float>(),
-                          ids.as<int32_t>(), grouped_out ? g_pos.as<int32_t>() : nullptr, n, k, D,
-                          post.as<float>(), comb.as<float>(), hc, X.as<float>(), cs);
+    if (next_mix)
+      fwd::moe_combine_post_mix(contrib.as<float>(), shout.as<float>(), ids.as<int32_t>(), k, D,
+                                post.as<float>(), comb.as<float>(), X.as<float>(), next_fn->data,
+                                (int)next_fn->rows(), mix_parts.as<float>(), cs);
+    else
+      fwd::moe_combine_post(grouped_out ? g_out.as<float>() : contrib.as<float>(),
+                            shout.as<float>(), ids.as<int32_t>(),
+                            grouped_out ? g_pos.as<int32_t>() : nullptr, n, k, D, post.as<float>(),
+                            comb.as<float>(), hc, X.as<float>(), cs);
+    attn_parts_ready = next_mix;
   }
 
   // Everything of one chunk after the inputs are in `tok` / `p0`: embedding, layers, head for
@@ -1103,6 +1117,7 @@ struct CudaModel::Impl {
     prof.mark("embed", cs);
     fwd::embed(emb.data, (uint32_t)emb.type, (int64_t)emb.row_bytes(), tok.as<int32_t>(), n,
                (int)c.n_embd, (int)c.hc_mult, X.as<float>(), cs);
+    attn_parts_ready = false;
     for (uint32_t l = 0; l < c.n_layer; ++l) layer(s, l, n, capture, host_p0);
     if (first >= n) {
       prof.end_chunk(n, cs);

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include "cuda/fwd_common.cuh"
+#include "cuda/fwd_hc_mix.cuh"
 #include "cuda/fwd_kernels.h"
 #include "cuda/pdl.cuh"
 
@@ -289,7 +290,6 @@ __global__ void __launch_bounds__(kRowThreads)
 // F16 matrix W [rows][cols] by x; warp w takes rows w, w + 8, ..., each lane 8 columns (one 16-byte
 // load of W per row, two of x), and writes parts[g][row]. With 24 rows one CTA per row (the matvec
 // kernel's grid) left most SMs idle for ~7 us; 64 slices finish in about a launch.
-constexpr int kMixSlice = 256, kMixThreads = 256, kMixMaxRows = 32;
 __global__ void __launch_bounds__(kMixThreads)
     hc_mix_partials_kernel(const __half* W, const float* x, int rows, int cols, float* parts) {
   pdl_trigger();
@@ -310,59 +310,30 @@ __global__ void __launch_bounds__(kMixThreads)
   }
 }
 
-// hc_post of one token (HC = 4) fused with the next sublayer's hc_mix_partials: CTA g owns
-// positions d in [64 g, 64 g + 64) of the four streams, i.e. the 256 columns {k D + d} of the
-// next F16 mix matrix, writes those X values and then the partial mixes of exactly those columns
-// (same G = D / 64 slices as hc_mix_partials, another grouping of the columns per slice). It
-// replaces one dependent launch between the attention output and the MoE sublayer's hc_pre; the
-// mix weights are loaded before the PDL wait. Element y[k][d] is computed as in hc_post_kernel.
-constexpr int kPmD = kMixSlice / 4;  // positions per CTA
+// hc_post of one token (HC = 4) fused with the next sublayer's hc_mix_partials (fwd_hc_mix.cuh):
+// one dependent launch fewer between the attention output and the MoE sublayer's hc_pre. Element
+// y[k][d] is computed as in hc_post_kernel.
 __global__ void __launch_bounds__(kMixThreads)
     hc_post_mix_kernel(const float* f, const float* post, const float* comb, int D, float* X,
                        const __half* W, int rows, float* parts) {
-  static_assert(kMixThreads == 4 * kPmD, "one thread per (stream, position)");
-  const int g = blockIdx.x, t = threadIdx.x, lane = t & 31, w = t >> 5;
-  const int d0 = g * kPmD;
-  const int cl = 8 * lane;  // this lane's 8 local columns: stream cl / kPmD, positions from cl
-  const int64_t col = (int64_t)(cl / kPmD) * D + d0 + cl % kPmD;
-  constexpr int kRowsPerWarp = kMixMaxRows / (kMixThreads / 32);
-  uint4 wv[kRowsPerWarp];
-#pragma unroll
-  for (int q = 0; q < kRowsPerWarp; ++q) {
-    const int row = w + (kMixThreads / 32) * q;
-    wv[q] = row < rows ? __ldg(reinterpret_cast<const uint4*>(W + (int64_t)row * 4 * D + col))
-                       : make_uint4(0u, 0u, 0u, 0u);
-  }
+  const int g = blockIdx.x, t = threadIdx.x;
+  uint4 wv[kMixRowsPerWarp];
+  hc_mix_slice_load(W, D, rows, g, wv);
   pdl_trigger();
   pdl_wait();
   __shared__ __align__(16) float xs[kMixSlice];
-  {
-    const int k = t / kPmD, d = d0 + t % kPmD;
-    float xo[4];
+  const int k = t / kPmD, d = g * kPmD + t % kPmD;
+  float xo[4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) xo[j] = X[(int64_t)j * D + d];
-    float acc = 0.0f;
+  for (int j = 0; j < 4; ++j) xo[j] = X[(int64_t)j * D + d];
+  float acc = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) acc += comb[j * 4 + k] * xo[j];
-    const float y = post[k] * f[d] + acc;
-    xs[t] = y;
-    __syncthreads();  // every thread of this position has read the old X values
-    X[(int64_t)k * D + d] = y;
-  }
-  const float4 xa = *reinterpret_cast<const float4*>(xs + cl);
-  const float4 xb = *reinterpret_cast<const float4*>(xs + cl + 4);
-#pragma unroll
-  for (int q = 0; q < kRowsPerWarp; ++q) {
-    const int row = w + (kMixThreads / 32) * q;
-    if (row >= rows) break;
-    const __half2* h = reinterpret_cast<const __half2*>(&wv[q]);
-    const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
-    const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
-    float v = w0.x * xa.x + w0.y * xa.y + w1.x * xa.z + w1.y * xa.w;
-    v += w2.x * xb.x + w2.y * xb.y + w3.x * xb.z + w3.y * xb.w;
-    v = warp_sum(v);
-    if (lane == 0) parts[(int64_t)g * rows + row] = v;
-  }
+  for (int j = 0; j < 4; ++j) acc += comb[j * 4 + k] * xo[j];
+  const float y = post[k] * f[d] + acc;
+  xs[t] = y;
+  __syncthreads();  // every thread of this position has read the old X values
+  X[(int64_t)k * D + d] = y;
+  hc_mix_slice_store(xs, wv, rows, g, parts);
 }
 
 // HC > 0: hc known at compile time (registers; runtime-sized arrays live in local memory).

@@ -145,6 +145,12 @@ void moe_combine_post(const float* contrib, const float* shared, const int32_t* 
                       const int32_t* pos, int n, int k, int D, const float* post, const float* comb,
                       int hc, float* X, cudaStream_t s);
 
+// moe_combine_post of one token (hc = 4, per-pair contrib) and then hc_mix_partials of the new X
+// with the next layer's F16 attention mix matrix [rows][4 D] in one launch, as hc_post_mix.
+void moe_combine_post_mix(const float* contrib, const float* shared, const int32_t* ids, int k,
+                          int D, const float* post, const float* comb, float* X, const void* w_f16,
+                          int rows, float* parts, cudaStream_t s);
+
 // Expert-grouped layout of a chunk's k * n (slot, token) pairs (ids [k][n] slot-major, wts
 // [n][k]) for prefill: experts in ascending id, each expert's pairs (slot-major order) packed in
 // groups of gn (1..8) rows, so one gn-vector matvec slot reads an expert's weights once per gn

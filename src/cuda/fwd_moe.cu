@@ -3,6 +3,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include "cuda/fwd_common.cuh"
+#include "cuda/fwd_hc_mix.cuh"
 #include "cuda/fwd_kernels.h"
 #include "cuda/pdl.cuh"
 
@@ -158,6 +159,56 @@ __global__ void moe_combine_post_kernel(const float* contrib, const float* share
 #pragma unroll
   for (int c = 0; c < kN; ++c)
     if (HC > 0 || c < hc) x[c * D + d] = y[c];
+}
+
+// Slot order of one token's k experts for the combine: ascending expert id, stable (rows of the
+// per-pair contrib layout, pos null). One thread.
+__device__ void combine_rows_one_token(const int32_t* ids, int k, int64_t* rows) {
+  int order[kMaxK], id[kMaxK];
+  for (int j = 0; j < k; ++j) {
+    order[j] = j;
+    id[j] = ids[j];
+  }
+  for (int a = 1; a < k; ++a)
+    for (int b = a; b > 0 && id[order[b]] < id[order[b - 1]]; --b) {
+      const int t = order[b];
+      order[b] = order[b - 1];
+      order[b - 1] = t;
+    }
+  for (int j = 0; j < k; ++j) rows[j] = order[j];
+}
+
+// moe_combine_post of one decode token (HC = 4, per-pair contrib) fused with the next layer's
+// attention HC mix partials (fwd_hc_mix.cuh): one dependent launch fewer between layers. Element
+// y[c][d] is computed as in moe_combine_post_kernel.
+__global__ void __launch_bounds__(kMixThreads)
+    moe_combine_post_mix_kernel(const float* contrib, const float* shared, const int32_t* ids,
+                                int k, int D, const float* post, const float* comb, float* X,
+                                const __half* W, int rows, float* parts) {
+  const int g = blockIdx.x, t = threadIdx.x;
+  uint4 wv[kMixRowsPerWarp];
+  hc_mix_slice_load(W, D, rows, g, wv);
+  pdl_trigger();
+  pdl_wait();
+  __shared__ int64_t rows_sh[kMaxK];
+  __shared__ __align__(16) float xs[kMixSlice];
+  if (t == 0) combine_rows_one_token(ids, k, rows_sh);
+  __syncthreads();
+  const int c = t / kPmD, d = g * kPmD + t % kPmD;
+  float fv = 0.0f;
+  for (int j = 0; j < k; ++j) fv += contrib[rows_sh[j] * D + d];
+  fv += shared[d];
+  float xo[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) xo[j] = X[(int64_t)j * D + d];
+  float acc = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) acc += comb[j * 4 + c] * xo[j];
+  const float y = post[c] * fv + acc;
+  xs[t] = y;
+  __syncthreads();  // every thread of this position has read the old X values
+  X[(int64_t)c * D + d] = y;
+  hc_mix_slice_store(xs, wv, rows, g, parts);
 }
 
 // One block. Experts in ascending id, each expert's pairs in slot-major order (s = j * n + i),
@@ -351,6 +402,17 @@ void moe_combine_post(const float* contrib, const float* shared, const int32_t* 
     launch_k(moe_combine_post_kernel<0>, grid, 256, 0, s, contrib, shared, ids, pos, n, k, D, post,
              comb, hc, X);
   FWD_LAUNCH_CHECK("moe_combine_post_kernel");
+}
+
+void moe_combine_post_mix(const float* contrib, const float* shared, const int32_t* ids, int k,
+                          int D, const float* post, const float* comb, float* X, const void* w_f16,
+                          int rows, float* parts, cudaStream_t s) {
+  if (k < 1 || k > kMaxK || !hc_mix_partials_supported(rows, 4 * (int64_t)D, 4, D) ||
+      (reinterpret_cast<uintptr_t>(w_f16) & 15) != 0)
+    throw_invalid_argument("moe_combine_post_mix: unsupported shape or alignment");
+  launch_k(moe_combine_post_mix_kernel, (unsigned)(D / kPmD), kMixThreads, 0, s, contrib, shared,
+           ids, k, D, post, comb, X, static_cast<const __half*>(w_f16), rows, parts);
+  FWD_LAUNCH_CHECK("moe_combine_post_mix_kernel");
 }
 
 void moe_group(const int32_t* ids, const float* wts, int n, int k, int E, int S, int gn,
