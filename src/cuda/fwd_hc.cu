@@ -300,12 +300,7 @@ __global__ void __launch_bounds__(kMixThreads)
   const float4 xa = xp[0], xb = xp[1];
   for (int row = w; row < rows; row += kMixThreads / 32) {
     const uint4 wv = __ldg(reinterpret_cast<const uint4*>(W + (int64_t)row * cols + c));
-    const __half2* h = reinterpret_cast<const __half2*>(&wv);
-    const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
-    const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
-    float v = w0.x * xa.x + w0.y * xa.y + w1.x * xa.z + w1.y * xa.w;
-    v += w2.x * xb.x + w2.y * xb.y + w3.x * xb.z + w3.y * xb.w;
-    v = warp_sum(v);
+    const float v = warp_sum(half8_dot(wv, xa, xb));
     if (lane == 0) parts[(int64_t)g * rows + row] = v;
   }
 }
@@ -316,24 +311,10 @@ __global__ void __launch_bounds__(kMixThreads)
 __global__ void __launch_bounds__(kMixThreads)
     hc_post_mix_kernel(const float* f, const float* post, const float* comb, int D, float* X,
                        const __half* W, int rows, float* parts) {
-  const int g = blockIdx.x, t = threadIdx.x;
+  const int g = blockIdx.x;
   uint4 wv[kMixRowsPerWarp];
-  hc_mix_slice_load(W, D, rows, g, wv);
-  pdl_trigger();
-  pdl_wait();
-  __shared__ __align__(16) float xs[kMixSlice];
-  const int k = t / kPmD, d = g * kPmD + t % kPmD;
-  float xo[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) xo[j] = X[(int64_t)j * D + d];
-  float acc = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) acc += comb[j * 4 + k] * xo[j];
-  const float y = post[k] * f[d] + acc;
-  xs[t] = y;
-  __syncthreads();  // every thread of this position has read the old X values
-  X[(int64_t)k * D + d] = y;
-  hc_mix_slice_store(xs, wv, rows, g, parts);
+  hc_mix_slice_begin(W, D, rows, wv);
+  hc_post_mix_tail(f[g * kPmD + threadIdx.x % kPmD], post, comb, D, X, wv, rows, g, parts);
 }
 
 // HC > 0: hc known at compile time (registers; runtime-sized arrays live in local memory).

@@ -2,13 +2,14 @@
 // writes X (hc_post, the MoE combine): CTA g of kMixThreads threads owns positions
 // [g kPmD, (g + 1) kPmD) of the four streams, i.e. the kMixSlice columns {k D + d} of the next
 // sublayer's F16 mix matrix [rows][4 D]. It loads its weights before the PDL wait
-// (hc_mix_slice_load), writes the new X values of its positions to shared memory, and then
-// writes parts[g][rows] (hc_mix_slice_store). The G = D / kPmD slices group the columns
-// differently from hc_mix_partials, so the sums differ in rounding only.
+// (hc_mix_slice_load), then writes the new X values of its positions and parts[g][rows]
+// (hc_post_mix_tail). The G = D / kPmD slices group the columns differently from
+// hc_mix_partials, so the sums differ in rounding only.
 #pragma once
 #include <cuda_fp16.h>
 
 #include "cuda/fwd_common.cuh"
+#include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::fwd {
 
@@ -31,23 +32,53 @@ __device__ __forceinline__ void hc_mix_slice_load(const __half* W, int D, int ro
   }
 }
 
-// xs [kMixSlice]: the new X at the slice's columns (stream-major), visible to the whole block.
-__device__ __forceinline__ void hc_mix_slice_store(const float* xs,
-                                                   const uint4 (&wv)[kMixRowsPerWarp], int rows,
-                                                   int g, float* parts) {
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+// The start of a fused kernel: this CTA's mix weights requested, then the PDL wait (the weights
+// are constant, so they may be read while the predecessor still runs).
+__device__ __forceinline__ void hc_mix_slice_begin(const __half* W, int D, int rows,
+                                                   uint4 (&wv)[kMixRowsPerWarp]) {
+  hc_mix_slice_load(W, D, rows, (int)blockIdx.x, wv);
+  pdl_trigger();
+  pdl_wait();
+}
+
+// Dot product of 8 F16 weights with 8 floats, in hc_mix_partials' order.
+__device__ __forceinline__ float half8_dot(const uint4& wv, const float4& xa, const float4& xb) {
+  const __half2* h = reinterpret_cast<const __half2*>(&wv);
+  const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
+  const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
+  float v = w0.x * xa.x + w0.y * xa.y + w1.x * xa.z + w1.y * xa.w;
+  v += w2.x * xb.x + w2.y * xb.y + w3.x * xb.z + w3.y * xb.w;
+  return v;
+}
+
+// The tail of a fused kernel, after the PDL wait: thread t owns stream k = t / kPmD at position
+// d = g kPmD + t % kPmD, and fv is the sublayer output at d. Writes the HCPost result
+// y = post[k] fv + sum_j comb[j][k] X[j][d] (the operations of hc_post_kernel) over X, then the
+// slice's partial mixes parts[g][rows] from the weights of hc_mix_slice_load.
+__device__ __forceinline__ void hc_post_mix_tail(float fv, const float* post, const float* comb,
+                                                 int D, float* X,
+                                                 const uint4 (&wv)[kMixRowsPerWarp], int rows,
+                                                 int g, float* parts) {
+  __shared__ __align__(16) float xs[kMixSlice];
+  const int t = threadIdx.x, k = t / kPmD, d = g * kPmD + t % kPmD;
+  float xo[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) xo[j] = X[(int64_t)j * D + d];
+  float acc = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) acc += comb[j * 4 + k] * xo[j];
+  const float y = post[k] * fv + acc;
+  xs[t] = y;
+  __syncthreads();  // every thread of this position has read the old X values
+  X[(int64_t)k * D + d] = y;
+  const int lane = t & 31, w = t >> 5;
   const float4 xa = *reinterpret_cast<const float4*>(xs + 8 * lane);
   const float4 xb = *reinterpret_cast<const float4*>(xs + 8 * lane + 4);
 #pragma unroll
   for (int q = 0; q < kMixRowsPerWarp; ++q) {
     const int row = w + (kMixThreads / 32) * q;
     if (row >= rows) break;
-    const __half2* h = reinterpret_cast<const __half2*>(&wv[q]);
-    const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
-    const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
-    float v = w0.x * xa.x + w0.y * xa.y + w1.x * xa.z + w1.y * xa.w;
-    v += w2.x * xb.x + w2.y * xb.y + w3.x * xb.z + w3.y * xb.w;
-    v = warp_sum(v);
+    const float v = warp_sum(half8_dot(wv[q], xa, xb));
     if (lane == 0) parts[(int64_t)g * rows + row] = v;
   }
 }

@@ -185,30 +185,17 @@ __global__ void __launch_bounds__(kMixThreads)
     moe_combine_post_mix_kernel(const float* contrib, const float* shared, const int32_t* ids,
                                 int k, int D, const float* post, const float* comb, float* X,
                                 const __half* W, int rows, float* parts) {
-  const int g = blockIdx.x, t = threadIdx.x;
+  const int g = blockIdx.x;
   uint4 wv[kMixRowsPerWarp];
-  hc_mix_slice_load(W, D, rows, g, wv);
-  pdl_trigger();
-  pdl_wait();
+  hc_mix_slice_begin(W, D, rows, wv);
   __shared__ int64_t rows_sh[kMaxK];
-  __shared__ __align__(16) float xs[kMixSlice];
-  if (t == 0) combine_rows_one_token(ids, k, rows_sh);
+  if (threadIdx.x == 0) combine_rows_one_token(ids, k, rows_sh);
   __syncthreads();
-  const int c = t / kPmD, d = g * kPmD + t % kPmD;
+  const int d = g * kPmD + threadIdx.x % kPmD;
   float fv = 0.0f;
   for (int j = 0; j < k; ++j) fv += contrib[rows_sh[j] * D + d];
   fv += shared[d];
-  float xo[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) xo[j] = X[(int64_t)j * D + d];
-  float acc = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) acc += comb[j * 4 + c] * xo[j];
-  const float y = post[c] * fv + acc;
-  xs[t] = y;
-  __syncthreads();  // every thread of this position has read the old X values
-  X[(int64_t)c * D + d] = y;
-  hc_mix_slice_store(xs, wv, rows, g, parts);
+  hc_post_mix_tail(fv, post, comb, D, X, wv, rows, g, parts);
 }
 
 // One block. Experts in ascending id, each expert's pairs in slot-major order (s = j * n + i),

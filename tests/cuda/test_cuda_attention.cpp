@@ -24,6 +24,7 @@
 
 #include "cuda/device.h"
 #include "cuda/fwd_kernels.h"
+#include "cuda_test_util.h"
 #include "test_seed.h"
 
 namespace {
@@ -31,9 +32,6 @@ namespace {
 namespace cu = dsv4::cuda;
 namespace fwd = dsv4::cuda::fwd;
 using dsv4::test::run_seed;
-
-#define REQUIRE_GPU() \
-  if (cu::device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped"
 
 constexpr int kHd = 512, kRd = 64, kW = 128;
 

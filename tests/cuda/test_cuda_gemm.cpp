@@ -26,6 +26,7 @@
 #include "cuda/device.h"
 #include "cuda/gemm.h"
 #include "cuda/gemm_experts.h"
+#include "cuda_test_util.h"
 #include "quant/quant.h"
 #include "test_seed.h"
 
@@ -37,8 +38,8 @@ namespace gm = dsv4::cuda::gemm;
 
 using dsv4::test::run_seed;
 
-#define REQUIRE_GPU() \
-  if (cu::device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped"
+using dsv4::test::download;
+using dsv4::test::upload;
 
 // Round to nearest even, as __float2bfloat16_rn (finite inputs).
 uint16_t bf16_bits(float f) {
@@ -58,20 +59,6 @@ std::vector<float> randn(size_t n, uint64_t seed, float sd = 1.0f) {
   std::normal_distribution<float> nd(0.0f, sd);
   std::vector<float> v(n);
   for (auto& x : v) x = nd(rng);
-  return v;
-}
-
-template <class T>
-cu::DeviceBuffer upload(const std::vector<T>& v) {
-  cu::DeviceBuffer b(sizeof(T) * v.size());
-  b.upload(v.data(), sizeof(T) * v.size());
-  return b;
-}
-
-template <class T>
-std::vector<T> download(const cu::DeviceBuffer& b, size_t n) {
-  std::vector<T> v(n);
-  b.download(v.data(), sizeof(T) * n);
   return v;
 }
 

@@ -17,6 +17,7 @@
 #include "core/half.h"
 #include "cuda/device.h"
 #include "cuda/fwd_kernels.h"
+#include "cuda_test_util.h"
 #include "test_seed.h"
 
 namespace {
@@ -25,22 +26,8 @@ namespace cu = dsv4::cuda;
 namespace fwd = dsv4::cuda::fwd;
 using dsv4::test::run_seed;
 
-#define REQUIRE_GPU() \
-  if (cu::device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped"
-
-template <typename T>
-cu::DeviceBuffer upload(const std::vector<T>& v) {
-  cu::DeviceBuffer b(sizeof(T) * v.size());
-  b.upload(v.data(), sizeof(T) * v.size());
-  return b;
-}
-
-template <typename T>
-std::vector<T> download(const cu::DeviceBuffer& b, size_t n) {
-  std::vector<T> v(n);
-  b.download(v.data(), sizeof(T) * n);
-  return v;
-}
+using dsv4::test::download;
+using dsv4::test::upload;
 
 // Rows whose partial mixes, summed over the G slices, miss the double-precision product of the
 // F16 matrix W [rows][cols] with X by more than 1e-5 of the sum of |terms|, in either buffer (a

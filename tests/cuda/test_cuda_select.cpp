@@ -23,6 +23,7 @@
 
 #include "cuda/device.h"
 #include "cuda/fwd_kernels.h"
+#include "cuda_test_util.h"
 #include "test_seed.h"
 
 namespace {
@@ -30,9 +31,6 @@ namespace {
 namespace cu = dsv4::cuda;
 
 using dsv4::test::run_seed;
-
-#define REQUIRE_GPU() \
-  if (cu::device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped"
 
 std::vector<int32_t> cpu_topk(const std::vector<float>& sc, int64_t visible, int topk) {
   std::vector<int32_t> idx((size_t)visible);
