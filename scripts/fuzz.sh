@@ -2,15 +2,17 @@
 # Builds one libFuzzer target (with ASan + UBSan) and runs it.
 #   scripts/fuzz.sh TARGET SECONDS [extra libFuzzer flags...]
 # TARGET: gguf (the GGUF reader and writer), api (the HTTP API request parsers and the chat
-# template), dsml (the streaming parser of generated tool calls). Builds in build-fuzz/TARGET/,
+# template), dsml (the streaming parser of generated tool calls), session (the session-file loader
+# of the disk KV cache). Builds in build-fuzz/TARGET/,
 # seeds its corpus (gguf: tests/data/gguf_broken and tests/fuzz/seeds; api / dsml:
-# tests/fuzz/TARGET_seeds, with the dictionary tests/fuzz/TARGET.dict), and exits non-zero on any
+# tests/fuzz/TARGET_seeds, with the dictionary tests/fuzz/TARGET.dict; session:
+# tests/fuzz/session_seeds, written by tests/fuzz/make_session_seeds.py), and exits non-zero on any
 # crash, leak, timeout, out-of-memory or sanitizer report (the reproducer is left in
 # build-fuzz/TARGET/artifacts/; replay it with build-fuzz/TARGET/fuzz_TARGET FILE).
 set -euo pipefail
 
-target=${1:?usage: scripts/fuzz.sh gguf|api|dsml SECONDS [libFuzzer flags...]}
-secs=${2:?usage: scripts/fuzz.sh gguf|api|dsml SECONDS [libFuzzer flags...]}
+target=${1:?usage: scripts/fuzz.sh gguf|api|dsml|session SECONDS [libFuzzer flags...]}
+secs=${2:?usage: scripts/fuzz.sh gguf|api|dsml|session SECONDS [libFuzzer flags...]}
 shift 2
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/build-fuzz/$target
@@ -36,8 +38,15 @@ case $target in
     seeds=("$fz"/dsml_seeds/*)
     opts=(-max_len=4096 -dict="$fz/dsml.dict")
     ;;
+  session)
+    srcs=("$root"/src/core/*.cpp "$root"/src/gguf/*.cpp "$root"/src/model/config.cpp
+          "$root"/src/model/state_extent.cpp "$root"/src/state/session_file.cpp)
+    libs=(-lfmt)
+    seeds=("$fz"/session_seeds/*)
+    opts=(-max_len=16384)
+    ;;
   *)
-    echo "fuzz.sh: unknown target '$target' (gguf, api, dsml)" >&2
+    echo "fuzz.sh: unknown target '$target' (gguf, api, dsml, session)" >&2
     exit 2
     ;;
 esac

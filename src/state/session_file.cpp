@@ -154,11 +154,21 @@ void save_session(const std::string& path, uint64_t fingerprint, const std::vect
   }
 }
 
+uint64_t session_checksum(const uint8_t* p, size_t n) {
+  return fnv1a(p, n);
+}
+
 void load_session(const std::string& path, uint64_t fingerprint, const ModelConfig& c,
                   std::vector<int32_t>& tokens, CpuSession& s) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("{}: cannot open", path);
-  std::vector<uint8_t> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::vector<uint8_t> b((std::istreambuf_iterator<char>(f)),
+                               std::istreambuf_iterator<char>());
+  parse_session(path, b, fingerprint, c, tokens, s);
+}
+
+void parse_session(const std::string& path, const std::vector<uint8_t>& b, uint64_t fingerprint,
+                   const ModelConfig& c, std::vector<int32_t>& tokens, CpuSession& s) {
   if (b.size() < sizeof kMagic + 8 || std::memcmp(b.data(), kMagic, sizeof kMagic) != 0)
     fail("{}: not a dsv4 session file", path);
   uint64_t stored;

@@ -2,6 +2,7 @@
 // compressed and indexer rows, compressor frontiers). Versioned and checksummed; written
 // atomically (temp file + rename), so a failed save leaves the previous file intact.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,5 +25,10 @@ void save_session(const std::string& path, uint64_t fingerprint, const std::vect
 // "MTP", the buffer, found and expected floats); `tokens` and `s` are only written on success.
 void load_session(const std::string& path, uint64_t fingerprint, const ModelConfig& c,
                   std::vector<int32_t>& tokens, CpuSession& s);
+// load_session on a file's bytes already in memory (`path` only names it in errors).
+void parse_session(const std::string& path, const std::vector<uint8_t>& bytes, uint64_t fingerprint,
+                   const ModelConfig& c, std::vector<int32_t>& tokens, CpuSession& s);
+// The checksum a session file ends with: of every byte before it.
+uint64_t session_checksum(const uint8_t* p, size_t n);
 
 }  // namespace dsv4
