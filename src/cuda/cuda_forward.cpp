@@ -87,6 +87,7 @@ class RepeatSpec {
       counts_[std::string(item)] = count;
     }
   }
+  bool empty() const { return counts_.empty(); }
   int count(const char* stage) const {
     if (counts_.empty()) return 1;
     const auto it = counts_.find(stage);
@@ -120,7 +121,9 @@ class StageProfiler {
   // The interval from this mark to the next one is charged to `name`; the launches from here to
   // the next mark are issued as often as DSV4_CUDA_REPEAT names `name`.
   void mark(const char* name, cudaStream_t s) {
-    launch_repeat() = repeats_.count(name);
+    // Only under DSV4_CUDA_REPEAT (a one-thread benchmark): the count is process-wide, so
+    // concurrent forwards must not write it.
+    if (!repeats_.empty()) launch_repeat() = repeats_.count(name);
     if (!on) return;
     if (used_ == pool_.size()) {
       cudaEvent_t e;
