@@ -730,15 +730,17 @@ struct CudaModel::Impl {
     matvec_run(dn, cs);
   }
 
-  // HC mixes of X (fn · X) and HCPre + RMSNorm into post, comb and xin. One token with an F16
-  // fn: partial mixes over column slices, summed inside hc_pre (the mixes matvec had one CTA per
-  // row: 24 of 132 SMs busy for ~7 us, twice per layer on the decode critical path).
-  // One token with an F16 fn of a supported shape: the mixes as column-slice partial sums.
+  // One token with an F16 fn of a supported shape (hc = 4 among others): the mixes as
+  // column-slice partial sums.
   bool mix_parts_path(const TensorRef& fn, int n) const {
     return n == 1 && fn.type == GgmlType::F16 && reinterpret_cast<uintptr_t>(fn.data) % 16 == 0 &&
            fwd::hc_mix_partials_supported(fn.rows(), fn.cols(), (int)c.hc_mult, (int)c.n_embd);
   }
-  // parts_ready: hc_post_mix already wrote the partial mixes (mix_parts_path(fn, n) holds).
+  // HC mixes of X (fn · X) and HCPre + RMSNorm into post, comb and xin. One token with an F16
+  // fn: partial mixes over column slices, summed inside hc_pre (the mixes matvec had one CTA per
+  // row: 24 of 132 SMs busy for ~7 us, twice per layer on the decode critical path).
+  // parts_ready: hc_post_mix / moe_combine_post_mix already wrote the partial mixes
+  // (mix_parts_path(fn, n) holds).
   void hc_mix_pre(const TensorRef& fn, const TensorRef& base, const TensorRef& scale,
                   const TensorRef& norm, int n, bool parts_ready = false) {
     cudaStream_t cs = stream.get();
@@ -979,7 +981,7 @@ struct CudaModel::Impl {
     proj(L.o_b, u.as<float>(), n, f.as<float>(), nullptr, opt.dense_x8);
     // One token: the MoE sublayer's HC mix partials come out of hc_post (one launch fewer on the
     // decode chain; DSV4_HC_POST_MIX=0 keeps them apart).
-    const bool post_mix = hc_post_mix_on && hc == 4 && mix_parts_path(L.hc_ffn_fn, n);
+    const bool post_mix = hc_post_mix_on && mix_parts_path(L.hc_ffn_fn, n);
     M("hc_post");
     if (post_mix)
       fwd::hc_post_mix(f.as<float>(), post.as<float>(), comb.as<float>(), D, X.as<float>(),
@@ -1097,8 +1099,7 @@ struct CudaModel::Impl {
     }
     // One token: the next layer's attention HC mix partials come out of the combine.
     const TensorRef* next_fn = li + 1 < c.n_layer ? &layers[li + 1].L->hc_attn_fn : nullptr;
-    const bool next_mix =
-        hc_post_mix_on && hc == 4 && !grouped_out && next_fn && mix_parts_path(*next_fn, n);
+    const bool next_mix = hc_post_mix_on && !grouped_out && next_fn && mix_parts_path(*next_fn, n);
     M("moe_combine_post");
     if (next_mix)
       fwd::moe_combine_post_mix(contrib.as<float>(), shout.as<float>(), ids.as<int32_t>(), k, D,

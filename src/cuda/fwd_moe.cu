@@ -97,6 +97,28 @@ __global__ void replicate_kernel(const float* x, int64_t count, int copies, floa
   for (int c = 0; c < copies; ++c) out[(int64_t)c * count + t] = v;
 }
 
+// The contribution rows of token i's k experts in ascending expert id (stable insertion sort):
+// the order in which the combine sums them. pos null: the per-pair layout (row = slot j * n + i),
+// else the grouped one (row = pos[slot]). One thread.
+__device__ void combine_rows(const int32_t* ids, const int32_t* pos, int n, int i, int k,
+                             int64_t* rows) {
+  int order[kMaxK], id[kMaxK];
+  for (int j = 0; j < k; ++j) {
+    order[j] = j;
+    id[j] = ids[(int64_t)j * n + i];
+  }
+  for (int a = 1; a < k; ++a)
+    for (int b = a; b > 0 && id[order[b]] < id[order[b - 1]]; --b) {
+      const int t = order[b];
+      order[b] = order[b - 1];
+      order[b - 1] = t;
+    }
+  for (int j = 0; j < k; ++j) {
+    const int64_t sidx = (int64_t)order[j] * n + i;
+    rows[j] = pos ? (int64_t)pos[sidx] : sidx;
+  }
+}
+
 // out f[i][d] = sum over slots in ascending expert id of contrib, + shared (as the CPU sums), then
 // hc_post for the same (token, d): X[c] = post[c] * f + sum_j comb[j][c] X[j], without a round trip
 // of f through memory.
@@ -114,23 +136,7 @@ __global__ void moe_combine_post_kernel(const float* contrib, const float* share
   __shared__ int64_t rows_sh[kMaxK];
   const int i = blockIdx.y;
   const int hc = HC > 0 ? HC : hc_rt;
-  if (threadIdx.x == 0) {
-    int order[kMaxK], id[kMaxK];
-    for (int j = 0; j < k; ++j) {
-      order[j] = j;
-      id[j] = ids[(int64_t)j * n + i];
-    }
-    for (int a = 1; a < k; ++a)  // insertion sort by expert id (stable)
-      for (int b = a; b > 0 && id[order[b]] < id[order[b - 1]]; --b) {
-        const int t = order[b];
-        order[b] = order[b - 1];
-        order[b - 1] = t;
-      }
-    for (int j = 0; j < k; ++j) {
-      const int64_t sidx = (int64_t)order[j] * n + i;
-      rows_sh[j] = pos ? (int64_t)pos[sidx] : sidx;
-    }
-  }
+  if (threadIdx.x == 0) combine_rows(ids, pos, n, i, k, rows_sh);
   __syncthreads();
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= D) return;
@@ -161,23 +167,6 @@ __global__ void moe_combine_post_kernel(const float* contrib, const float* share
     if (HC > 0 || c < hc) x[c * D + d] = y[c];
 }
 
-// Slot order of one token's k experts for the combine: ascending expert id, stable (rows of the
-// per-pair contrib layout, pos null). One thread.
-__device__ void combine_rows_one_token(const int32_t* ids, int k, int64_t* rows) {
-  int order[kMaxK], id[kMaxK];
-  for (int j = 0; j < k; ++j) {
-    order[j] = j;
-    id[j] = ids[j];
-  }
-  for (int a = 1; a < k; ++a)
-    for (int b = a; b > 0 && id[order[b]] < id[order[b - 1]]; --b) {
-      const int t = order[b];
-      order[b] = order[b - 1];
-      order[b - 1] = t;
-    }
-  for (int j = 0; j < k; ++j) rows[j] = order[j];
-}
-
 // moe_combine_post of one decode token (HC = 4, per-pair contrib) fused with the next layer's
 // attention HC mix partials (fwd_hc_mix.cuh): one dependent launch fewer between layers. Element
 // y[c][d] is computed as in moe_combine_post_kernel.
@@ -189,7 +178,7 @@ __global__ void __launch_bounds__(kMixThreads)
   uint4 wv[kMixRowsPerWarp];
   hc_mix_slice_begin(W, D, rows, wv);
   __shared__ int64_t rows_sh[kMaxK];
-  if (threadIdx.x == 0) combine_rows_one_token(ids, k, rows_sh);
+  if (threadIdx.x == 0) combine_rows(ids, nullptr, 1, 0, k, rows_sh);
   __syncthreads();
   const int d = g * kPmD + threadIdx.x % kPmD;
   float fv = 0.0f;
