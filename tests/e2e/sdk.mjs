@@ -348,12 +348,24 @@ test('cancellation by disconnect: the job stops, the server keeps serving', asyn
 });
 
 test('a full queue answers 429 with Retry-After', async () => {
+  // The server runs one job and queues at most one (--queue 1). The second stream is sent only
+  // once the first is running: sent together, the second can reach a queue still holding the
+  // first (the worker not yet scheduled) and be refused itself, so nothing would wait.
   const acs = [new AbortController(), new AbortController()];
   const body = JSON.stringify({ model: MODEL, messages: USER, stream: true, reasoning_effort: 'none' });
-  const streams = acs.map((ac) => fetch(`${long.url}/v1/chat/completions`, {
+  const open = (ac) => fetch(`${long.url}/v1/chat/completions`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: ac.signal,
-  }).catch(() => null));
+  }).catch(() => null);
+  const streams = [];
+  const idle = (t) => metric(t, 'dsv4_running_jobs') === 0 && metric(t, 'dsv4_queue_depth') === 0;
+  await eventually(async () => idle(await metrics(long.url)), 30000, 'an idle server (earlier jobs done)');
   try {
+    streams.push(open(acs[0]));
+    await eventually(async () => {
+      const t = await metrics(long.url);
+      return metric(t, 'dsv4_running_jobs') === 1 && metric(t, 'dsv4_queue_depth') === 0;
+    }, 30000, 'the first job to run');
+    streams.push(open(acs[1]));
     await eventually(async () => metric(await metrics(long.url), 'dsv4_queue_depth') >= 1, 30000,
       'one running and one queued job');
     const r = await http(`${long.url}/v1/chat/completions`, { body: { model: MODEL, messages: USER, max_tokens: 1 } });
