@@ -239,6 +239,8 @@ struct CudaModel::Impl {
   DeviceBuffer tok, p0, X, mixes, post, comb, xin, qa, qr, q, kv, kvn, ckv, csc, pooled, ikv, isc,
       ipooled, iq, iw, scores, sel, o, u, f, rlog, ids, wts, xrep, gu, h, contrib, shout, z, logits,
       amax, amax_ws, mix_parts;
+  DeviceBuffer router_done;   // fwd::gate_router's CTA count (zero between launches)
+  DeviceBuffer qa_norm_done;  // the q_a product's CTA count (MatvecOp::norm)
   // Expert-grouped routed experts of multi-token chunks (fwd::moe_group): groups of moe_gn rows
   // (env DSV4_CUDA_MOE_GROUP: 1..8, 0 = the per-pair path for every chunk). Buffers hold up to
   // S groups / G_rows rows for any group size.
@@ -352,9 +354,16 @@ struct CudaModel::Impl {
     mix_parts = scratch<float>(fwd::hc_mix_slices(HD) * (2 + c.hc_mult) * c.hc_mult);
     amax_ws = DeviceBuffer((size_t)fwd::argmax_workspace_bytes());
     amax_ws.fill_bytes(0);
+    router_done = DeviceBuffer(sizeof(unsigned));
+    router_done.fill_bytes(0);
+    qa_norm_done = DeviceBuffer(sizeof(unsigned));
+    qa_norm_done.fill_bytes(0);
     side.resize(kSide);
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_POST_MIX")) hc_post_mix_on = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_MV_GLU")) opt.fuse_swiglu = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_GATE_ROUTER")) opt.fuse_router = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_QA_NORM")) opt.fuse_q_a_norm = std::strcmp(e, "0") != 0;
     if (prof.on) par_decode = false;  // stage events on one stream
     if (const char* e = std::getenv("DSV4_GRAPH_BOUND"); e && !std::strcmp(e, "capacity"))
       opt.graph_min_bound = opt.max_ctx;  // one graph, sized for the capacity
@@ -820,6 +829,17 @@ struct CudaModel::Impl {
     const int64_t F = L.gate_shexp.rows();
     mv_pair(L.gate_shexp, L.up_shexp, xin.as<float>(), sgu.as<float>(), sgu.as<float>() + F, s,
             opt.dense_x8);
+    MatvecOp dn;  // the down product, forming the SwiGLU of sgu's two rows while it stages x
+    dn.type = L.down_shexp.type;
+    dn.x8 = opt.dense_x8;
+    dn.w[0] = L.down_shexp.data;
+    dn.rows = L.down_shexp.rows();
+    dn.cols = L.down_shexp.cols();
+    dn.x = sgu.as<float>();
+    dn.y = shout.as<float>();
+    dn.side = s != stream.get();
+    dn.glu = {true, F, nullptr, 1, 1, clamp};
+    if (opt.fuse_swiglu && matvec_glu_supported(dn)) return matvec_run(dn, s);
     fwd::swiglu(sgu.as<float>(), sgu.as<float>() + F, nullptr, 1, (int)c.n_expert_used, 1, (int)F,
                 clamp, sh.as<float>(), s);
     mv(L.down_shexp, sh.as<float>(), 1, shout.as<float>(), s, opt.dense_x8);
@@ -894,9 +914,22 @@ struct CudaModel::Impl {
       }
     }
     M("q_a");
-    proj(L.q_a, xin.as<float>(), n, qa.as<float>(), nullptr, opt.dense_x8);
-    M("q_a_norm");
-    fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
+    MatvecOp qop;  // one token: the product and its RMS norm in one launch where supported
+    qop.type = L.q_a.type;
+    qop.x8 = opt.dense_x8;
+    qop.w[0] = L.q_a.data;
+    qop.rows = L.q_a.rows();
+    qop.cols = L.q_a.cols();
+    qop.x = xin.as<float>();
+    qop.y = qa.as<float>();
+    qop.norm = {qr.as<float>(), fptr(L.q_a_norm), eps, qa_norm_done.as<unsigned>()};
+    if (one && opt.fuse_q_a_norm && matvec_norm_supported(qop)) {
+      matvec_run(qop, cs);
+    } else {
+      proj(L.q_a, xin.as<float>(), n, qa.as<float>(), nullptr, opt.dense_x8);
+      M("q_a_norm");
+      fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
+    }
     br.fork(3);
     M("q_b");
     hold_bf16(qr.as<float>(), n, QL);  // q_b and idx_q_b read qr
@@ -1001,12 +1034,20 @@ struct CudaModel::Impl {
       shared_decode(L, d.clamp, fb.at(0));
     }
     M("gate_inp");
-    proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
-    M("router");
-    fwd::router(rlog.as<float>(), fptr(L.exp_probs_b),
-                L.tid2eid.present() ? reinterpret_cast<const int32_t*>(L.tid2eid.data) : nullptr,
-                tok.as<int32_t>(), n, E, k, c.expert_weights_scale, ids.as<int32_t>(),
-                wts.as<float>(), cs);
+    const int32_t* tid2eid =
+        L.tid2eid.present() ? reinterpret_cast<const int32_t*>(L.tid2eid.data) : nullptr;
+    if (n == 1 && opt.fuse_router && L.gate_inp.type == GgmlType::F16 &&
+        fwd::gate_router_supported(E, D, k) &&
+        reinterpret_cast<uintptr_t>(L.gate_inp.data) % 16 == 0) {
+      fwd::gate_router(L.gate_inp.data, xin.as<float>(), D, fptr(L.exp_probs_b), tid2eid,
+                       tok.as<int32_t>(), E, k, c.expert_weights_scale, rlog.as<float>(),
+                       router_done.as<unsigned>(), ids.as<int32_t>(), wts.as<float>(), cs);
+    } else {
+      proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
+      M("router");
+      fwd::router(rlog.as<float>(), fptr(L.exp_probs_b), tid2eid, tok.as<int32_t>(), n, E, k,
+                  c.expert_weights_scale, ids.as<int32_t>(), wts.as<float>(), cs);
+    }
     const bool grouped_out = use_gemm(n) || (n > 1 && S > 0 && moe_gn > 0);
     if (use_gemm(n)) {
       // The dequantize + cuBLAS path: formats or widths the grouped kernel does not take, or
@@ -1044,9 +1085,6 @@ struct CudaModel::Impl {
         op.y = gu.as<float>();
         M("exp_gate_up");
         matvec_run(op, cs);
-        M("swiglu");
-        fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)k * n * F, wts.as<float>(), n, k,
-                    k * n, F, d.clamp, h.as<float>(), cs);
         MatvecOp dn;
         dn.type = L.down_exps.type;
         dn.x8 = opt.decode_x8;
@@ -1057,9 +1095,17 @@ struct CudaModel::Impl {
         dn.n_expert = E;
         dn.ids = ids.as<int32_t>();
         dn.n_slots = k * n;
-        dn.x = h.as<float>();
+        dn.x = gu.as<float>();  // the gate rows; the up rows follow all k * n of them
         dn.x_slot_stride = F;
         dn.y = contrib.as<float>();
+        dn.glu = {true, (int64_t)k * n * F, wts.as<float>(), n, k, d.clamp};
+        if (!opt.fuse_swiglu || !matvec_glu_supported(dn)) {
+          M("swiglu");
+          fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)k * n * F, wts.as<float>(), n, k,
+                      k * n, F, d.clamp, h.as<float>(), cs);
+          dn.x = h.as<float>();
+          dn.glu = {};
+        }
         M("exp_down");
         matvec_run(dn, cs);
       }

@@ -63,8 +63,18 @@ __device__ __forceinline__ uint32_t order_key(float v) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// __fadd_rn: the sum is never contracted into expf's last multiply, so every kernel that inlines
+// this gets the same float (the fused SwiGLU staging is checked bit for bit against swiglu).
 __device__ __forceinline__ float silu_f(float x) {
-  return x / (1.0f + expf(-x));
+  return x / __fadd_rn(1.0f, expf(-x));
+}
+// One SwiGLU value of the MoE experts: silu(min(g, c)) * clamp(u, -c, c) (ARCH.md; the CPU's
+// order of operations). The matvec kernels' SwiGLU staging uses it too, so that a product fed by
+// it equals swiglu followed by the product bit for bit.
+__device__ __forceinline__ float swiglu_f(float g, float u, float clamp) {
+  const float gv = fminf(g, clamp);
+  const float uv = fminf(fmaxf(u, -clamp), clamp);
+  return silu_f(gv) * uv;
 }
 __device__ __forceinline__ float softplus_f(float x) {
   return x > 20.0f ? x : log1pf(expf(x));

@@ -129,6 +129,15 @@ void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float
 void router(const float* logits, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
             int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s);
 
+// One token's router logits (the F16 gate_inp [E][D] times x, 16-byte aligned) and the router
+// above in one launch: the CTA that finishes last routes, so the decode chain loses a dependent
+// launch. `done` is a device counter, zero before the first launch and left zero by each.
+// logits [E] are written as well. The logits differ from the matvec kernel's in rounding only.
+bool gate_router_supported(int E, int D, int k);
+void gate_router(const void* w_f16, const float* x, int D, const float* bias,
+                 const int32_t* tid2eid, const int32_t* tokens, int E, int k, float scale,
+                 float* logits, unsigned* done, int32_t* ids, float* wts, cudaStream_t s);
+
 // h[s][f] = w_s * silu(min(g, c)) * clamp(u, -c, c) for `rows` rows. wts null: weight 1 (shared
 // expert, rows = tokens); else routed rows s = j * n_tok + i (slot-major) with w = wts[i][j].
 void swiglu(const float* g, const float* u, const float* wts, int n_tok, int k, int rows, int F,

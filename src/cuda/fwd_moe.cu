@@ -25,19 +25,18 @@ constexpr int kMaxE = 4096;
 // nothing: places they leave empty get id -1 and weight NaN (the expert matvecs turn bad ids
 // into NaN rows).
 constexpr int kRouterThreads = 256;
-__global__ void __launch_bounds__(kRouterThreads)
-    router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
-                  const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
-                  float* wts) {
-  pdl_trigger();
-  pdl_wait();
-  extern __shared__ float sm[];
+
+// The router of token i by one block of kRouterThreads threads; sm holds 2 * E floats. The
+// logits are read through L2 (__ldcg): gate_router's last CTA reads what the others wrote.
+__device__ void route_token(const float* logits, const float* bias, const int32_t* tid2eid,
+                            const int32_t* tokens, int n, int i, int E, int k, float scale,
+                            int32_t* ids, float* wts, float* sm) {
   float* s = sm;
   float* biased = sm + E;
   __shared__ int sel[kMaxK];
-  const int i = blockIdx.x, t = threadIdx.x;
+  const int t = threadIdx.x;
   for (int e = t; e < E; e += blockDim.x) {
-    const float v = sqrtf(softplus_f(logits[(int64_t)i * E + e]));
+    const float v = sqrtf(softplus_f(__ldcg(logits + (int64_t)i * E + e)));
     s[e] = v;
     biased[e] = bias ? v + bias[e] : v;
   }
@@ -73,6 +72,66 @@ __global__ void __launch_bounds__(kRouterThreads)
   }
 }
 
+__global__ void __launch_bounds__(kRouterThreads)
+    router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
+                  const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
+                  float* wts) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ float sm[];
+  route_token(logits, bias, tid2eid, tokens, n, (int)blockIdx.x, E, k, scale, ids, wts, sm);
+}
+
+// gate_router: kGrRows logits rows per CTA of kRouterThreads threads, two warps per row, each
+// lane 8 columns at a time; the first kGrPre chunks of a lane's weights are requested before the
+// PDL wait (they are constant). The last CTA to finish (an atomic count) runs route_token.
+constexpr int kGrRows = kRouterThreads / 64, kGrPre = 8;
+
+__global__ void __launch_bounds__(kRouterThreads)
+    gate_router_kernel(const __half* W, const float* x, int D, const float* bias,
+                       const int32_t* tid2eid, const int32_t* tokens, int E, int k, float scale,
+                       float* logits, unsigned* done, int32_t* ids, float* wts) {
+  extern __shared__ float sm[];
+  __shared__ float part[2 * kGrRows];
+  __shared__ bool last;
+  const int t = threadIdx.x, lane = t & 31, w = t >> 5;
+  const int row = (int)blockIdx.x * kGrRows + (w >> 1);
+  const int C = D / 8, c0 = (w & 1) * (C / 2), c1 = (w & 1) ? C : C / 2;  // 8-column chunks
+  const __half* wr = W + (int64_t)min(row, E - 1) * D;
+  uint4 wv[kGrPre];
+#pragma unroll
+  for (int q = 0; q < kGrPre; ++q) {
+    const int c = c0 + lane + 32 * q;
+    wv[q] = c < c1 ? __ldg(reinterpret_cast<const uint4*>(wr + 8 * c)) : make_uint4(0, 0, 0, 0);
+  }
+  pdl_trigger();
+  pdl_wait();
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  float acc = 0.0f;
+#pragma unroll
+  for (int q = 0; q < kGrPre; ++q) {
+    const int c = c0 + lane + 32 * q;
+    if (c < c1) acc += half8_dot(wv[q], x4[2 * c], x4[2 * c + 1]);
+  }
+  for (int c = c0 + lane + 32 * kGrPre; c < c1; c += 32)
+    acc += half8_dot(__ldg(reinterpret_cast<const uint4*>(wr + 8 * c)), x4[2 * c], x4[2 * c + 1]);
+  acc = warp_sum(acc);
+  if (lane == 0) part[w] = acc;
+  __syncthreads();
+  if (t < kGrRows) {
+    const int r = (int)blockIdx.x * kGrRows + t;
+    if (r < E) logits[r] = part[2 * t] + part[2 * t + 1];
+    __threadfence();  // the logits reach L2 before this CTA is counted
+  }
+  __syncthreads();
+  if (t == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  route_token(logits, bias, tid2eid, tokens, 1, 0, E, k, scale, ids, wts, sm);
+  if (t == 0) *done = 0u;  // ready for the next launch (graph replays)
+}
+
 // Row s of `rows`; routed rows are slot-major (s = j * n_tok + i) and take weight wts[i][j].
 __global__ void swiglu_kernel(const float* g, const float* u, const float* wts, int n_tok, int k,
                               int F, float clamp, float* h) {
@@ -82,9 +141,7 @@ __global__ void swiglu_kernel(const float* g, const float* u, const float* wts, 
   const int f = blockIdx.x * blockDim.x + threadIdx.x;
   if (f >= F) return;
   const int64_t t = (int64_t)s * F + f;
-  const float gv = fminf(g[t], clamp);
-  const float uv = fminf(fmaxf(u[t], -clamp), clamp);
-  const float v = silu_f(gv) * uv;
+  const float v = swiglu_f(g[t], u[t], clamp);
   h[t] = wts ? wts[(int64_t)(s % n_tok) * k + s / n_tok] * v : v;
 }
 
@@ -277,10 +334,7 @@ __global__ void swiglu_rows_kernel(const float* g, const float* u, const float* 
   const int f = blockIdx.x * blockDim.x + threadIdx.x;
   if (f >= F) return;
   const int64_t t = (int64_t)r * F + f;
-  const float gv = fminf(g[t], clamp);
-  const float uv = fminf(fmaxf(u[t], -clamp), clamp);
-  const float v = silu_f(gv) * uv;
-  h[t] = row_w[r] * v;
+  h[t] = row_w[r] * swiglu_f(g[t], u[t], clamp);
 }
 
 __global__ void iota_kernel(int32_t* v, int n) {
@@ -352,6 +406,22 @@ void router(const float* logits, const float* bias, const int32_t* tid2eid, cons
   launch_k(router_kernel, n, kRouterThreads, sizeof(float) * 2 * (size_t)E, s, logits, bias,
            tid2eid, tokens, n, E, k, scale, ids, wts);
   FWD_LAUNCH_CHECK("router_kernel");
+}
+
+bool gate_router_supported(int E, int D, int k) {
+  return k >= 1 && k <= kMaxK && k <= E && E <= kMaxE && D > 0 && D % 16 == 0;
+}
+
+void gate_router(const void* w_f16, const float* x, int D, const float* bias,
+                 const int32_t* tid2eid, const int32_t* tokens, int E, int k, float scale,
+                 float* logits, unsigned* done, int32_t* ids, float* wts, cudaStream_t s) {
+  if (!gate_router_supported(E, D, k) || (reinterpret_cast<uintptr_t>(w_f16) & 15) != 0 ||
+      (reinterpret_cast<uintptr_t>(x) & 15) != 0)
+    throw_invalid_argument("gate_router: unsupported shape or alignment");
+  launch_k(gate_router_kernel, (unsigned)((E + kGrRows - 1) / kGrRows), kRouterThreads,
+           sizeof(float) * 2 * (size_t)E, s, static_cast<const __half*>(w_f16), x, D, bias, tid2eid,
+           tokens, E, k, scale, logits, done, ids, wts);
+  FWD_LAUNCH_CHECK("gate_router_kernel");
 }
 
 void swiglu(const float* g, const float* u, const float* wts, int n_tok, int k, int rows, int F,

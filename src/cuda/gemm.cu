@@ -221,9 +221,7 @@ __global__ void swiglu_bf16_kernel(const float* gu, const float* row_w, int64_t 
     const int64_t r = t / F;
     const int f = (int)(t - r * F);
     const float* g = gu + r * 2 * F;
-    const float gv = fminf(g[f], clamp);
-    const float uv = fminf(fmaxf(g[F + f], -clamp), clamp);
-    const float v = fwd::silu_f(gv) * uv;
+    const float v = fwd::swiglu_f(g[f], g[F + f], clamp);
     h[t] = __float2bfloat16_rn(row_w ? row_w[r] * v : v);
   }
 }

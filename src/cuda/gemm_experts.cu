@@ -170,9 +170,7 @@ __global__ void __launch_bounds__(128 * R, 2) expert_gemm_kernel(Args p) {
         if constexpr (kSwiglu) {
           const int f = (int)blockIdx.x * (BM / 2) + (wm * 4 + mi) * 8 + g;
           if (f >= p.rows) continue;
-          const float gv = fminf(acc[mi][ni][c], p.clamp);
-          const float uv = fminf(fmaxf(acc[mi][ni][2 + c], -p.clamp), p.clamp);
-          const float v = fwd::silu_f(gv) * uv;
+          const float v = fwd::swiglu_f(acc[mi][ni][c], acc[mi][ni][2 + c], p.clamp);
           p.h[r * p.rows + f] = __float2bfloat16_rn(p.row_w ? p.row_w[r] * v : v);
         } else {
 #pragma unroll

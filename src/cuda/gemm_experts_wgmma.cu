@@ -215,9 +215,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_wgmma_kernel(ExpertArgs p)
       if constexpr (kSwiglu) {
         const int f = (int)blockIdx.x * (BM / 2) + 8 * (4 * wg + warp) + g;
         if (f >= p.rows) continue;
-        const float gv = fminf(acc[4 * j + c], p.clamp);
-        const float uv = fminf(fmaxf(acc[4 * j + 2 + c], -p.clamp), p.clamp);
-        const float v = fwd::silu_f(gv) * uv;
+        const float v = fwd::swiglu_f(acc[4 * j + c], acc[4 * j + 2 + c], p.clamp);
         p.h[r * p.rows + f] = __float2bfloat16_rn(p.row_w ? p.row_w[r] * v : v);
       } else {
 #pragma unroll

@@ -35,6 +35,7 @@
 #include "core/error.h"
 #include "core/ggml_type.h"
 #include "cuda/device.h"
+#include "cuda/fwd_kernels.h"
 #include "cuda/matvec.h"
 #include "cuda/mv_plan.h"
 #include "quant/quant.h"
@@ -885,6 +886,235 @@ TEST(CudaMatvecX8, ExpertsAndNanPropagate) {
           }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MatvecOp::glu: the SwiGLU of gate and up rows formed while x is staged must give the same floats
+// as fwd::swiglu followed by the plain product (the decode down products use it in place of the
+// pair), for routed slots with weights (one and two tokens), the shared expert (one slot, no
+// weights; a side-stream persistent plan and a plain one) and NaN weights.
+
+struct GluCase {
+  GgmlType t;
+  int64_t rows, F;
+  int n_tok, k;  // slots = n_tok * k; k = 0: one slot without weights
+  bool side;
+};
+
+TEST(CudaMatvecGlu, EqualsSwigluThenProduct) {
+  REQUIRE_GPU();
+  const GgmlType Q2K = GgmlType::Q2_K, Q8 = GgmlType::Q8_0;
+  for (const GluCase c :
+       {GluCase{Q2K, 4096, 2048, 1, 6, false}, GluCase{Q2K, 4096, 2048, 2, 3, false},
+        GluCase{Q2K, 512, 256, 1, 4, false}, GluCase{Q8, 4096, 2048, 1, 0, true},
+        GluCase{Q8, 4096, 2048, 1, 0, false}, GluCase{Q8, 1024, 512, 1, 3, false}}) {
+    const int slots = c.k ? c.n_tok * c.k : 1;
+    SCOPED_TRACE(std::string(dsv4::ggml_type_name(c.t)) + " " + std::to_string(c.F) + "->" +
+                 std::to_string(c.rows) + " slots " + std::to_string(slots) +
+                 (c.side ? " side" : ""));
+    const uint64_t seed = mix(run_seed(), 0x61 + (uint64_t)c.t * 7 + (uint64_t)slots + c.side);
+    const int n_expert = c.k ? 8 : 1;
+    const HostMatrix m = random_matrix(c.t, c.rows * n_expert, c.F, seed);
+    // gate rows of every slot, then the up rows; values up to ~30 so that the clamp (10) bites.
+    std::vector<float> gu = random_x(2 * slots * c.F, seed ^ 0x5);
+    for (float& v : gu) v *= 10.0f;
+    std::vector<int32_t> ids(slots);
+    for (int s = 0; s < slots; ++s) ids[(size_t)s] = (int32_t)((s * 5 + 3) % n_expert);
+    std::vector<float> wts = random_x(c.k ? slots : 1, seed ^ 0x9);
+    const float clamp = 10.0f;
+
+    cu::DeviceBuffer dw(m.bytes.size()), dgu(gu.size() * 4), dh((size_t)slots * c.F * 4),
+        dids(ids.size() * 4), dwts(wts.size() * 4), dy0((size_t)slots * c.rows * 4),
+        dy1((size_t)slots * c.rows * 4);
+    dw.upload(m.bytes.data(), m.bytes.size());
+    dgu.upload(gu.data(), gu.size() * 4);
+    dids.upload(ids.data(), ids.size() * 4);
+    dwts.upload(wts.data(), wts.size() * 4);
+
+    cu::MatvecOp op;
+    op.type = c.t;
+    op.x8 = true;
+    op.side = c.side;
+    op.w[0] = dw.data();
+    op.rows = c.rows;
+    op.cols = c.F;
+    if (c.k) {
+      op.expert_stride_bytes = c.rows * (int64_t)m.row_bytes;
+      op.n_expert = n_expert;
+      op.ids = dids.as<int32_t>();
+      op.n_slots = slots;
+      op.x_slot_stride = c.F;
+    }
+    const float* g = dgu.as<float>();
+    const float* w = c.k ? dwts.as<float>() : nullptr;
+    auto run_both = [&](std::vector<float>* plain, std::vector<float>* fused) {
+      // swiglu, then the product of h
+      cu::fwd::swiglu(g, g + (int64_t)slots * c.F, w, c.n_tok, std::max(c.k, 1), slots, (int)c.F,
+                      clamp, dh.as<float>(), nullptr);
+      cu::MatvecOp a = op;
+      a.x = dh.as<float>();
+      a.y = dy0.as<float>();
+      dy0.fill_bytes(0xFF);
+      cu::matvec_run(a);
+      // the product forming the SwiGLU itself
+      cu::MatvecOp b = op;
+      b.x = g;
+      b.y = dy1.as<float>();
+      b.glu = {true, (int64_t)slots * c.F, w, c.n_tok, std::max(c.k, 1), clamp};
+      ASSERT_TRUE(cu::matvec_glu_supported(b)) << cu::matvec_describe(b);
+      dy1.fill_bytes(0xFF);
+      cu::matvec_run(b);
+      sync_check();
+      plain->resize((size_t)slots * c.rows);
+      fused->resize(plain->size());
+      dy0.download(plain->data(), plain->size() * 4);
+      dy1.download(fused->data(), fused->size() * 4);
+    };
+    std::vector<float> y0, y1;
+    run_both(&y0, &y1);
+    std::printf("[   info   ] %s glu: %s\n", std::string(dsv4::ggml_type_name(c.t)).c_str(),
+                cu::matvec_describe(op).c_str());
+    int64_t first = -1;
+    EXPECT_EQ(bit_mismatches(y0.data(), y1.data(), (int64_t)y0.size(), &first), 0)
+        << "first at " << first << ": " << y0[(size_t)std::max<int64_t>(first, 0)] << " vs "
+        << y1[(size_t)std::max<int64_t>(first, 0)];
+    int64_t nonfinite = 0;
+    for (float v : y1) nonfinite += !std::isfinite(v);
+    EXPECT_EQ(nonfinite, 0);
+    if (c.k) {  // a NaN weight (an unselected slot) poisons exactly that slot, both ways
+      wts[1] = std::nanf("");
+      dwts.upload(wts.data(), wts.size() * 4);
+      run_both(&y0, &y1);
+      for (int s = 0; s < slots; ++s)
+        for (int64_t r = 0; r < c.rows; ++r) {
+          const size_t i = (size_t)s * c.rows + (size_t)r;
+          const int slot_of_w1 = (1 % c.k) * c.n_tok + 1 / c.k;  // wts[i][j] -> slot j * n + i
+          ASSERT_EQ(std::isnan(y1[i]), s == slot_of_w1) << "slot " << s << " row " << r;
+          if (!std::isnan(y1[i])) {
+            ASSERT_EQ(std::memcmp(&y0[i], &y1[i], 4), 0) << i;
+          }
+          ASSERT_EQ(std::isnan(y0[i]), std::isnan(y1[i])) << i;
+        }
+    }
+  }
+}
+
+TEST(CudaMatvecGlu, UnsupportedOpsAreRefused) {
+  REQUIRE_GPU();
+  cu::DeviceBuffer dw(4096 * 2048), dx(4 * 2 * 2048 * 2), dy(4 * 4096 * 2);
+  cu::MatvecOp op;
+  op.type = GgmlType::Q2_K;
+  op.x8 = true;
+  op.w[0] = dw.data();
+  op.rows = 256;
+  op.cols = 2048;
+  op.x = dx.as<float>();
+  op.y = dy.as<float>();
+  op.glu = {true, 2048, nullptr, 1, 1, 10.0f};
+  EXPECT_TRUE(cu::matvec_glu_supported(op));
+  cu::MatvecOp bad = op;
+  bad.glu.up = 2047;  // u not 16-byte aligned
+  EXPECT_FALSE(cu::matvec_glu_supported(bad));
+  EXPECT_THROW(cu::matvec_run(bad), dsv4::Error);
+  bad = op;
+  bad.x8 = false;  // f32 x staging has no SwiGLU
+  EXPECT_FALSE(cu::matvec_glu_supported(bad));
+  EXPECT_THROW(cu::matvec_run(bad), dsv4::Error);
+  bad = op;
+  bad.nb = 2;
+  EXPECT_FALSE(cu::matvec_glu_supported(bad));
+  bad = op;
+  bad.type = GgmlType::F32;
+  bad.cols = 256;
+  EXPECT_FALSE(cu::matvec_glu_supported(bad));
+  bad = op;
+  bad.path = cu::MatvecPath::kGeneric;
+  EXPECT_FALSE(cu::matvec_glu_supported(bad));
+  EXPECT_THROW(cu::matvec_run(bad), dsv4::Error);
+}
+
+// MatvecOp::norm: the q_a product with its RMS norm formed by the last CTA equals the product
+// followed by fwd::rms_rows (bit for bit where both reduce over 256 threads: the chain's
+// persistent CTAs of 8 warps; within 1e-6 relative with the side stream's 4-warp CTAs), y
+// included; three launches in a row (the CTA counter resets itself).
+TEST(CudaMatvecNorm, EqualsProductThenRmsRows) {
+  REQUIRE_GPU();
+  for (bool side : {false, true}) {
+    SCOPED_TRACE(side ? "side" : "chain");
+    const int64_t rows = 1024, cols = 4096;
+    const uint64_t seed = mix(run_seed(), 0x4e + side);
+    const HostMatrix m = random_matrix(GgmlType::Q8_0, rows, cols, seed);
+    const std::vector<float> x = random_x(cols, seed ^ 0x3);
+    std::vector<float> nw = random_x(rows, seed ^ 0x7);
+    cu::DeviceBuffer dw(m.bytes.size()), dx(x.size() * 4), dnw(nw.size() * 4), dy0(rows * 4),
+        dy1(rows * 4), dn0(rows * 4), dn1(rows * 4), done(sizeof(unsigned));
+    dw.upload(m.bytes.data(), m.bytes.size());
+    dx.upload(x.data(), x.size() * 4);
+    dnw.upload(nw.data(), nw.size() * 4);
+    done.fill_bytes(0);
+    cu::MatvecOp op;
+    op.type = GgmlType::Q8_0;
+    op.x8 = true;
+    op.side = side;
+    op.w[0] = dw.data();
+    op.rows = rows;
+    op.cols = cols;
+    op.x = dx.as<float>();
+    const float eps = 1e-6f;
+    cu::MatvecOp a = op;
+    a.y = dy0.as<float>();
+    cu::MatvecOp b = op;
+    b.y = dy1.as<float>();
+    b.norm = {dn1.as<float>(), dnw.as<float>(), eps, done.as<unsigned>()};
+    ASSERT_TRUE(cu::matvec_norm_supported(b)) << cu::matvec_describe(b);
+    for (int rep = 0; rep < 3; ++rep) {
+      for (auto* buf : {&dy0, &dy1, &dn0, &dn1}) buf->fill_bytes(0xFF);
+      cu::matvec_run(a);
+      cu::fwd::rms_rows(dy0.as<float>(), dnw.as<float>(), 1, (int)rows, eps, dn0.as<float>(),
+                        nullptr);
+      cu::matvec_run(b);
+      sync_check();
+      std::vector<float> y0(rows), y1(rows), n0(rows), n1(rows);
+      dy0.download(y0.data(), rows * 4);
+      dy1.download(y1.data(), rows * 4);
+      dn0.download(n0.data(), rows * 4);
+      dn1.download(n1.data(), rows * 4);
+      int64_t first = -1;
+      ASSERT_EQ(bit_mismatches(y0.data(), y1.data(), rows, &first), 0) << "y, first " << first;
+      if (!side) {
+        ASSERT_EQ(bit_mismatches(n0.data(), n1.data(), rows, &first), 0)
+            << "norm, first " << first << ": " << n0[(size_t)std::max<int64_t>(first, 0)] << " vs "
+            << n1[(size_t)std::max<int64_t>(first, 0)];
+      } else {
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_NEAR(n1[(size_t)r], n0[(size_t)r], 1e-6 * std::fabs(n0[(size_t)r]) + 1e-12) << r;
+      }
+      unsigned left = 1;
+      done.download(&left, sizeof left);
+      ASSERT_EQ(left, 0u) << "rep " << rep;
+    }
+  }
+  // Refused: several slots, f32 x, no counter; matvec_run throws rather than skip the norm.
+  cu::DeviceBuffer dw(1024 * 4352), dx(4 * 4096 * 2), dy(4 * 1024 * 2), dn(4 * 1024), done(4);
+  cu::MatvecOp op;
+  op.type = GgmlType::Q8_0;
+  op.x8 = true;
+  op.w[0] = dw.data();
+  op.rows = 1024;
+  op.cols = 4096;
+  op.x = dx.as<float>();
+  op.y = dy.as<float>();
+  op.norm = {dn.as<float>(), nullptr, 1e-6f, done.as<unsigned>()};
+  cu::MatvecOp bad = op;
+  bad.norm.done = nullptr;
+  EXPECT_FALSE(cu::matvec_norm_supported(bad));
+  EXPECT_THROW(cu::matvec_run(bad), dsv4::Error);
+  bad = op;
+  bad.x8 = false;
+  EXPECT_FALSE(cu::matvec_norm_supported(bad));
+  bad = op;
+  bad.nb = 2;
+  EXPECT_FALSE(cu::matvec_norm_supported(bad));
 }
 
 }  // namespace
