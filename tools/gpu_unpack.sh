@@ -1,0 +1,10 @@
+# Sourced on a device machine: unpacks a tools/gpu_pack.sh archive to /tmp/dsv4-pack and points
+# the loader at its libraries after CUDA's. Sets PACK_BIN. Usage: source tools/gpu_unpack.sh PACK
+pack=${1:?usage: source tools/gpu_unpack.sh PACK}
+rm -rf /tmp/dsv4-pack && mkdir -p /tmp/dsv4-pack && tar -xJf "$pack" -C /tmp/dsv4-pack
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/lib:/tmp/dsv4-pack/lib:${LD_LIBRARY_PATH:-}"
+export PACK_BIN=/tmp/dsv4-pack/bin
+if ldd "$PACK_BIN"/* 2>/dev/null | grep -q "not found"; then
+  echo "gpu_unpack.sh: unresolved libraries (build on the device instead):" >&2
+  ldd "$PACK_BIN"/* | grep "not found" >&2
+fi
