@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -241,6 +242,7 @@ struct CudaModel::Impl {
       amax, amax_ws, mix_parts;
   DeviceBuffer router_done;   // fwd::gate_router's CTA count (zero between launches)
   DeviceBuffer qa_norm_done;  // the q_a product's CTA count (MatvecOp::norm)
+  DeviceBuffer hc_pre_done;   // the fused HC kernels' CTA count (fwd::HcPreNext)
   // Expert-grouped routed experts of multi-token chunks (fwd::moe_group): groups of moe_gn rows
   // (env DSV4_CUDA_MOE_GROUP: 1..8, 0 = the per-pair path for every chunk). Buffers hold up to
   // S groups / G_rows rows for any group size.
@@ -269,6 +271,7 @@ struct CudaModel::Impl {
   // DSV4_HC_POST_MIX=0: hc_post / the MoE combine and hc_mix_partials apart (A/B).
   bool hc_post_mix_on = true;
   bool attn_parts_ready = false;  // the previous layer's combine wrote this layer's mix partials
+  bool attn_pre_ready = false;    // ... and this layer's attention hc_pre (opt.fuse_hc_pre)
   Event ev_fork[kSide], ev_join[kSide];
   DeviceBuffer sgu, sh;  // the shared expert's gate/up and SwiGLU rows of a decode step
   std::vector<int32_t> host_slots;
@@ -358,12 +361,15 @@ struct CudaModel::Impl {
     router_done.fill_bytes(0);
     qa_norm_done = DeviceBuffer(sizeof(unsigned));
     qa_norm_done.fill_bytes(0);
+    hc_pre_done = DeviceBuffer(sizeof(unsigned));
+    hc_pre_done.fill_bytes(0);
     side.resize(kSide);
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_POST_MIX")) hc_post_mix_on = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_MV_GLU")) opt.fuse_swiglu = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_GATE_ROUTER")) opt.fuse_router = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_QA_NORM")) opt.fuse_q_a_norm = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_HC_PRE")) opt.fuse_hc_pre = std::strcmp(e, "0") != 0;
     if (prof.on) par_decode = false;  // stage events on one stream
     if (const char* e = std::getenv("DSV4_GRAPH_BOUND"); e && !std::strcmp(e, "capacity"))
       opt.graph_min_bound = opt.max_ctx;  // one graph, sized for the capacity
@@ -772,6 +778,28 @@ struct CudaModel::Impl {
                 xin.as<float>(), cs);
   }
 
+  // The hc_pre of the sublayer with these weights, run by the fused HC kernel before it (one
+  // token, opt.fuse_hc_pre): null where that is off or unsupported (the sublayer then runs
+  // hc_mix_pre itself).
+  std::optional<fwd::HcPreNext> pre_next(bool mix_path, const TensorRef& fn, const TensorRef& base,
+                                         const TensorRef& scale, const TensorRef& norm) {
+    if (!mix_path || !opt.fuse_hc_pre || c.hc_mult != 4 ||
+        !fwd::hc_pre_fusable((int)c.n_embd, (int)fn.rows()))
+      return std::nullopt;
+    fwd::HcPreNext a;
+    a.base = fptr(base);
+    a.scale = fptr(scale);
+    a.norm_w = fptr(norm);
+    a.iters = (int)c.hc_sinkhorn_iters;
+    a.rms_eps = c.rms_eps;
+    a.hc_eps = c.hc_eps;
+    a.post = post.as<float>();
+    a.comb = comb.as<float>();
+    a.xin = xin.as<float>();
+    a.done = hc_pre_done.as<unsigned>();
+    return a;
+  }
+
   // y0 = W0 x and y1 = W1 x for one token on `s`: one launch when the two matrices share type
   // and geometry (the compressors' kv and gate), else two.
   void mv_pair(const TensorRef& w0, const TensorRef& w1, const float* x, float* y0, float* y1,
@@ -860,8 +888,9 @@ struct CudaModel::Impl {
 
     // Attention sublayer.
     M("attn_hc_fn");
-    hc_mix_pre(L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, L.attn_norm, n, attn_parts_ready);
-    attn_parts_ready = false;
+    if (!attn_pre_ready)
+      hc_mix_pre(L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, L.attn_norm, n, attn_parts_ready);
+    attn_parts_ready = attn_pre_ready = false;
     // One token: the kv row (branch 0), the compressor (1) and the indexer's compressor and head
     // weights (2) need only xin, and q_b (3) only qr: they run beside the indexer's query path.
     Branches br{*this, n == 1 && par_decode};
@@ -1015,16 +1044,18 @@ struct CudaModel::Impl {
     // One token: the MoE sublayer's HC mix partials come out of hc_post (one launch fewer on the
     // decode chain; DSV4_HC_POST_MIX=0 keeps them apart).
     const bool post_mix = hc_post_mix_on && mix_parts_path(L.hc_ffn_fn, n);
+    const auto ffn_pre = pre_next(post_mix, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm);
     M("hc_post");
     if (post_mix)
       fwd::hc_post_mix(f.as<float>(), post.as<float>(), comb.as<float>(), D, X.as<float>(),
-                       L.hc_ffn_fn.data, (int)L.hc_ffn_fn.rows(), mix_parts.as<float>(), cs);
+                       L.hc_ffn_fn.data, (int)L.hc_ffn_fn.rows(), mix_parts.as<float>(), cs,
+                       ffn_pre ? &*ffn_pre : nullptr);
     else
       fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
 
     // MoE sublayer.
     M("ffn_hc_fn");
-    hc_mix_pre(L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm, n, post_mix);
+    if (!ffn_pre) hc_mix_pre(L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm, n, post_mix);
     // One token: the shared expert (branch 0, its own scratch) runs beside the router and the
     // routed experts.
     Branches fb{*this, n == 1 && par_decode};
@@ -1146,17 +1177,24 @@ struct CudaModel::Impl {
     // One token: the next layer's attention HC mix partials come out of the combine.
     const TensorRef* next_fn = li + 1 < c.n_layer ? &layers[li + 1].L->hc_attn_fn : nullptr;
     const bool next_mix = hc_post_mix_on && !grouped_out && next_fn && mix_parts_path(*next_fn, n);
+    std::optional<fwd::HcPreNext> next_pre;
+    if (next_mix) {
+      const LayerWeights& NL = *layers[li + 1].L;
+      next_pre = pre_next(true, NL.hc_attn_fn, NL.hc_attn_base, NL.hc_attn_scale, NL.attn_norm);
+    }
     M("moe_combine_post");
     if (next_mix)
       fwd::moe_combine_post_mix(contrib.as<float>(), shout.as<float>(), ids.as<int32_t>(), k, D,
                                 post.as<float>(), comb.as<float>(), X.as<float>(), next_fn->data,
-                                (int)next_fn->rows(), mix_parts.as<float>(), cs);
+                                (int)next_fn->rows(), mix_parts.as<float>(), cs,
+                                next_pre ? &*next_pre : nullptr);
     else
       fwd::moe_combine_post(grouped_out ? g_out.as<float>() : contrib.as<float>(),
                             shout.as<float>(), ids.as<int32_t>(),
                             grouped_out ? g_pos.as<int32_t>() : nullptr, n, k, D, post.as<float>(),
                             comb.as<float>(), hc, X.as<float>(), cs);
     attn_parts_ready = next_mix;
+    attn_pre_ready = next_pre.has_value();
   }
 
   // Everything of one chunk after the inputs are in `tok` / `p0`: embedding, layers, head for
@@ -1167,7 +1205,7 @@ struct CudaModel::Impl {
     prof.mark("embed", cs);
     fwd::embed(emb.data, (uint32_t)emb.type, (int64_t)emb.row_bytes(), tok.as<int32_t>(), n,
                (int)c.n_embd, (int)c.hc_mult, X.as<float>(), cs);
-    attn_parts_ready = false;
+    attn_parts_ready = attn_pre_ready = false;
     for (uint32_t l = 0; l < c.n_layer; ++l) layer(s, l, n, capture, host_p0);
     if (first >= n) {
       prof.end_chunk(n, cs);

@@ -230,7 +230,7 @@ __global__ void moe_combine_post_kernel(const float* contrib, const float* share
 __global__ void __launch_bounds__(kMixThreads)
     moe_combine_post_mix_kernel(const float* contrib, const float* shared, const int32_t* ids,
                                 int k, int D, const float* post, const float* comb, float* X,
-                                const __half* W, int rows, float* parts) {
+                                const __half* W, int rows, float* parts, const HcPreNext pre) {
   const int g = blockIdx.x;
   uint4 wv[kMixRowsPerWarp];
   hc_mix_slice_begin(W, D, rows, wv);
@@ -242,6 +242,7 @@ __global__ void __launch_bounds__(kMixThreads)
   for (int j = 0; j < k; ++j) fv += contrib[rows_sh[j] * D + d];
   fv += shared[d];
   hc_post_mix_tail(fv, post, comb, D, X, wv, rows, g, parts);
+  if (pre.done) hc_pre_last(pre, X, parts, D);
 }
 
 // One block. Experts in ascending id, each expert's pairs in slot-major order (s = j * n + i),
@@ -452,12 +453,17 @@ void moe_combine_post(const float* contrib, const float* shared, const int32_t* 
 
 void moe_combine_post_mix(const float* contrib, const float* shared, const int32_t* ids, int k,
                           int D, const float* post, const float* comb, float* X, const void* w_f16,
-                          int rows, float* parts, cudaStream_t s) {
+                          int rows, float* parts, cudaStream_t s, const HcPreNext* pre) {
   if (k < 1 || k > kMaxK || !hc_mix_partials_supported(rows, 4 * (int64_t)D, 4, D) ||
       (reinterpret_cast<uintptr_t>(w_f16) & 15) != 0)
     throw_invalid_argument("moe_combine_post_mix: unsupported shape or alignment");
+  if (pre &&
+      (!hc_pre_fusable(D, rows) || !pre->done || (reinterpret_cast<uintptr_t>(pre->xin) & 15) != 0))
+    throw_invalid_argument(
+        "moe_combine_post_mix: next hc_pre unsupported (shape, counter or alignment)");
   launch_k(moe_combine_post_mix_kernel, (unsigned)(D / kPmD), kMixThreads, 0, s, contrib, shared,
-           ids, k, D, post, comb, X, static_cast<const __half*>(w_f16), rows, parts);
+           ids, k, D, post, comb, X, static_cast<const __half*>(w_f16), rows, parts,
+           pre ? *pre : HcPreNext{});
   FWD_LAUNCH_CHECK("moe_combine_post_mix_kernel");
 }
 

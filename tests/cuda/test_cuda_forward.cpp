@@ -163,7 +163,7 @@ void compare_with_cpu(const std::string& preset, bool qat, Cmp& prefill, Cmp& de
     opts.decode_x8 = x8 != X8Mode::kNone;
     opts.dense_x8 = x8 == X8Mode::kAll;
   }
-  opts.fuse_swiglu = opts.fuse_router = opts.fuse_q_a_norm = fuse;
+  opts.fuse_swiglu = opts.fuse_router = opts.fuse_q_a_norm = opts.fuse_hc_pre = fuse;
   cuda::CudaModel gpu(*l.dev, opts);
   auto cs = cpu.new_session();
   auto gs = gpu.new_session();
@@ -310,10 +310,11 @@ TEST(CudaForwardApi, X8MatvecsMatchCpu) {
 }
 
 // The decode fusions (CudaOptions::fuse_*: SwiGLU formed in the down products' x staging, router
-// logits + routing in one launch, q_a with its RMS norm) against the CPU, in the int8-x regime they
-// serve, with the unfused run's thresholds; and against the unfused GPU run: the SwiGLU and norm
-// fusions give the same floats, the router logits differ in rounding only, so the decode logits
-// differ by far less than either differs from the CPU.
+// logits + routing in one launch, q_a with its RMS norm, hc_pre run by the kernel before it)
+// against the CPU, in the int8-x regime they serve, with the unfused run's thresholds; and against
+// the unfused GPU run: the SwiGLU and norm fusions give the same floats, the router logits and
+// hc_pre's sums differ in rounding only, so the decode logits differ by far less than either
+// differs from the CPU.
 TEST(CudaForwardApi, DecodeFusionsMatchCpu) {
   SKIP_WITHOUT_GPU();
   Cmp pre[2], dec[2];
