@@ -3,7 +3,8 @@
 # machine, so that device time goes to running rather than to a ~100 s cold build: the binaries
 # (stripped) and the shared libraries they load, other than glibc's and CUDA's (the device has
 # its own driver and CUDA 13 runtime), as one xz tar of ~18 MB (carry limit: 64 MiB with the
-# tracked tree). On the device: source tools/gpu_unpack.sh PACK; binaries are then in $PACK_BIN.
+# tracked tree), with the newest glibc symbol version they need (glibc.txt, checked on unpacking).
+# On the device: source tools/gpu_unpack.sh PACK; binaries are then in $PACK_BIN.
 # Usage: tools/gpu_pack.sh OUT.tar.xz BINARY...
 #   e.g. tools/gpu_pack.sh .wt/pkg.tar.xz build-gpu/bin/dsv4 build-gpu/tests/cuda/test_cuda_forward
 set -euo pipefail
@@ -26,7 +27,10 @@ for b in "$@"; do
     while read -r lib; do cp -Ln "$lib" "$stage/lib/" 2>/dev/null || true; done
 done
 strip --strip-unneeded "$stage"/bin/* 2>/dev/null || true
+objdump -T "$stage"/bin/* "$stage"/lib/* 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 |
+  sed 's/GLIBC_//' > "$stage/glibc.txt"
 mkdir -p "$(dirname "$out")"
-tar -C "$stage" -cf - bin lib | xz -T0 -9 > "$out.tmp"
+tar -C "$stage" -cf - bin lib glibc.txt | xz -T0 -9 > "$out.tmp"
 mv "$out.tmp" "$out"
-echo "gpu_pack.sh: $(ls "$stage/bin" | wc -l) binaries, $(ls "$stage/lib" | wc -l) libraries -> $out ($(du -h "$out" | cut -f1))"
+echo "gpu_pack.sh: $(ls "$stage/bin" | wc -l) binaries, $(ls "$stage/lib" | wc -l) libraries," \
+  "glibc >= $(cat "$stage/glibc.txt") -> $out ($(du -h "$out" | cut -f1))"
