@@ -653,19 +653,26 @@ struct CudaModel::Impl {
   }
 
   // y[n][rows] = W x[n][cols], in launches of 8 vectors per slot (on `s`, default the stream).
+  // y = W x for one vector of x on stream `s` (null: `stream`; another marks a graph branch).
+  MatvecOp mv_op(const TensorRef& w, const float* x, float* y, cudaStream_t s, bool x8) const {
+    MatvecOp op;
+    op.type = w.type;
+    op.x8 = x8;
+    op.w[0] = w.data;
+    op.rows = w.rows();
+    op.cols = w.cols();
+    op.x = x;
+    op.y = y;
+    op.side = s != nullptr && s != stream.get();
+    return op;
+  }
+
   void mv(const TensorRef& w, const float* x, int64_t n, float* y, cudaStream_t s = nullptr,
           bool x8 = false) const {
     const int64_t rows = w.rows(), cols = w.cols();
     int64_t done = 0;
     while (done < n) {
-      MatvecOp op;
-      op.type = w.type;
-      op.x8 = x8;
-      op.w[0] = w.data;
-      op.rows = rows;
-      op.cols = cols;
-      op.x = x + done * cols;
-      op.y = y + done * rows;
+      MatvecOp op = mv_op(w, x + done * cols, y + done * rows, s, x8);
       const int64_t groups = (n - done) / 8;
       if (groups > 0) {
         op.n_slots = (int)groups;
@@ -676,7 +683,6 @@ struct CudaModel::Impl {
         op.nb = (int)(n - done);
         done = n;
       }
-      op.side = s != nullptr && s != stream.get();
       matvec_run(op, s ? s : stream.get());
     }
   }
@@ -857,15 +863,8 @@ struct CudaModel::Impl {
     const int64_t F = L.gate_shexp.rows();
     mv_pair(L.gate_shexp, L.up_shexp, xin.as<float>(), sgu.as<float>(), sgu.as<float>() + F, s,
             opt.dense_x8);
-    MatvecOp dn;  // the down product, forming the SwiGLU of sgu's two rows while it stages x
-    dn.type = L.down_shexp.type;
-    dn.x8 = opt.dense_x8;
-    dn.w[0] = L.down_shexp.data;
-    dn.rows = L.down_shexp.rows();
-    dn.cols = L.down_shexp.cols();
-    dn.x = sgu.as<float>();
-    dn.y = shout.as<float>();
-    dn.side = s != stream.get();
+    // The down product, forming the SwiGLU of sgu's two rows while it stages x.
+    MatvecOp dn = mv_op(L.down_shexp, sgu.as<float>(), shout.as<float>(), s, opt.dense_x8);
     dn.glu = {true, F, nullptr, 1, 1, clamp};
     if (opt.fuse_swiglu && matvec_glu_supported(dn)) return matvec_run(dn, s);
     fwd::swiglu(sgu.as<float>(), sgu.as<float>() + F, nullptr, 1, (int)c.n_expert_used, 1, (int)F,
@@ -943,14 +942,8 @@ struct CudaModel::Impl {
       }
     }
     M("q_a");
-    MatvecOp qop;  // one token: the product and its RMS norm in one launch where supported
-    qop.type = L.q_a.type;
-    qop.x8 = opt.dense_x8;
-    qop.w[0] = L.q_a.data;
-    qop.rows = L.q_a.rows();
-    qop.cols = L.q_a.cols();
-    qop.x = xin.as<float>();
-    qop.y = qa.as<float>();
+    // One token: the product and its RMS norm in one launch where supported.
+    MatvecOp qop = mv_op(L.q_a, xin.as<float>(), qa.as<float>(), nullptr, opt.dense_x8);
     qop.norm = {qr.as<float>(), fptr(L.q_a_norm), eps, qa_norm_done.as<unsigned>()};
     if (one && opt.fuse_q_a_norm && matvec_norm_supported(qop)) {
       matvec_run(qop, cs);

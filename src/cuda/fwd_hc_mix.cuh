@@ -199,15 +199,9 @@ __device__ void hc_pre_block(const float* X, const float* parts, int G, const Hc
 // count, so the decode chain loses the hc_pre launch.
 __device__ __forceinline__ void hc_pre_last(const HcPreNext& a, const float* X, const float* parts,
                                             int D) {
-  __shared__ bool last;
-  __threadfence();  // this thread's X and partial-mix writes reach L2 before its CTA is counted
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(a.done, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (!last_cta_arrives(a.done)) return;
   hc_pre_block<4, 4>(X, parts, (int)gridDim.x, a, D);
-  if (threadIdx.x == 0) *a.done = 0u;  // ready for the next launch (graph replays)
+  if (threadIdx.x == 0) *a.done = 0u;
 }
 
 }  // namespace dsv4::cuda::fwd

@@ -93,7 +93,6 @@ __global__ void __launch_bounds__(kRouterThreads)
                        float* logits, unsigned* done, int32_t* ids, float* wts) {
   extern __shared__ float sm[];
   __shared__ float part[2 * kGrRows];
-  __shared__ bool last;
   const int t = threadIdx.x, lane = t & 31, w = t >> 5;
   const int row = (int)blockIdx.x * kGrRows + (w >> 1);
   const int C = D / 8, c0 = (w & 1) * (C / 2), c1 = (w & 1) ? C : C / 2;  // 8-column chunks
@@ -121,15 +120,10 @@ __global__ void __launch_bounds__(kRouterThreads)
   if (t < kGrRows) {
     const int r = (int)blockIdx.x * kGrRows + t;
     if (r < E) logits[r] = part[2 * t] + part[2 * t + 1];
-    __threadfence();  // the logits reach L2 before this CTA is counted
   }
-  __syncthreads();
-  if (t == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (!last_cta_arrives(done)) return;
   route_token(logits, bias, tid2eid, tokens, 1, 0, E, k, scale, ids, wts, sm);
-  if (t == 0) *done = 0u;  // ready for the next launch (graph replays)
+  if (t == 0) *done = 0u;
 }
 
 // Row s of `rows`; routed rows are slot-major (s = j * n_tok + i) and take weight wts[i][j].

@@ -106,13 +106,7 @@ inline constexpr bool kIsNormOut = requires {
 // NormOut's epilogue, reached by every thread of every CTA after its y writes.
 __device__ __forceinline__ void norm_out_epilogue(const Params& p) {
   __shared__ float red[33];
-  __shared__ bool last;
-  __threadfence();  // this thread's y values reach L2 before its CTA is counted
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(p.norm_done, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (!fwd::last_cta_arrives(p.norm_done)) return;
   float ss = 0.0f;
   for (int d = threadIdx.x; d < p.rows; d += blockDim.x) {
     const float v = __ldcg(p.y + d);
@@ -124,7 +118,7 @@ __device__ __forceinline__ void norm_out_epilogue(const Params& p) {
     const float v = __ldcg(p.y + d);
     p.norm_out[d] = p.norm_w ? p.norm_w[d] * (v * r) : v * r;
   }
-  if (threadIdx.x == 0) *p.norm_done = 0u;  // ready for the next launch (graph replays)
+  if (threadIdx.x == 0) *p.norm_done = 0u;
 }
 
 // x_unit_bytes (a host constexpr function) as a compile-time constant usable in device code.
