@@ -4,7 +4,7 @@
 # "setting: <last CSV line>". A setting is a space-separated list of VAR=VALUE ("-" for none).
 # The binary is $PACK_BIN/dsv4 (tools/gpu_unpack.sh) if set, else build-gpu/bin/dsv4.
 # Usage: bash tools/gpu_switch_ab.sh REPS SETTING... -- BENCH_ARGS...
-#   e.g. bash tools/gpu_switch_ab.sh 2 - "DSV4_MV_GLU=1" -- --synthetic q2 --batch 2048 \
+#   e.g. bash tools/gpu_switch_ab.sh 2 - "DSV4_HC_POST_MIX=0" -- --synthetic q2 --batch 2048 \
 #          --ctx-start 2048 --ctx-max 2048 --gen-tokens 64
 set -uo pipefail
 reps=${1:?usage: gpu_switch_ab.sh REPS SETTING... -- BENCH_ARGS...}

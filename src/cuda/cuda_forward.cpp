@@ -14,7 +14,6 @@
 #include <cstring>
 #include <limits>
 #include <map>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -240,9 +239,6 @@ struct CudaModel::Impl {
   DeviceBuffer tok, p0, X, mixes, post, comb, xin, qa, qr, q, kv, kvn, ckv, csc, pooled, ikv, isc,
       ipooled, iq, iw, scores, sel, o, u, f, rlog, ids, wts, xrep, gu, h, contrib, shout, z, logits,
       amax, amax_ws, mix_parts;
-  DeviceBuffer router_done;   // fwd::gate_router's CTA count (zero between launches)
-  DeviceBuffer qa_norm_done;  // the q_a product's CTA count (MatvecOp::norm)
-  DeviceBuffer hc_pre_done;   // the fused HC kernels' CTA count (fwd::HcPreNext)
   // Expert-grouped routed experts of multi-token chunks (fwd::moe_group): groups of moe_gn rows
   // (env DSV4_CUDA_MOE_GROUP: 1..8, 0 = the per-pair path for every chunk). Buffers hold up to
   // S groups / G_rows rows for any group size.
@@ -271,7 +267,6 @@ struct CudaModel::Impl {
   // DSV4_HC_POST_MIX=0: hc_post / the MoE combine and hc_mix_partials apart (A/B).
   bool hc_post_mix_on = true;
   bool attn_parts_ready = false;  // the previous layer's combine wrote this layer's mix partials
-  bool attn_pre_ready = false;    // ... and this layer's attention hc_pre (opt.fuse_hc_pre)
   Event ev_fork[kSide], ev_join[kSide];
   DeviceBuffer sgu, sh;  // the shared expert's gate/up and SwiGLU rows of a decode step
   std::vector<int32_t> host_slots;
@@ -357,19 +352,9 @@ struct CudaModel::Impl {
     mix_parts = scratch<float>(fwd::hc_mix_slices(HD) * (2 + c.hc_mult) * c.hc_mult);
     amax_ws = DeviceBuffer((size_t)fwd::argmax_workspace_bytes());
     amax_ws.fill_bytes(0);
-    router_done = DeviceBuffer(sizeof(unsigned));
-    router_done.fill_bytes(0);
-    qa_norm_done = DeviceBuffer(sizeof(unsigned));
-    qa_norm_done.fill_bytes(0);
-    hc_pre_done = DeviceBuffer(sizeof(unsigned));
-    hc_pre_done.fill_bytes(0);
     side.resize(kSide);
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_POST_MIX")) hc_post_mix_on = std::strcmp(e, "0") != 0;
-    if (const char* e = std::getenv("DSV4_MV_GLU")) opt.fuse_swiglu = std::strcmp(e, "0") != 0;
-    if (const char* e = std::getenv("DSV4_GATE_ROUTER")) opt.fuse_router = std::strcmp(e, "0") != 0;
-    if (const char* e = std::getenv("DSV4_QA_NORM")) opt.fuse_q_a_norm = std::strcmp(e, "0") != 0;
-    if (const char* e = std::getenv("DSV4_HC_PRE")) opt.fuse_hc_pre = std::strcmp(e, "0") != 0;
     if (prof.on) par_decode = false;  // stage events on one stream
     if (const char* e = std::getenv("DSV4_GRAPH_BOUND"); e && !std::strcmp(e, "capacity"))
       opt.graph_min_bound = opt.max_ctx;  // one graph, sized for the capacity
@@ -653,26 +638,19 @@ struct CudaModel::Impl {
   }
 
   // y[n][rows] = W x[n][cols], in launches of 8 vectors per slot (on `s`, default the stream).
-  // y = W x for one vector of x on stream `s` (null: `stream`; another marks a graph branch).
-  MatvecOp mv_op(const TensorRef& w, const float* x, float* y, cudaStream_t s, bool x8) const {
-    MatvecOp op;
-    op.type = w.type;
-    op.x8 = x8;
-    op.w[0] = w.data;
-    op.rows = w.rows();
-    op.cols = w.cols();
-    op.x = x;
-    op.y = y;
-    op.side = s != nullptr && s != stream.get();
-    return op;
-  }
-
   void mv(const TensorRef& w, const float* x, int64_t n, float* y, cudaStream_t s = nullptr,
           bool x8 = false) const {
     const int64_t rows = w.rows(), cols = w.cols();
     int64_t done = 0;
     while (done < n) {
-      MatvecOp op = mv_op(w, x + done * cols, y + done * rows, s, x8);
+      MatvecOp op;
+      op.type = w.type;
+      op.x8 = x8;
+      op.w[0] = w.data;
+      op.rows = rows;
+      op.cols = cols;
+      op.x = x + done * cols;
+      op.y = y + done * rows;
       const int64_t groups = (n - done) / 8;
       if (groups > 0) {
         op.n_slots = (int)groups;
@@ -683,6 +661,7 @@ struct CudaModel::Impl {
         op.nb = (int)(n - done);
         done = n;
       }
+      op.side = s != nullptr && s != stream.get();
       matvec_run(op, s ? s : stream.get());
     }
   }
@@ -784,28 +763,6 @@ struct CudaModel::Impl {
                 xin.as<float>(), cs);
   }
 
-  // The hc_pre of the sublayer with these weights, run by the fused HC kernel before it (one
-  // token, opt.fuse_hc_pre): null where that is off or unsupported (the sublayer then runs
-  // hc_mix_pre itself).
-  std::optional<fwd::HcPreNext> pre_next(bool mix_path, const TensorRef& fn, const TensorRef& base,
-                                         const TensorRef& scale, const TensorRef& norm) {
-    if (!mix_path || !opt.fuse_hc_pre || c.hc_mult != 4 ||
-        !fwd::hc_pre_fusable((int)c.n_embd, (int)fn.rows()))
-      return std::nullopt;
-    fwd::HcPreNext a;
-    a.base = fptr(base);
-    a.scale = fptr(scale);
-    a.norm_w = fptr(norm);
-    a.iters = (int)c.hc_sinkhorn_iters;
-    a.rms_eps = c.rms_eps;
-    a.hc_eps = c.hc_eps;
-    a.post = post.as<float>();
-    a.comb = comb.as<float>();
-    a.xin = xin.as<float>();
-    a.done = hc_pre_done.as<unsigned>();
-    return a;
-  }
-
   // y0 = W0 x and y1 = W1 x for one token on `s`: one launch when the two matrices share type
   // and geometry (the compressors' kv and gate), else two.
   void mv_pair(const TensorRef& w0, const TensorRef& w1, const float* x, float* y0, float* y1,
@@ -863,10 +820,6 @@ struct CudaModel::Impl {
     const int64_t F = L.gate_shexp.rows();
     mv_pair(L.gate_shexp, L.up_shexp, xin.as<float>(), sgu.as<float>(), sgu.as<float>() + F, s,
             opt.dense_x8);
-    // The down product, forming the SwiGLU of sgu's two rows while it stages x.
-    MatvecOp dn = mv_op(L.down_shexp, sgu.as<float>(), shout.as<float>(), s, opt.dense_x8);
-    dn.glu = {true, F, nullptr, 1, 1, clamp};
-    if (opt.fuse_swiglu && matvec_glu_supported(dn)) return matvec_run(dn, s);
     fwd::swiglu(sgu.as<float>(), sgu.as<float>() + F, nullptr, 1, (int)c.n_expert_used, 1, (int)F,
                 clamp, sh.as<float>(), s);
     mv(L.down_shexp, sh.as<float>(), 1, shout.as<float>(), s, opt.dense_x8);
@@ -887,9 +840,8 @@ struct CudaModel::Impl {
 
     // Attention sublayer.
     M("attn_hc_fn");
-    if (!attn_pre_ready)
-      hc_mix_pre(L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, L.attn_norm, n, attn_parts_ready);
-    attn_parts_ready = attn_pre_ready = false;
+    hc_mix_pre(L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, L.attn_norm, n, attn_parts_ready);
+    attn_parts_ready = false;
     // One token: the kv row (branch 0), the compressor (1) and the indexer's compressor and head
     // weights (2) need only xin, and q_b (3) only qr: they run beside the indexer's query path.
     Branches br{*this, n == 1 && par_decode};
@@ -942,16 +894,9 @@ struct CudaModel::Impl {
       }
     }
     M("q_a");
-    // One token: the product and its RMS norm in one launch where supported.
-    MatvecOp qop = mv_op(L.q_a, xin.as<float>(), qa.as<float>(), nullptr, opt.dense_x8);
-    qop.norm = {qr.as<float>(), fptr(L.q_a_norm), eps, qa_norm_done.as<unsigned>()};
-    if (one && opt.fuse_q_a_norm && matvec_norm_supported(qop)) {
-      matvec_run(qop, cs);
-    } else {
-      proj(L.q_a, xin.as<float>(), n, qa.as<float>(), nullptr, opt.dense_x8);
-      M("q_a_norm");
-      fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
-    }
+    proj(L.q_a, xin.as<float>(), n, qa.as<float>(), nullptr, opt.dense_x8);
+    M("q_a_norm");
+    fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
     br.fork(3);
     M("q_b");
     hold_bf16(qr.as<float>(), n, QL);  // q_b and idx_q_b read qr
@@ -1037,18 +982,16 @@ struct CudaModel::Impl {
     // One token: the MoE sublayer's HC mix partials come out of hc_post (one launch fewer on the
     // decode chain; DSV4_HC_POST_MIX=0 keeps them apart).
     const bool post_mix = hc_post_mix_on && mix_parts_path(L.hc_ffn_fn, n);
-    const auto ffn_pre = pre_next(post_mix, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm);
     M("hc_post");
     if (post_mix)
       fwd::hc_post_mix(f.as<float>(), post.as<float>(), comb.as<float>(), D, X.as<float>(),
-                       L.hc_ffn_fn.data, (int)L.hc_ffn_fn.rows(), mix_parts.as<float>(), cs,
-                       ffn_pre ? &*ffn_pre : nullptr);
+                       L.hc_ffn_fn.data, (int)L.hc_ffn_fn.rows(), mix_parts.as<float>(), cs);
     else
       fwd::hc_post(f.as<float>(), post.as<float>(), comb.as<float>(), n, D, hc, X.as<float>(), cs);
 
     // MoE sublayer.
     M("ffn_hc_fn");
-    if (!ffn_pre) hc_mix_pre(L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm, n, post_mix);
+    hc_mix_pre(L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm, n, post_mix);
     // One token: the shared expert (branch 0, its own scratch) runs beside the router and the
     // routed experts.
     Branches fb{*this, n == 1 && par_decode};
@@ -1058,20 +1001,12 @@ struct CudaModel::Impl {
       shared_decode(L, d.clamp, fb.at(0));
     }
     M("gate_inp");
-    const int32_t* tid2eid =
-        L.tid2eid.present() ? reinterpret_cast<const int32_t*>(L.tid2eid.data) : nullptr;
-    if (n == 1 && opt.fuse_router && L.gate_inp.type == GgmlType::F16 &&
-        fwd::gate_router_supported(E, D, k) &&
-        reinterpret_cast<uintptr_t>(L.gate_inp.data) % 16 == 0) {
-      fwd::gate_router(L.gate_inp.data, xin.as<float>(), D, fptr(L.exp_probs_b), tid2eid,
-                       tok.as<int32_t>(), E, k, c.expert_weights_scale, rlog.as<float>(),
-                       router_done.as<unsigned>(), ids.as<int32_t>(), wts.as<float>(), cs);
-    } else {
-      proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
-      M("router");
-      fwd::router(rlog.as<float>(), fptr(L.exp_probs_b), tid2eid, tok.as<int32_t>(), n, E, k,
-                  c.expert_weights_scale, ids.as<int32_t>(), wts.as<float>(), cs);
-    }
+    proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
+    M("router");
+    fwd::router(rlog.as<float>(), fptr(L.exp_probs_b),
+                L.tid2eid.present() ? reinterpret_cast<const int32_t*>(L.tid2eid.data) : nullptr,
+                tok.as<int32_t>(), n, E, k, c.expert_weights_scale, ids.as<int32_t>(),
+                wts.as<float>(), cs);
     const bool grouped_out = use_gemm(n) || (n > 1 && S > 0 && moe_gn > 0);
     if (use_gemm(n)) {
       // The dequantize + cuBLAS path: formats or widths the grouped kernel does not take, or
@@ -1109,6 +1044,9 @@ struct CudaModel::Impl {
         op.y = gu.as<float>();
         M("exp_gate_up");
         matvec_run(op, cs);
+        M("swiglu");
+        fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)k * n * F, wts.as<float>(), n, k,
+                    k * n, F, d.clamp, h.as<float>(), cs);
         MatvecOp dn;
         dn.type = L.down_exps.type;
         dn.x8 = opt.decode_x8;
@@ -1119,17 +1057,9 @@ struct CudaModel::Impl {
         dn.n_expert = E;
         dn.ids = ids.as<int32_t>();
         dn.n_slots = k * n;
-        dn.x = gu.as<float>();  // the gate rows; the up rows follow all k * n of them
+        dn.x = h.as<float>();
         dn.x_slot_stride = F;
         dn.y = contrib.as<float>();
-        dn.glu = {true, (int64_t)k * n * F, wts.as<float>(), n, k, d.clamp};
-        if (!opt.fuse_swiglu || !matvec_glu_supported(dn)) {
-          M("swiglu");
-          fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)k * n * F, wts.as<float>(), n, k,
-                      k * n, F, d.clamp, h.as<float>(), cs);
-          dn.x = h.as<float>();
-          dn.glu = {};
-        }
         M("exp_down");
         matvec_run(dn, cs);
       }
@@ -1170,24 +1100,17 @@ struct CudaModel::Impl {
     // One token: the next layer's attention HC mix partials come out of the combine.
     const TensorRef* next_fn = li + 1 < c.n_layer ? &layers[li + 1].L->hc_attn_fn : nullptr;
     const bool next_mix = hc_post_mix_on && !grouped_out && next_fn && mix_parts_path(*next_fn, n);
-    std::optional<fwd::HcPreNext> next_pre;
-    if (next_mix) {
-      const LayerWeights& NL = *layers[li + 1].L;
-      next_pre = pre_next(true, NL.hc_attn_fn, NL.hc_attn_base, NL.hc_attn_scale, NL.attn_norm);
-    }
     M("moe_combine_post");
     if (next_mix)
       fwd::moe_combine_post_mix(contrib.as<float>(), shout.as<float>(), ids.as<int32_t>(), k, D,
                                 post.as<float>(), comb.as<float>(), X.as<float>(), next_fn->data,
-                                (int)next_fn->rows(), mix_parts.as<float>(), cs,
-                                next_pre ? &*next_pre : nullptr);
+                                (int)next_fn->rows(), mix_parts.as<float>(), cs);
     else
       fwd::moe_combine_post(grouped_out ? g_out.as<float>() : contrib.as<float>(),
                             shout.as<float>(), ids.as<int32_t>(),
                             grouped_out ? g_pos.as<int32_t>() : nullptr, n, k, D, post.as<float>(),
                             comb.as<float>(), hc, X.as<float>(), cs);
     attn_parts_ready = next_mix;
-    attn_pre_ready = next_pre.has_value();
   }
 
   // Everything of one chunk after the inputs are in `tok` / `p0`: embedding, layers, head for
@@ -1198,7 +1121,7 @@ struct CudaModel::Impl {
     prof.mark("embed", cs);
     fwd::embed(emb.data, (uint32_t)emb.type, (int64_t)emb.row_bytes(), tok.as<int32_t>(), n,
                (int)c.n_embd, (int)c.hc_mult, X.as<float>(), cs);
-    attn_parts_ready = attn_pre_ready = false;
+    attn_parts_ready = false;
     for (uint32_t l = 0; l < c.n_layer; ++l) layer(s, l, n, capture, host_p0);
     if (first >= n) {
       prof.end_chunk(n, cs);

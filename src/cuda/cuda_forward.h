@@ -40,14 +40,6 @@ struct CudaOptions {
   // ones stall at ~45 % of the DRAM rate; with int8 x it is 8 dp4a per 32-value block. Official
   // DeepSeek V4 quantizes these activations to FP8 (e4m3, block 128), far coarser than int8 per 32.
   bool dense_x8 = true;
-  // Decode launches merged into their neighbours. Off until a same-machine A/B on a GPU decides
-  // (written in a session without device time; docs/NOTES.md). The environment overrides each
-  // ("1" on, "0" off): DSV4_MV_GLU, DSV4_GATE_ROUTER, DSV4_QA_NORM, DSV4_HC_PRE.
-  bool fuse_swiglu = false;    // the down products form the SwiGLU as they stage x (MatvecOp::glu)
-  bool fuse_router = false;    // router logits and routing in one launch (fwd::gate_router)
-  bool fuse_q_a_norm = false;  // the q_a product writes its RMS norm (MatvecOp::norm)
-  bool fuse_hc_pre = false;    // hc_post_mix / moe_combine_post_mix also run the next hc_pre
-                               // (fwd::HcPreNext; DSV4_HC_PRE)
 };
 
 class CudaSession;

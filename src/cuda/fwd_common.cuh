@@ -64,27 +64,12 @@ __device__ __forceinline__ uint32_t order_key(float v) {
 }
 
 // __fadd_rn: the sum is never contracted into expf's last multiply, so every kernel that inlines
-// this gets the same float (the fused SwiGLU staging is checked bit for bit against swiglu).
-// The arrival of a CTA at the end of a grid whose last CTA finishes the work: every thread's
-// global writes reach L2 (fence), then one atomic per CTA on `done`. True, in every thread of
-// the CTA, for the CTA that arrives last, which has fenced again so that its reads through L2
-// (__ldcg) see every CTA's writes; that CTA resets *done to 0 for the next launch (graph replays).
-__device__ __forceinline__ bool last_cta_arrives(unsigned* done) {
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (last) __threadfence();
-  return last;
-}
-
+// this gets the same float.
 __device__ __forceinline__ float silu_f(float x) {
   return x / __fadd_rn(1.0f, expf(-x));
 }
 // One SwiGLU value of the MoE experts: silu(min(g, c)) * clamp(u, -c, c) (ARCH.md; the CPU's
-// order of operations). The matvec kernels' SwiGLU staging uses it too, so that a product fed by
-// it equals swiglu followed by the product bit for bit.
+// order of operations), in every kernel that forms it.
 __device__ __forceinline__ float swiglu_f(float g, float u, float clamp) {
   const float gv = fminf(g, clamp);
   const float uv = fminf(fmaxf(u, -clamp), clamp);

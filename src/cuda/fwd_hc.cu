@@ -175,6 +175,42 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int d = threadIdx.x; d < D; d += blockDim.x) out[d] = norm_w[d] * (out[d] * r2);
 }
 
+// post (HC values) and comb (HC x HC, Sinkhorn) of token i from its mixes `mi` and the rms factor
+// r, by one full warp (lane t holds matrix element t) through shuffles, with the float
+// operations in the order of sinkhorn_d.
+template <int HC>
+__device__ __forceinline__ void hc_post_comb_warp(const float* mi, float r, const float* base,
+                                                  const float* scale, int iters, float hc_eps,
+                                                  int i, float* post, float* comb) {
+  const int t = (int)(threadIdx.x & 31);
+  if (t < HC) post[i * HC + t] = 2.0f * sigmoid_f(mi[HC + t] * r * scale[1] + base[HC + t]);
+  const bool a = t < HC * HC;
+  const int row = a ? t / HC : 0, col = a ? t % HC : 0;
+  constexpr unsigned kFull = 0xffffffffu;
+  float v = a ? mi[2 * HC + t] * r * scale[2] + base[2 * HC + t] : 0.0f;
+  float mx = __shfl_sync(kFull, v, row * HC);
+#pragma unroll
+  for (int q = 1; q < HC; ++q) mx = fmaxf(mx, __shfl_sync(kFull, v, row * HC + q));
+  v = expf(v - mx);
+  float sum = 0.0f;
+#pragma unroll
+  for (int q = 0; q < HC; ++q) sum += __shfl_sync(kFull, v, row * HC + q);
+  v = v / sum + hc_eps;
+  for (int it = 0; it < (iters > 1 ? iters : 1); ++it) {
+    if (it > 0) {  // row normalisation
+      float sr = 0.0f;
+#pragma unroll
+      for (int q = 0; q < HC; ++q) sr += __shfl_sync(kFull, v, row * HC + q);
+      v = v / (sr + hc_eps);
+    }
+    float sc = 0.0f;  // column normalisation
+#pragma unroll
+    for (int q = 0; q < HC; ++q) sc += __shfl_sync(kFull, v, q * HC + col);
+    v = v / (sc + hc_eps);
+  }
+  if (a) comb[(int64_t)i * HC * HC + t] = v;
+}
+
 // hc_pre for small hc (hc*hc <= 32) and D/4 <= 1024: every thread keeps its hc float4 of X in
 // registers (one pass over X, all loads in flight). With two blocks per token (gridDim.y == 2, a
 // decode token: Sinkhorn runs beside the xin pass) block y = 0 writes xin and block y = 1 (same ss,
@@ -274,12 +310,11 @@ __global__ void __launch_bounds__(kMixThreads)
 // y[k][d] is computed as in hc_post_kernel.
 __global__ void __launch_bounds__(kMixThreads)
     hc_post_mix_kernel(const float* f, const float* post, const float* comb, int D, float* X,
-                       const __half* W, int rows, float* parts, const HcPreNext pre) {
+                       const __half* W, int rows, float* parts) {
   const int g = blockIdx.x;
   uint4 wv[kMixRowsPerWarp];
   hc_mix_slice_begin(W, D, rows, wv);
   hc_post_mix_tail(f[g * kPmD + threadIdx.x % kPmD], post, comb, D, X, wv, rows, g, parts);
-  if (pre.done) hc_pre_last(pre, X, parts, D);
 }
 
 // HC > 0: hc known at compile time (registers; runtime-sized arrays live in local memory).
@@ -490,21 +525,13 @@ void hc_pre_parts(const float* X, const float* parts, int G, const float* base, 
   FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
 }
 
-bool hc_pre_fusable(int D, int rows) {
-  return rows == (2 + 4) * 4 && D > 0 && D % kPmD == 0 && D <= 16 * kMixThreads &&
-         hc_mix_partials_supported(rows, 4 * (int64_t)D, 4, D);
-}
-
 void hc_post_mix(const float* f, const float* post, const float* comb, int D, float* X,
-                 const void* w_f16, int rows, float* parts, cudaStream_t s, const HcPreNext* pre) {
+                 const void* w_f16, int rows, float* parts, cudaStream_t s) {
   if (!hc_mix_partials_supported(rows, 4 * (int64_t)D, 4, D) ||
       (reinterpret_cast<uintptr_t>(w_f16) & 15) != 0)
     throw_invalid_argument("hc_post_mix: unsupported shape or alignment");
-  if (pre &&
-      (!hc_pre_fusable(D, rows) || !pre->done || (reinterpret_cast<uintptr_t>(pre->xin) & 15) != 0))
-    throw_invalid_argument("hc_post_mix: next hc_pre unsupported (shape, counter or alignment)");
   launch_k(hc_post_mix_kernel, (unsigned)(D / kPmD), kMixThreads, 0, s, f, post, comb, D, X,
-           static_cast<const __half*>(w_f16), rows, parts, pre ? *pre : HcPreNext{});
+           static_cast<const __half*>(w_f16), rows, parts);
   FWD_LAUNCH_CHECK("hc_post_mix_kernel");
 }
 

@@ -9,7 +9,6 @@
 #include <cuda_fp16.h>
 
 #include "cuda/fwd_common.cuh"
-#include "cuda/fwd_kernels.h"
 #include "cuda/pdl.cuh"
 
 namespace dsv4::cuda::fwd {
@@ -82,126 +81,6 @@ __device__ __forceinline__ void hc_post_mix_tail(float fv, const float* post, co
     const float v = warp_sum(half8_dot(wv[q], xa, xb));
     if (lane == 0) parts[(int64_t)g * rows + row] = v;
   }
-}
-
-// post (HC values) and comb (HC x HC, Sinkhorn) of token i from its mixes `mi` and the rms factor
-// r, by one full warp (lane t holds matrix element t) through shuffles, with the float
-// operations in the order of sinkhorn_d.
-template <int HC>
-__device__ __forceinline__ void hc_post_comb_warp(const float* mi, float r, const float* base,
-                                                  const float* scale, int iters, float hc_eps,
-                                                  int i, float* post, float* comb) {
-  const int t = (int)(threadIdx.x & 31);
-  if (t < HC) post[i * HC + t] = 2.0f * sigmoid_f(mi[HC + t] * r * scale[1] + base[HC + t]);
-  const bool a = t < HC * HC;
-  const int row = a ? t / HC : 0, col = a ? t % HC : 0;
-  constexpr unsigned kFull = 0xffffffffu;
-  float v = a ? mi[2 * HC + t] * r * scale[2] + base[2 * HC + t] : 0.0f;
-  float mx = __shfl_sync(kFull, v, row * HC);
-#pragma unroll
-  for (int q = 1; q < HC; ++q) mx = fmaxf(mx, __shfl_sync(kFull, v, row * HC + q));
-  v = expf(v - mx);
-  float sum = 0.0f;
-#pragma unroll
-  for (int q = 0; q < HC; ++q) sum += __shfl_sync(kFull, v, row * HC + q);
-  v = v / sum + hc_eps;
-  for (int it = 0; it < (iters > 1 ? iters : 1); ++it) {
-    if (it > 0) {  // row normalisation
-      float sr = 0.0f;
-#pragma unroll
-      for (int q = 0; q < HC; ++q) sr += __shfl_sync(kFull, v, row * HC + q);
-      v = v / (sr + hc_eps);
-    }
-    float sc = 0.0f;  // column normalisation
-#pragma unroll
-    for (int q = 0; q < HC; ++q) sc += __shfl_sync(kFull, v, q * HC + col);
-    v = v / (sc + hc_eps);
-  }
-  if (a) comb[(int64_t)i * HC * HC + t] = v;
-}
-
-// hc_pre of one token (n = 1) by one block of any multiple of 32 threads (<= 1024) with
-// D / 4 <= P * blockDim.x, from X and the G partial mixes [G][(2 + HC) HC] that other CTAs of the
-// running grid wrote (read through L2): hc_pre_reg_kernel's operations, each thread owning P
-// float4 of each stream, so the sums run in another order (rounding only). Writes xin, then post
-// and comb (warp 0).
-template <int HC, int P>
-__device__ void hc_pre_block(const float* X, const float* parts, int G, const HcPreNext& a, int D) {
-  static_assert(HC * HC <= 32, "one lane per matrix element");
-  constexpr int kMix = (2 + HC) * HC;
-  __shared__ float red[33];
-  __shared__ float mix_sh[kMix];
-  const int t = threadIdx.x, nt = blockDim.x, D4 = D >> 2, lane = t & 31;
-  const float4* x4 = reinterpret_cast<const float4*>(X);
-  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  float4 xs[P][HC];
-#pragma unroll
-  for (int p = 0; p < P; ++p) {
-    const int j = t + p * nt;
-#pragma unroll
-    for (int s = 0; s < HC; ++s) xs[p][s] = j < D4 ? __ldcg(x4 + s * D4 + j) : zero;
-  }
-  for (int m = t >> 5; m < kMix; m += nt >> 5) {
-    float v = 0.0f;
-    for (int g = lane; g < G; g += 32) v += __ldcg(parts + (int64_t)g * kMix + m);
-    v = warp_sum(v);
-    if (lane == 0) mix_sh[m] = v;
-  }
-  float ss = 0.0f;
-#pragma unroll
-  for (int p = 0; p < P; ++p)
-#pragma unroll
-    for (int s = 0; s < HC; ++s)
-      ss += xs[p][s].x * xs[p][s].x + xs[p][s].y * xs[p][s].y + xs[p][s].z * xs[p][s].z +
-            xs[p][s].w * xs[p][s].w;
-  ss = block_sum(ss, red);  // its barriers also publish mix_sh
-  const float r = 1.0f / sqrtf(ss / (float)(HC * D) + a.rms_eps);
-  float pre[HC];
-#pragma unroll
-  for (int s = 0; s < HC; ++s)
-    pre[s] = sigmoid_f(mix_sh[s] * r * a.scale[0] + a.base[s]) + a.hc_eps;
-  float4 o[P];
-  float ss2 = 0.0f;
-#pragma unroll
-  for (int p = 0; p < P; ++p) {
-    o[p] = zero;
-#pragma unroll
-    for (int s = 0; s < HC; ++s) {
-      o[p].x += pre[s] * xs[p][s].x;
-      o[p].y += pre[s] * xs[p][s].y;
-      o[p].z += pre[s] * xs[p][s].z;
-      o[p].w += pre[s] * xs[p][s].w;
-    }
-    ss2 += o[p].x * o[p].x + o[p].y * o[p].y + o[p].z * o[p].z + o[p].w * o[p].w;
-  }
-  ss2 = block_sum(ss2, red);
-  const float r2 = 1.0f / sqrtf(ss2 / (float)D + a.rms_eps);
-#pragma unroll
-  for (int p = 0; p < P; ++p) {
-    const int j = t + p * nt;
-    if (j < D4) {
-      const int d = 4 * j;
-      float4 w;
-      w.x = a.norm_w[d] * (o[p].x * r2);
-      w.y = a.norm_w[d + 1] * (o[p].y * r2);
-      w.z = a.norm_w[d + 2] * (o[p].z * r2);
-      w.w = a.norm_w[d + 3] * (o[p].w * r2);
-      reinterpret_cast<float4*>(a.xin)[j] = w;
-    }
-  }
-  if (t < 32)
-    hc_post_comb_warp<HC>(mix_sh, r, a.base, a.scale, a.iters, a.hc_eps, 0, a.post, a.comb);
-}
-
-// The end of a fused HC kernel (hc_post_mix, moe_combine_post_mix) with a.done set: every CTA has
-// written its X slice and partial mixes; the CTA that finishes last (an atomic count) runs the
-// next sublayer's hc_pre (hc_pre_block, kMixThreads threads, D <= 16 kMixThreads) and resets the
-// count, so the decode chain loses the hc_pre launch.
-__device__ __forceinline__ void hc_pre_last(const HcPreNext& a, const float* X, const float* parts,
-                                            int D) {
-  if (!last_cta_arrives(a.done)) return;
-  hc_pre_block<4, 4>(X, parts, (int)gridDim.x, a, D);
-  if (threadIdx.x == 0) *a.done = 0u;
 }
 
 }  // namespace dsv4::cuda::fwd

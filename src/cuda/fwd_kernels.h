@@ -32,33 +32,12 @@ void hc_pre_parts(const float* X, const float* parts, int G, const float* base, 
                   const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
                   float* post, float* comb, float* xin, cudaStream_t s);
 
-// The next sublayer's hc_pre (one token, hc = 4), run by the CTA of hc_post_mix or
-// moe_combine_post_mix that finishes last, from the partial mixes the kernel wrote: what
-// hc_pre_parts would compute, in another summation order. Its parameters (the next sublayer's
-// base, scale and norm weights) and outputs; `done` is a device counter, zero before the first
-// launch and left zero by each. Needs hc_pre_fusable(D, rows).
-struct HcPreNext {
-  const float* base = nullptr;
-  const float* scale = nullptr;
-  const float* norm_w = nullptr;
-  int iters = 0;
-  float rms_eps = 0.0f, hc_eps = 0.0f;
-  float* post = nullptr;
-  float* comb = nullptr;
-  float* xin = nullptr;
-  unsigned* done = nullptr;
-};
-bool hc_pre_fusable(int D, int rows);
-
 // hc_post of one token (hc = 4) and then hc_mix_partials of the new X with the next sublayer's F16
 // mix matrix [rows][4 D] in one launch: parts [hc_mix_slices(4 D)][rows], summed by hc_pre_parts
 // (the slices group the columns differently, so the sums differ from hc_mix_partials' in rounding
 // only). Needs hc_mix_partials_supported(rows, 4 D, 4, D) and a 16-byte aligned matrix.
-// `pre` (optional): the next sublayer's hc_pre as well (HcPreNext), so post, comb and xin are
-// overwritten by the next sublayer's once every CTA has read this one's.
 void hc_post_mix(const float* f, const float* post, const float* comb, int D, float* X,
-                 const void* w_f16, int rows, float* parts, cudaStream_t s,
-                 const HcPreNext* pre = nullptr);
+                 const void* w_f16, int rows, float* parts, cudaStream_t s);
 
 // HCPost (§4.3), in place on X.
 void hc_post(const float* f, const float* post, const float* comb, int n, int D, int hc, float* X,
@@ -150,15 +129,6 @@ void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float
 void router(const float* logits, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
             int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s);
 
-// One token's router logits (the F16 gate_inp [E][D] times x, 16-byte aligned) and the router
-// above in one launch: the CTA that finishes last routes, so the decode chain loses a dependent
-// launch. `done` is a device counter, zero before the first launch and left zero by each.
-// logits [E] are written as well. The logits differ from the matvec kernel's in rounding only.
-bool gate_router_supported(int E, int D, int k);
-void gate_router(const void* w_f16, const float* x, int D, const float* bias,
-                 const int32_t* tid2eid, const int32_t* tokens, int E, int k, float scale,
-                 float* logits, unsigned* done, int32_t* ids, float* wts, cudaStream_t s);
-
 // h[s][f] = w_s * silu(min(g, c)) * clamp(u, -c, c) for `rows` rows. wts null: weight 1 (shared
 // expert, rows = tokens); else routed rows s = j * n_tok + i (slot-major) with w = wts[i][j].
 void swiglu(const float* g, const float* u, const float* wts, int n_tok, int k, int rows, int F,
@@ -179,7 +149,7 @@ void moe_combine_post(const float* contrib, const float* shared, const int32_t* 
 // with the next layer's F16 attention mix matrix [rows][4 D] in one launch, as hc_post_mix.
 void moe_combine_post_mix(const float* contrib, const float* shared, const int32_t* ids, int k,
                           int D, const float* post, const float* comb, float* X, const void* w_f16,
-                          int rows, float* parts, cudaStream_t s, const HcPreNext* pre = nullptr);
+                          int rows, float* parts, cudaStream_t s);
 
 // Expert-grouped layout of a chunk's k * n (slot, token) pairs (ids [k][n] slot-major, wts
 // [n][k]) for prefill: experts in ascending id, each expert's pairs (slot-major order) packed in

@@ -25,18 +25,19 @@ constexpr int kMaxE = 4096;
 // nothing: places they leave empty get id -1 and weight NaN (the expert matvecs turn bad ids
 // into NaN rows).
 constexpr int kRouterThreads = 256;
-
-// The router of token i by one block of kRouterThreads threads; sm holds 2 * E floats. The
-// logits are read through L2 (__ldcg): gate_router's last CTA reads what the others wrote.
-__device__ void route_token(const float* logits, const float* bias, const int32_t* tid2eid,
-                            const int32_t* tokens, int n, int i, int E, int k, float scale,
-                            int32_t* ids, float* wts, float* sm) {
+__global__ void __launch_bounds__(kRouterThreads)
+    router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
+                  const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
+                  float* wts) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ float sm[];
   float* s = sm;
   float* biased = sm + E;
   __shared__ int sel[kMaxK];
-  const int t = threadIdx.x;
+  const int i = blockIdx.x, t = threadIdx.x;
   for (int e = t; e < E; e += blockDim.x) {
-    const float v = sqrtf(softplus_f(__ldcg(logits + (int64_t)i * E + e)));
+    const float v = sqrtf(softplus_f(logits[(int64_t)i * E + e]));
     s[e] = v;
     biased[e] = bias ? v + bias[e] : v;
   }
@@ -70,60 +71,6 @@ __device__ void route_token(const float* logits, const float* bias, const int32_
     ids[(int64_t)j * n + i] = sel[j];
     wts[(int64_t)i * k + j] = sel[j] >= 0 ? s[sel[j]] / sum * scale : __int_as_float(0x7fc00000);
   }
-}
-
-__global__ void __launch_bounds__(kRouterThreads)
-    router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
-                  const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
-                  float* wts) {
-  pdl_trigger();
-  pdl_wait();
-  extern __shared__ float sm[];
-  route_token(logits, bias, tid2eid, tokens, n, (int)blockIdx.x, E, k, scale, ids, wts, sm);
-}
-
-// gate_router: kGrRows logits rows per CTA of kRouterThreads threads, two warps per row, each
-// lane 8 columns at a time; the first kGrPre chunks of a lane's weights are requested before the
-// PDL wait (they are constant). The last CTA to finish (an atomic count) runs route_token.
-constexpr int kGrRows = kRouterThreads / 64, kGrPre = 8;
-
-__global__ void __launch_bounds__(kRouterThreads)
-    gate_router_kernel(const __half* W, const float* x, int D, const float* bias,
-                       const int32_t* tid2eid, const int32_t* tokens, int E, int k, float scale,
-                       float* logits, unsigned* done, int32_t* ids, float* wts) {
-  extern __shared__ float sm[];
-  __shared__ float part[2 * kGrRows];
-  const int t = threadIdx.x, lane = t & 31, w = t >> 5;
-  const int row = (int)blockIdx.x * kGrRows + (w >> 1);
-  const int C = D / 8, c0 = (w & 1) * (C / 2), c1 = (w & 1) ? C : C / 2;  // 8-column chunks
-  const __half* wr = W + (int64_t)min(row, E - 1) * D;
-  uint4 wv[kGrPre];
-#pragma unroll
-  for (int q = 0; q < kGrPre; ++q) {
-    const int c = c0 + lane + 32 * q;
-    wv[q] = c < c1 ? __ldg(reinterpret_cast<const uint4*>(wr + 8 * c)) : make_uint4(0, 0, 0, 0);
-  }
-  pdl_trigger();
-  pdl_wait();
-  const float4* x4 = reinterpret_cast<const float4*>(x);
-  float acc = 0.0f;
-#pragma unroll
-  for (int q = 0; q < kGrPre; ++q) {
-    const int c = c0 + lane + 32 * q;
-    if (c < c1) acc += half8_dot(wv[q], x4[2 * c], x4[2 * c + 1]);
-  }
-  for (int c = c0 + lane + 32 * kGrPre; c < c1; c += 32)
-    acc += half8_dot(__ldg(reinterpret_cast<const uint4*>(wr + 8 * c)), x4[2 * c], x4[2 * c + 1]);
-  acc = warp_sum(acc);
-  if (lane == 0) part[w] = acc;
-  __syncthreads();
-  if (t < kGrRows) {
-    const int r = (int)blockIdx.x * kGrRows + t;
-    if (r < E) logits[r] = part[2 * t] + part[2 * t + 1];
-  }
-  if (!last_cta_arrives(done)) return;
-  route_token(logits, bias, tid2eid, tokens, 1, 0, E, k, scale, ids, wts, sm);
-  if (t == 0) *done = 0u;
 }
 
 // Row s of `rows`; routed rows are slot-major (s = j * n_tok + i) and take weight wts[i][j].
@@ -224,7 +171,7 @@ __global__ void moe_combine_post_kernel(const float* contrib, const float* share
 __global__ void __launch_bounds__(kMixThreads)
     moe_combine_post_mix_kernel(const float* contrib, const float* shared, const int32_t* ids,
                                 int k, int D, const float* post, const float* comb, float* X,
-                                const __half* W, int rows, float* parts, const HcPreNext pre) {
+                                const __half* W, int rows, float* parts) {
   const int g = blockIdx.x;
   uint4 wv[kMixRowsPerWarp];
   hc_mix_slice_begin(W, D, rows, wv);
@@ -236,7 +183,6 @@ __global__ void __launch_bounds__(kMixThreads)
   for (int j = 0; j < k; ++j) fv += contrib[rows_sh[j] * D + d];
   fv += shared[d];
   hc_post_mix_tail(fv, post, comb, D, X, wv, rows, g, parts);
-  if (pre.done) hc_pre_last(pre, X, parts, D);
 }
 
 // One block. Experts in ascending id, each expert's pairs in slot-major order (s = j * n + i),
@@ -403,22 +349,6 @@ void router(const float* logits, const float* bias, const int32_t* tid2eid, cons
   FWD_LAUNCH_CHECK("router_kernel");
 }
 
-bool gate_router_supported(int E, int D, int k) {
-  return k >= 1 && k <= kMaxK && k <= E && E <= kMaxE && D > 0 && D % 16 == 0;
-}
-
-void gate_router(const void* w_f16, const float* x, int D, const float* bias,
-                 const int32_t* tid2eid, const int32_t* tokens, int E, int k, float scale,
-                 float* logits, unsigned* done, int32_t* ids, float* wts, cudaStream_t s) {
-  if (!gate_router_supported(E, D, k) || (reinterpret_cast<uintptr_t>(w_f16) & 15) != 0 ||
-      (reinterpret_cast<uintptr_t>(x) & 15) != 0)
-    throw_invalid_argument("gate_router: unsupported shape or alignment");
-  launch_k(gate_router_kernel, (unsigned)((E + kGrRows - 1) / kGrRows), kRouterThreads,
-           sizeof(float) * 2 * (size_t)E, s, static_cast<const __half*>(w_f16), x, D, bias, tid2eid,
-           tokens, E, k, scale, logits, done, ids, wts);
-  FWD_LAUNCH_CHECK("gate_router_kernel");
-}
-
 void swiglu(const float* g, const float* u, const float* wts, int n_tok, int k, int rows, int F,
             float clamp, float* h, cudaStream_t s) {
   launch_k(swiglu_kernel, dim3((unsigned)((F + 255) / 256), (unsigned)rows), 256, 0, s, g, u, wts,
@@ -447,17 +377,12 @@ void moe_combine_post(const float* contrib, const float* shared, const int32_t* 
 
 void moe_combine_post_mix(const float* contrib, const float* shared, const int32_t* ids, int k,
                           int D, const float* post, const float* comb, float* X, const void* w_f16,
-                          int rows, float* parts, cudaStream_t s, const HcPreNext* pre) {
+                          int rows, float* parts, cudaStream_t s) {
   if (k < 1 || k > kMaxK || !hc_mix_partials_supported(rows, 4 * (int64_t)D, 4, D) ||
       (reinterpret_cast<uintptr_t>(w_f16) & 15) != 0)
     throw_invalid_argument("moe_combine_post_mix: unsupported shape or alignment");
-  if (pre &&
-      (!hc_pre_fusable(D, rows) || !pre->done || (reinterpret_cast<uintptr_t>(pre->xin) & 15) != 0))
-    throw_invalid_argument(
-        "moe_combine_post_mix: next hc_pre unsupported (shape, counter or alignment)");
   launch_k(moe_combine_post_mix_kernel, (unsigned)(D / kPmD), kMixThreads, 0, s, contrib, shared,
-           ids, k, D, post, comb, X, static_cast<const __half*>(w_f16), rows, parts,
-           pre ? *pre : HcPreNext{});
+           ids, k, D, post, comb, X, static_cast<const __half*>(w_f16), rows, parts);
   FWD_LAUNCH_CHECK("moe_combine_post_mix_kernel");
 }
 

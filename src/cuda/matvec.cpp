@@ -95,22 +95,6 @@ Prepared prepare(const MatvecOp& op) {
   return r;
 }
 
-// op.glu's conditions on the launch (matvec.h): the SwiGLU is computed by the int8-x staging of the
-// Q2_K and Q8_0 kernels, for one vector per slot; u is read as float4; the persistent kernel
-// stages one x for all slots.
-bool glu_fits(const MatvecOp& op, const Prepared& r, const mv::Plan& plan) {
-  return plan.fast && plan.x8 && op.nb == 1 &&
-         (op.type == GgmlType::Q2_K || op.type == GgmlType::Q8_0) && op.glu.up % 4 == 0 &&
-         aligned(op.x + op.glu.up, 16) && (!plan.persist || op.n_slots == 1) &&
-         (op.n_slots == 1 || r.p.x_slot_stride != 0) && op.glu.n_tok >= 1 && op.glu.k >= 1;
-}
-
-// op.norm's conditions on the launch (matvec.h).
-bool norm_fits(const MatvecOp& op, const mv::Plan& plan) {
-  return plan.fast && plan.persist && plan.x8 && op.type == GgmlType::Q8_0 && op.nb == 1 &&
-         op.n_slots == 1 && op.n_mats == 1 && !op.glu.on && op.norm.done != nullptr;
-}
-
 mv::DeviceLimits limits() {
   const DeviceInfo& d = current_device_info();
   mv::DeviceLimits l;
@@ -127,33 +111,11 @@ std::string matvec_describe(const MatvecOp& op) {
   return mv::to_string(mv::plan_matvec(r.shape, limits()));
 }
 
-bool matvec_glu_supported(const MatvecOp& op) {
-  if (op.path == MatvecPath::kGeneric) return false;
-  const Prepared r = prepare(op);
-  return glu_fits(op, r, mv::plan_matvec(r.shape, limits()));
-}
-
-bool matvec_norm_supported(const MatvecOp& op) {
-  if (op.path == MatvecPath::kGeneric) return false;
-  const Prepared r = prepare(op);
-  return norm_fits(op, mv::plan_matvec(r.shape, limits()));
-}
-
 void matvec_run(const MatvecOp& op, cudaStream_t stream) {
   Prepared r = prepare(op);
   const mv::DeviceLimits lim = limits();
   const mv::Plan plan =
       op.path == MatvecPath::kGeneric ? mv::Plan{} : mv::plan_matvec(r.shape, lim);
-  if (op.glu.on && !glu_fits(op, r, plan))
-    fail(
-        "cuda::matvec: SwiGLU input not supported for {} {}x{} nb {} ({}); check "
-        "matvec_glu_supported first",
-        ggml_type_name(op.type), op.rows, op.cols, op.nb, mv::to_string(plan));
-  if (op.norm.out && !norm_fits(op, plan))
-    fail(
-        "cuda::matvec: RMS norm of y not supported for {} {}x{} ({}); check "
-        "matvec_norm_supported first",
-        ggml_type_name(op.type), op.rows, op.cols, mv::to_string(plan));
   if (!plan.fast) {
     mv::launch_generic(r.p, (uint32_t)op.type, op.nb, stream);
     return;
@@ -179,22 +141,6 @@ void matvec_run(const MatvecOp& op, cudaStream_t stream) {
   l.threads = plan.persist ? 32 * plan.persist_warps : plan.threads;
   l.sm_count = lim.sm_count;
   l.smem = plan.smem;
-  if (op.norm.out) {
-    l.p.norm_out = op.norm.out;
-    l.p.norm_w = op.norm.w;
-    l.p.norm_eps = op.norm.eps;
-    l.p.norm_done = op.norm.done;
-    return mv::launch_q8_0_x8_norm(l, stream);
-  }
-  if (op.glu.on) {
-    l.p.glu_up = op.glu.up;
-    l.p.glu_wts = op.glu.wts;
-    l.p.glu_n_tok = op.glu.n_tok;
-    l.p.glu_k = op.glu.k;
-    l.p.glu_clamp = op.glu.clamp;
-    return op.type == GgmlType::Q2_K ? mv::launch_q2_k_x8_glu(l, stream)
-                                     : mv::launch_q8_0_x8_glu(l, stream);
-  }
   switch (op.type) {
     case GgmlType::Q8_0:
       return plan.x8 ? mv::launch_q8_0_x8(l, op.nb, stream) : mv::launch_q8_0(l, op.nb, stream);

@@ -57,41 +57,9 @@ struct MatvecOp {
   // a smaller shared-memory footprint so that the chain's kernels still fit on the SMs
   // (Tuning::side_persist).
   bool side = false;
-  // x as the SwiGLU of a gate and an up vector, formed while the kernel stages x: no h buffer and
-  // no separate SwiGLU launch (the MoE down products). With `on`, slot s reads g at
-  // x + s * x_slot_stride and u `up` floats after it, and uses x = w_s * silu(min(g, c)) *
-  // clamp(u, -c, c), w_s = wts[(s % n_tok) * k + s / n_tok] (wts null: no factor), c = clamp:
-  // the float operations of fwd::swiglu, so y equals swiglu followed by the product bit for bit.
-  // Only where matvec_glu_supported(op); matvec_run throws otherwise.
-  struct Glu {
-    bool on = false;
-    int64_t up = 0;
-    const float* wts = nullptr;
-    int n_tok = 1, k = 1;
-    float clamp = 0.0f;
-  } glu;
-  // With `out`: the RMS norm of y follows in the same launch, formed by the CTA that finishes
-  // last: out[r] = w[r] * (y[r] * s), s = 1 / sqrt(mean of y^2 + eps) (fwd::rms_rows' operations;
-  // w null: 1). `done` is a device counter, zero before the first launch and left zero by each.
-  // y is written as well. Only where matvec_norm_supported(op); matvec_run throws otherwise.
-  struct Norm {
-    float* out = nullptr;
-    const float* w = nullptr;
-    float eps = 0.0f;
-    unsigned* done = nullptr;
-  } norm;
 };
 
 void matvec_run(const MatvecOp& op, cudaStream_t stream = nullptr);
-
-// Whether op.glu can be honoured: a fast plan with int8 x (Q2_K or Q8_0, op.x8), one vector per
-// slot, u 16-byte aligned, and a persistent plan only for one slot. Callers without it run
-// fwd::swiglu and the plain product.
-bool matvec_glu_supported(const MatvecOp& op);
-
-// Whether op.norm can be honoured: a persistent int8-x Q8_0 plan of one matrix, slot and vector
-// (the decode q_a product), without op.glu. Callers without it run fwd::rms_rows after.
-bool matvec_norm_supported(const MatvecOp& op);
 
 // Human-readable launch plan of `op` on the current device ("fast: ..." or "generic (why)").
 std::string matvec_describe(const MatvecOp& op);

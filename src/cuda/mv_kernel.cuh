@@ -14,7 +14,6 @@
 
 #include <cstdint>
 
-#include "cuda/fwd_common.cuh"
 #include "cuda/mv_intrin.cuh"
 #include "cuda/mv_params.h"
 #include "cuda/pdl.cuh"
@@ -79,48 +78,6 @@ __device__ __forceinline__ void fence_mbar_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 
-// A format whose x is the SwiGLU of a gate and an up vector (Params::glu_*), formed while x is
-// staged: the MoE down products read the gate/up outputs directly, with no h buffer and no
-// separate SwiGLU launch. Int8 x formats only (the staging that quantizes x computes it).
-template <class F>
-struct Glu : F {
-  static constexpr bool kGlu = true;
-};
-template <class F>
-inline constexpr bool kIsGlu = requires {
-  F::kGlu;
-};
-
-// A format whose product is followed by an RMS norm of y (Params::norm_*), formed by the CTA that
-// finishes last: the q_a product writes q_b's normalized input with no norm launch between them.
-// Persistent kernel only.
-template <class F>
-struct NormOut : F {
-  static constexpr bool kNormOut = true;
-};
-template <class F>
-inline constexpr bool kIsNormOut = requires {
-  F::kNormOut;
-};
-
-// NormOut's epilogue, reached by every thread of every CTA after its y writes.
-__device__ __forceinline__ void norm_out_epilogue(const Params& p) {
-  __shared__ float red[33];
-  if (!fwd::last_cta_arrives(p.norm_done)) return;
-  float ss = 0.0f;
-  for (int d = threadIdx.x; d < p.rows; d += blockDim.x) {
-    const float v = __ldcg(p.y + d);
-    ss += v * v;
-  }
-  ss = fwd::block_sum(ss, red);
-  const float r = 1.0f / sqrtf(ss / (float)p.rows + p.norm_eps);
-  for (int d = threadIdx.x; d < p.rows; d += blockDim.x) {
-    const float v = __ldcg(p.y + d);
-    p.norm_out[d] = p.norm_w ? p.norm_w[d] * (v * r) : v * r;
-  }
-  if (threadIdx.x == 0) *p.norm_done = 0u;
-}
-
 // x_unit_bytes (a host constexpr function) as a compile-time constant usable in device code.
 template <class F>
 struct XUnitBytes {
@@ -131,13 +88,11 @@ struct XUnitBytes {
 // when slots are padded) completing on one mbarrier per (warp, stage); p.stages is the planner's.
 // Otherwise cp.async granules (FormatGeom::copy_bytes) with commit groups; p.stages == g.stages.
 // x (scaled for the denormal formats) with its per-16 sums, and the lookup table, staged in shared
-// memory by all threads of the CTA (the caller synchronizes). `slot` picks the SwiGLU weight
-// (Glu formats).
+// memory by all threads of the CTA (the caller synchronizes).
 template <class F, int NB, bool kSmemX>
-__device__ __forceinline__ void stage_x_and_table(const Params& p, const float* xg, int slot,
+__device__ __forceinline__ void stage_x_and_table(const Params& p, const float* xg,
                                                   unsigned char* smem) {
   constexpr FormatGeom g = F::kGeom;
-  static_assert(!kIsGlu<F> || (g.x8 && NB == 1), "SwiGLU staging: int8 x, one vector");
   if constexpr (kSmemX && g.x8) {
     // int8 per 32 values (X8 layout): one thread per 32-value group, 8 float4 loads in flight.
     // A NaN or infinity in a group makes its scale NaN, so that it reaches y as in the f32 path.
@@ -150,24 +105,6 @@ __device__ __forceinline__ void stage_x_and_table(const Params& p, const float* 
       float4 r[8];
 #pragma unroll
       for (int e = 0; e < 8; ++e) r[e] = __ldg(q + e);
-      if constexpr (kIsGlu<F>) {
-        const float4* qu = q + (p.glu_up >> 2);  // the up vector (the host checks alignment)
-        float4 u[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) u[e] = __ldg(qu + e);
-        const float c = p.glu_clamp;
-        const bool has_w = p.glu_wts != nullptr;
-        const float w =
-            has_w ? p.glu_wts[(int64_t)(slot % p.glu_n_tok) * p.glu_k + slot / p.glu_n_tok] : 1.0f;
-        auto h = [&](float gv, float uv) {
-          const float v = fwd::swiglu_f(gv, uv, c);
-          return has_w ? w * v : v;
-        };
-#pragma unroll
-        for (int e = 0; e < 8; ++e)
-          r[e] = make_float4(h(r[e].x, u[e].x), h(r[e].y, u[e].y), h(r[e].z, u[e].z),
-                             h(r[e].w, u[e].w));
-      }
       float amax = 0.0f, poison = 0.0f;
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
@@ -273,7 +210,6 @@ __device__ __forceinline__ void stage_x_and_table(const Params& p, const float* 
 template <class F, int NB, bool kBulk, bool kSmemX = F::kGeom.smem_x>
 __global__ void __launch_bounds__(max_threads_for_nb(NB))
     mv_fast_kernel(const __grid_constant__ Params p) {
-  static_assert(!kIsNormOut<F>, "NormOut: persistent kernel only");
   constexpr FormatGeom g = F::kGeom;
   constexpr int kWords = g.unit_bytes / 4;
   constexpr int kPer = g.unit_bytes / g.copy_bytes;  // granules per unit
@@ -380,7 +316,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   const float* xs = reinterpret_cast<const float*>(smem);
   const float* xsum = reinterpret_cast<const float*>(smem + p.off_xsum);
   const uint32_t* tab = reinterpret_cast<const uint32_t*>(smem + p.off_tab);
-  stage_x_and_table<F, NB, kSmemX>(p, xg, slot, smem);
+  stage_x_and_table<F, NB, kSmemX>(p, xg, smem);
   if constexpr (kSmemX || g.table_bytes > 0) __syncthreads();
 
   float acc[NB];
@@ -561,7 +497,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   for (int s = 0; s < stages; ++s) issue_next();
 
   pdl_wait();  // x and y belong to the predecessors from here on
-  stage_x_and_table<F, NB, kSmemX>(p, p.x, 0, smem);  // shared x: slot 0's (SwiGLU: one slot)
+  stage_x_and_table<F, NB, kSmemX>(p, p.x, smem);
   if constexpr (kSmemX || g.table_bytes > 0) __syncthreads();
   const float* xs = reinterpret_cast<const float*>(smem);
   const float* xsum = reinterpret_cast<const float*>(smem + p.off_xsum);
@@ -627,7 +563,6 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
       if (++c_item < it1) ci = item(c_item);
     }
   }
-  if constexpr (kIsNormOut<F>) norm_out_epilogue(p);
 }
 
 }  // namespace dsv4::cuda::mv

@@ -24,11 +24,6 @@ void launch_q8_0_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (Fmt
 void launch_q4_k(const Launch& l, int nb, cudaStream_t s);
 void launch_q2_k(const Launch& l, int nb, cudaStream_t s);
 void launch_q2_k_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtQ2_K_X8)
-// x formed as the SwiGLU of two vectors while staged (Params::glu_*; one vector per slot).
-void launch_q2_k_x8_glu(const Launch& l, cudaStream_t s);
-void launch_q8_0_x8_glu(const Launch& l, cudaStream_t s);
-// Persistent plan of one slot and vector, the RMS norm of y by the last CTA (Params::norm_*).
-void launch_q8_0_x8_norm(const Launch& l, cudaStream_t s);
 void launch_iq2_xxs(const Launch& l, int nb, cudaStream_t s);
 void launch_iq2_xxs_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtIQ2_XXS_X8)
 void launch_f16(const Launch& l, int nb, cudaStream_t s);

@@ -100,21 +100,6 @@ struct Params {
   int persist;  // mv_persist_kernel: grid = resident CTAs, warps own ranges of row groups
   int stages, stages_log2;
   uint32_t off_bar;
-  // SwiGLU kernels (Glu<F>, int8 x only): x is formed while it is staged, x = w_s * swiglu_f(g, u,
-  // glu_clamp) with g the slot's x as above, u glu_up floats after it and w_s =
-  // glu_wts[(s % glu_n_tok) * glu_k + s / glu_n_tok] (glu_wts null: no factor), the operations
-  // of fwd::swiglu, so the product equals swiglu followed by the product bit for bit.
-  int64_t glu_up;
-  const float* glu_wts;
-  int glu_n_tok, glu_k;
-  float glu_clamp;
-  // RMS-norm kernels (NormOut<F>, persistent, one slot and vector): the CTA that finishes last
-  // also writes norm_out[r] = norm_w[r] * (y[r] * s), s = 1 / sqrt(mean of y^2 + norm_eps), the
-  // operations of fwd::rms_rows. norm_done counts finished CTAs (zero between launches).
-  float* norm_out;
-  const float* norm_w;
-  float norm_eps;
-  unsigned* norm_done;
 };
 
 // Bytes of mbarriers reserved per warp in bulk mode (8 stages of 8 bytes).

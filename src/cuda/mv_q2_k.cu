@@ -12,8 +12,4 @@ void launch_q2_k_x8(const Launch& l, int nb, cudaStream_t s) {
   launch_fast<FmtQ2_K_X8>(l, nb, s, "mv_fast_kernel<Q2_K x8>");
 }
 
-void launch_q2_k_x8_glu(const Launch& l, cudaStream_t s) {
-  launch_fast_nb<Glu<FmtQ2_K_X8>, 1>(l, s, "mv_fast_kernel<Q2_K x8 swiglu>");
-}
-
 }  // namespace dsv4::cuda::mv

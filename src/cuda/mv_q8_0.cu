@@ -12,13 +12,4 @@ void launch_q8_0_x8(const Launch& l, int nb, cudaStream_t s) {
   launch_fast<FmtQ8_0_X8>(l, nb, s, "mv_fast_kernel<Q8_0 x8>");
 }
 
-void launch_q8_0_x8_glu(const Launch& l, cudaStream_t s) {
-  launch_fast_nb<Glu<FmtQ8_0_X8>, 1>(l, s, "mv_fast_kernel<Q8_0 x8 swiglu>");
-}
-
-void launch_q8_0_x8_norm(const Launch& l, cudaStream_t s) {
-  launch_persist_v<NormOut<FmtQ8_0_X8>, 1, true>(l, s);
-  DSV4_CUDA_CHECK_LAUNCH("mv_persist_kernel<Q8_0 x8 norm>");
-}
-
 }  // namespace dsv4::cuda::mv

@@ -7,9 +7,7 @@
 //  * the MoE pair grouping (fwd::moe_group_sorted): experts ascending, each expert's pairs in
 //    slot-major order, with each row's token, weight and each pair's row.
 //  * the argmax of the logits (fwd::argmax: many blocks) and the router's top-k (fwd::router);
-//  * the indexer scores of a decode token (fwd::idx_scores, both kernels);
-//  * the fused router logits + router of a decode token (fwd::gate_router) against the F16
-//    logits in float64 and fwd::router on them.
+//  * the indexer scores of a decode token (fwd::idx_scores, both kernels).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -23,7 +21,6 @@
 #include <tuple>
 #include <vector>
 
-#include "core/half.h"
 #include "cuda/device.h"
 #include "cuda/fwd_kernels.h"
 #include "cuda_test_util.h"
@@ -307,73 +304,4 @@ TEST(CudaRouter, MatchesCpuOrderWithTies) {
       }
     }
   }
-}
-
-// fwd::gate_router: the logits against float64 (both sides read the same F16 weights and x; the
-// kernel sums in f32, so |err| <= 1e-5 * sum |w x|), and the routing equal to fwd::router on the
-// kernel's own logits, for biased top-k and hash routing, at the real shape, a tiny one and an E
-// that leaves the last CTA short. Three launches in a row: the CTA counter must reset itself.
-TEST(CudaGateRouter, MatchesLogitsThenRouter) {
-  REQUIRE_GPU();
-  std::mt19937_64 rng(run_seed() + 7);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto [E, D, k, hash] : {std::tuple{256, 4096, 6, false},
-                               {256, 4096, 6, true},
-                               {16, 256, 6, false},
-                               {10, 512, 4, false},
-                               {256, 8192, 8, false}}) {
-    SCOPED_TRACE("E " + std::to_string(E) + " D " + std::to_string(D) + (hash ? " hash" : ""));
-    std::vector<uint16_t> w((size_t)E * D);
-    for (auto& v : w) v = dsv4::f32_to_f16(nd(rng) * 0.05f);
-    std::vector<float> x((size_t)D), bias((size_t)E);
-    for (auto& v : x) v = nd(rng);
-    for (auto& v : bias) v = 0.1f * nd(rng);
-    const int32_t token = 3;
-    std::vector<int32_t> table(8 * (size_t)k);
-    for (auto& v : table) v = (int32_t)(rng() % (uint64_t)E);
-    auto dw = dsv4::test::upload(w);
-    auto dx = dsv4::test::upload(x);
-    auto db = dsv4::test::upload(bias);
-    auto dtab = dsv4::test::upload(table);
-    auto dtok = dsv4::test::upload(std::vector<int32_t>{token});
-    cu::DeviceBuffer done(sizeof(unsigned)), logits(4 * (size_t)E), ids(4 * (size_t)k),
-        wts(4 * (size_t)k), ids2(4 * (size_t)k), wts2(4 * (size_t)k);
-    done.fill_bytes(0);
-    cu::Stream st;
-    const int32_t* tid2eid = hash ? dtab.as<int32_t>() : nullptr;
-    for (int rep = 0; rep < 3; ++rep) {
-      logits.fill_bytes(0xff);
-      ids.fill_bytes(0xff);
-      wts.fill_bytes(0xff);
-      dsv4::cuda::fwd::gate_router(
-          dw.data(), dx.as<float>(), D, db.as<float>(), tid2eid, dtok.as<int32_t>(), E, k, 1.5f,
-          logits.as<float>(), done.as<unsigned>(), ids.as<int32_t>(), wts.as<float>(), st.get());
-      dsv4::cuda::fwd::router(logits.as<float>(), db.as<float>(), tid2eid, dtok.as<int32_t>(), 1, E,
-                              k, 1.5f, ids2.as<int32_t>(), wts2.as<float>(), st.get());
-      st.sync();
-      const auto gl = dsv4::test::download<float>(logits, (size_t)E);
-      for (int e = 0; e < E; ++e) {
-        double ref = 0, sabs = 0;
-        for (int d = 0; d < D; ++d) {
-          const double p = (double)dsv4::f16_to_f32(w[(size_t)e * D + d]) * x[(size_t)d];
-          ref += p;
-          sabs += std::fabs(p);
-        }
-        ASSERT_NEAR(gl[(size_t)e], ref, 1e-5 * sabs + 1e-6) << "logit " << e << " rep " << rep;
-      }
-      EXPECT_EQ(dsv4::test::download<int32_t>(ids, (size_t)k),
-                dsv4::test::download<int32_t>(ids2, (size_t)k))
-          << "rep " << rep;
-      const auto gw = dsv4::test::download<float>(wts, (size_t)k);
-      const auto rw = dsv4::test::download<float>(wts2, (size_t)k);
-      for (int j = 0; j < k; ++j) EXPECT_EQ(gw[(size_t)j], rw[(size_t)j]) << "place " << j;
-      if (hash) {
-        const auto gi = dsv4::test::download<int32_t>(ids, (size_t)k);
-        for (int j = 0; j < k; ++j) EXPECT_EQ(gi[(size_t)j], table[(size_t)token * k + j]);
-      }
-    }
-    EXPECT_EQ(dsv4::test::download<unsigned>(done, 1)[0], 0u);
-  }
-  EXPECT_FALSE(dsv4::cuda::fwd::gate_router_supported(256, 4100, 6));   // D % 16
-  EXPECT_FALSE(dsv4::cuda::fwd::gate_router_supported(256, 4096, 17));  // k > 16
 }
