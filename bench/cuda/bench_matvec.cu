@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_timing.cuh"
 #include "core/ggml_type.h"
 #include "cuda/device.h"
 #include "cuda/matvec.h"
@@ -53,37 +54,7 @@ __global__ void stream_read_kernel(const uint4* __restrict__ p, size_t n, unsign
   if (acc == 0x9e3779b9u) out[0] = acc;  // keeps the loads; practically never stores
 }
 
-// Keeps the GPU busy (~50 us) while the host enqueues the timed launch, so that the events time
-// the kernel and not the host's launch latency.
-__global__ void spin_kernel(long long cycles) {
-  const long long t0 = clock64();
-  while (clock64() - t0 < cycles) {
-  }
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-template <class F>
-double time_median_us(int warmup, int reps, F&& launch) {
-  cu::Event a, b;
-  for (int i = 0; i < warmup; ++i) launch(i);
-  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    spin_kernel<<<1, 1>>>(100000);
-    a.record();
-    launch(warmup + i);
-    b.record();
-    b.sync();
-    t.push_back(1000.0 * cu::Event::elapsed_ms(a, b));
-  }
-  DSV4_CUDA_CHECK(cudaGetLastError());
-  return median(t);
-}
+using dsv4::bench::time_median_us;
 
 struct Case {
   std::string label;

@@ -21,7 +21,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "bench_timing.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/device.h"
 #include "cuda/pdl.cuh"
 
 namespace {
@@ -72,11 +74,12 @@ __global__ void __launch_bounds__(kThreads) stage_pdl(const float* x, float* y, 
   stage_body<kVec>(x, y, D, (int)blockIdx.x, (int)gridDim.x);
 }
 
-// Stages alternate between buf and buf + D. `arrived` counts CTA arrivals over all barriers of the
-// launch (zero before it): barrier k is passed once it reaches (k + 1) * ctas.
+// Stages alternate between buf and buf + D. `arrived` counts CTA arrivals over all barriers of all
+// launches (zero before the first): barrier k of a launch is passed once it reaches base + (k + 1)
+// * ctas, base being the arrivals of the launches before.
 template <bool kVec>
 __global__ void __launch_bounds__(kThreads)
-    stages_persistent(float* buf, int D, int stages, unsigned* arrived) {
+    stages_persistent(float* buf, int D, int stages, unsigned* arrived, unsigned base) {
   cuda::atomic_ref<unsigned, cuda::thread_scope_device> count(*arrived);
   const unsigned ctas = gridDim.x;
   for (int k = 0; k < stages; ++k) {
@@ -85,7 +88,7 @@ __global__ void __launch_bounds__(kThreads)
     stage_body<kVec>(x, y, D, (int)blockIdx.x, (int)ctas);
     if (threadIdx.x == 0) {
       count.fetch_add(1u, cuda::memory_order_release);
-      const unsigned target = (unsigned)(k + 1) * ctas;
+      const unsigned target = base + (unsigned)(k + 1) * ctas;
       while (count.load(cuda::memory_order_acquire) < target) {
       }
     }
@@ -93,14 +96,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Median time of `reps` launches of a graph of `stages` stage kernels, per stage.
+// Median time of a graph of `stages` stage kernels, per stage.
 template <bool kVec>
-float time_graph(bool pdl, float* buf, int D, int ctas, int stages, int reps, cudaStream_t s) {
+double time_graph(bool pdl, float* buf, int D, int ctas, int stages, int reps, cudaStream_t s) {
   cudaGraph_t g = nullptr;
   DSV4_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   for (int k = 0; k < stages; ++k) {
@@ -114,51 +112,30 @@ float time_graph(bool pdl, float* buf, int D, int ctas, int stages, int reps, cu
   DSV4_CUDA_CHECK(cudaStreamEndCapture(s, &g));
   cudaGraphExec_t ge = nullptr;
   DSV4_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
-  cudaEvent_t a, b;
-  DSV4_CUDA_CHECK(cudaEventCreate(&a));
-  DSV4_CUDA_CHECK(cudaEventCreate(&b));
-  DSV4_CUDA_CHECK(cudaGraphLaunch(ge, s));
-  std::vector<float> ms;
-  for (int r = 0; r < reps; ++r) {
-    DSV4_CUDA_CHECK(cudaEventRecord(a, s));
-    DSV4_CUDA_CHECK(cudaGraphLaunch(ge, s));
-    DSV4_CUDA_CHECK(cudaEventRecord(b, s));
-    DSV4_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0.0f;
-    DSV4_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  const double us = dsv4::bench::time_median_us(
+      1, reps, [&](int) { DSV4_CUDA_CHECK(cudaGraphLaunch(ge, s)); }, s);
   cudaGraphExecDestroy(ge);
   cudaGraphDestroy(g);
-  return 1000.0f * median(ms) / (float)stages;
+  return us / stages;
 }
 
+// The same as one cooperative launch (the runtime refuses a grid that cannot be co-resident, which
+// the spin barrier needs). The arrival count runs on across launches (zero before the first).
 template <bool kVec>
-float time_persistent(float* buf, unsigned* arrived, int D, int ctas, int stages, int reps,
-                      cudaStream_t s) {
-  cudaEvent_t a, b;
-  DSV4_CUDA_CHECK(cudaEventCreate(&a));
-  DSV4_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int r = 0; r <= reps; ++r) {  // r = 0 warms up
-    DSV4_CUDA_CHECK(cudaMemsetAsync(arrived, 0, sizeof(unsigned), s));
-    void* args[] = {&buf, &D, &stages, &arrived};
-    DSV4_CUDA_CHECK(cudaEventRecord(a, s));
-    // Cooperative launch: the runtime refuses a grid that cannot be co-resident, which the spin
-    // barrier needs.
-    DSV4_CUDA_CHECK(cudaLaunchCooperativeKernel((const void*)stages_persistent<kVec>, dim3(ctas),
-                                                dim3(kThreads), args, 0, s));
-    DSV4_CUDA_CHECK(cudaEventRecord(b, s));
-    DSV4_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0.0f;
-    DSV4_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    if (r > 0) ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return 1000.0f * median(ms) / (float)stages;
+double time_persistent(float* buf, unsigned* arrived, int D, int ctas, int stages, int reps,
+                       cudaStream_t s) {
+  DSV4_CUDA_CHECK(cudaMemsetAsync(arrived, 0, sizeof(unsigned), s));
+  unsigned base = 0;
+  const double us = dsv4::bench::time_median_us(
+      1, reps,
+      [&](int) {
+        void* args[] = {&buf, &D, &stages, &arrived, &base};
+        DSV4_CUDA_CHECK(cudaLaunchCooperativeKernel((const void*)stages_persistent<kVec>,
+                                                    dim3(ctas), dim3(kThreads), args, 0, s));
+        base += (unsigned)stages * (unsigned)ctas;
+      },
+      s);
+  return us / stages;
 }
 
 }  // namespace
@@ -179,13 +156,12 @@ int main(int argc, char** argv) {
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
   std::printf("# %s, %d SMs, cooperative launch %s, %d persistent CTAs per SM fit\n", prop.name,
               sms, coop ? "yes" : "no", per_sm);
-  float* buf = nullptr;
-  unsigned* arrived = nullptr;
-  DSV4_CUDA_CHECK(cudaMalloc(&buf, 2 * kMaxD * sizeof(float)));
-  DSV4_CUDA_CHECK(cudaMalloc(&arrived, sizeof(unsigned)));
-  DSV4_CUDA_CHECK(cudaMemset(buf, 0, 2 * kMaxD * sizeof(float)));
-  cudaStream_t s = nullptr;
-  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  dsv4::cuda::DeviceBuffer dbuf(2 * kMaxD * sizeof(float)), darrived(sizeof(unsigned));
+  dbuf.fill_bytes(0);
+  float* buf = dbuf.as<float>();
+  unsigned* arrived = darrived.as<unsigned>();
+  const dsv4::cuda::Stream stream;
+  const cudaStream_t s = stream.get();
   std::printf("mode,x_read,ctas,threads,D,stages,us_per_stage\n");
   auto sweep = [&](auto vec) {
     constexpr bool kVec = decltype(vec)::value;
@@ -193,7 +169,7 @@ int main(int argc, char** argv) {
     for (int D : {0, 4096, 16384}) {
       for (int mult : {1, 2}) {
         const int ctas = sms * mult;
-        auto row = [&](const char* mode, float us) {
+        auto row = [&](const char* mode, double us) {
           std::printf("%s,%s,%d,%d,%d,%d,%.3f\n", mode, rd, ctas, kThreads, D, stages, us);
         };
         row("graph", time_graph<kVec>(false, buf, D, ctas, stages, reps, s));
@@ -206,8 +182,5 @@ int main(int argc, char** argv) {
   };
   sweep(std::false_type{});
   sweep(std::true_type{});
-  cudaStreamDestroy(s);
-  cudaFree(buf);
-  cudaFree(arrived);
   return 0;
 }
