@@ -269,6 +269,8 @@ struct CudaModel::Impl {
   // DSV4_HC_POST_MIX=0: hc_post / the MoE combine and hc_mix_partials apart (A/B).
   bool hc_post_mix_on = true;
   bool attn_parts_ready = false;  // the previous layer's combine wrote this layer's mix partials
+  // DSV4_HC_MIXES=0: the chunk's HC mixes by dequantize + SGEMM instead of fwd::hc_mixes (A/B).
+  bool hc_mixes_on = true;
   Event ev_fork[kSide], ev_join[kSide];
   DeviceBuffer sgu, sh;  // the shared expert's gate/up and SwiGLU rows of a decode step
   std::vector<int32_t> host_slots;
@@ -357,6 +359,7 @@ struct CudaModel::Impl {
     side.resize(kSide);
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_POST_MIX")) hc_post_mix_on = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_HC_MIXES")) hc_mixes_on = std::strcmp(e, "0") != 0;
     if (prof.on) par_decode = false;  // stage events on one stream
     if (const char* e = std::getenv("DSV4_GRAPH_BOUND"); e && !std::strcmp(e, "capacity"))
       opt.graph_min_bound = opt.max_ctx;  // one graph, sized for the capacity
@@ -758,7 +761,12 @@ struct CudaModel::Impl {
                         cs);
       return;
     }
-    proj_f32(fn, X.as<float>(), n, mixes.as<float>());
+    if (hc_mixes_on && use_gemm(n) && fn.type == GgmlType::F16 &&
+        fwd::hc_mixes_supported(fn.rows(), fn.cols(), fn.data))
+      fwd::hc_mixes(fn.data, X.as<float>(), n, (int)fn.rows(), (int)fn.cols(), mixes.as<float>(),
+                    cs);
+    else
+      proj_f32(fn, X.as<float>(), n, mixes.as<float>());
     prof.mark("hc_pre", cs);
     fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(base), fptr(scale), fptr(norm), n, D, hc,
                 (int)c.hc_sinkhorn_iters, c.rms_eps, c.hc_eps, post.as<float>(), comb.as<float>(),

@@ -21,6 +21,14 @@ void hc_pre(const float* X, const float* mixes, const float* base, const float* 
             const float* norm_w, int n, int D, int hc, int iters, float rms_eps, float hc_eps,
             float* post, float* comb, float* xin, cudaStream_t s);
 
+// The HC mixes of a chunk: mixes [n][rows] = X [n][cols] times the F16 matrix [rows][cols]
+// transposed, f32 products and sums (the prefill's replacement for dequantize + SGEMM: 24 rows made
+// cuBLAS slow). Supported: hc_mixes_supported (rows <= 24, cols % 128 == 0, 16-byte aligned
+// matrix); X 16-byte aligned.
+bool hc_mixes_supported(int64_t rows, int64_t cols, const void* w_f16);
+void hc_mixes(const void* w_f16, const float* X, int n, int rows, int cols, float* mixes,
+              cudaStream_t s);
+
 // The mixes of one token in two steps that keep the GPU busy (decode): hc_mix_partials writes
 // parts [G][rows] = slices of the F16 matrix [rows][cols] times x (G = hc_mix_slices(cols) CTAs),
 // and hc_pre_parts is hc_pre (n = 1) summing them. Supported: hc_mix_partials_supported.

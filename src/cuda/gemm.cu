@@ -7,6 +7,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/fwd_common.cuh"
 #include "cuda/gemm.h"
+#include "cuda/launch_repeat.h"
 
 namespace dsv4::cuda::gemm {
 namespace {
@@ -305,15 +306,18 @@ void Blas::bf16_nt(const bf16* W, const bf16* X, float* Y, int64_t rows, int64_t
   // Column-major view: Y^T (rows x n, ld ldy) = W (op T of cols x rows, ld cols) * X^T (cols x n).
   const int m = to_int(rows, "rows"), nn = to_int(n, "n"), k = to_int(cols, "cols");
   const int lda = k, ldb = to_int(ldx, "ldx"), ldc = to_int(ldy, "ldy");
-  if (batch <= 1) {
-    DSV4_BLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, W, CUDA_R_16BF, lda, X,
-                           CUDA_R_16BF, ldb, &zero, Y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
-                           CUBLAS_GEMM_DEFAULT));
-  } else {
-    DSV4_BLAS(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, W,
-                                         CUDA_R_16BF, lda, w_stride, X, CUDA_R_16BF, ldb, x_stride,
-                                         &zero, Y, CUDA_R_32F, ldc, y_stride, batch,
-                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  // DSV4_CUDA_REPEAT counts cover the library's launches too (launch_repeat.h).
+  for (int rep = launch_repeat(); rep > 0; --rep) {
+    if (batch <= 1) {
+      DSV4_BLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, W, CUDA_R_16BF, lda, X,
+                             CUDA_R_16BF, ldb, &zero, Y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                             CUBLAS_GEMM_DEFAULT));
+    } else {
+      DSV4_BLAS(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, W,
+                                           CUDA_R_16BF, lda, w_stride, X, CUDA_R_16BF, ldb,
+                                           x_stride, &zero, Y, CUDA_R_32F, ldc, y_stride, batch,
+                                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
   }
 }
 
@@ -322,9 +326,10 @@ void Blas::f32_nt(const float* W, const float* X, float* Y, int64_t rows, int64_
   if (n <= 0) return;
   const float one = 1.0f, zero = 0.0f;
   auto h = static_cast<cublasHandle_t>(h_);
-  DSV4_BLAS(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, to_int(rows, "rows"), to_int(n, "n"),
-                        to_int(cols, "cols"), &one, W, to_int(cols, "cols"), X, to_int(ldx, "ldx"),
-                        &zero, Y, to_int(ldy, "ldy")));
+  for (int rep = launch_repeat(); rep > 0; --rep)
+    DSV4_BLAS(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, to_int(rows, "rows"), to_int(n, "n"),
+                          to_int(cols, "cols"), &one, W, to_int(cols, "cols"), X,
+                          to_int(ldx, "ldx"), &zero, Y, to_int(ldy, "ldy")));
 }
 
 void Blas::tf32_nt(const float* W, const float* X, float* Y, int64_t rows, int64_t cols, int64_t n,
@@ -333,9 +338,10 @@ void Blas::tf32_nt(const float* W, const float* X, float* Y, int64_t rows, int64
   const float one = 1.0f, zero = 0.0f;
   auto h = static_cast<cublasHandle_t>(h_);
   const int m = to_int(rows, "rows"), nn = to_int(n, "n"), k = to_int(cols, "cols");
-  DSV4_BLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, W, CUDA_R_32F, k, X,
-                         CUDA_R_32F, to_int(ldx, "ldx"), &zero, Y, CUDA_R_32F, to_int(ldy, "ldy"),
-                         CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+  for (int rep = launch_repeat(); rep > 0; --rep)
+    DSV4_BLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, W, CUDA_R_32F, k, X,
+                           CUDA_R_32F, to_int(ldx, "ldx"), &zero, Y, CUDA_R_32F, to_int(ldy, "ldy"),
+                           CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace dsv4::cuda::gemm

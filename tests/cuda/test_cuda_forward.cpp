@@ -232,7 +232,10 @@ TEST_P(CudaForward, MatchesCpuQatOnLoosely) {
 // under 1 % of the logit range and the greedy choice almost always; a few positions differ by up
 // to ~0.15 of the range where the rounding flips an expert or indexer choice that was close (the
 // same chaos as the QAT rounding: first run on an H200, max 0.10-0.14, argmax 274/276,
-// 297/299, 292/298). Decode after it runs the f32 matvec path on the state the prefill built.
+// 297/299, 292/298). Which positions flip moves with any change of f32 summation order: the
+// chunk HC-mix kernel (fwd::hc_mixes: f32 sums in another order than cuBLAS SGEMM's) moved them to
+// 275/276, 294/299, 289/298 (291/298 without it), so the greedy agreement bound is 0.96. Decode
+// after it runs the f32 matvec path on the state the prefill built.
 TEST_P(CudaForward, GemmPrefillMatchesCpu) {
   SKIP_WITHOUT_GPU();
   Cmp pre, dec;
@@ -248,7 +251,7 @@ TEST_P(CudaForward, GemmPrefillMatchesCpu) {
   EXPECT_LE(dec.median_rel(), 1e-2);
   EXPECT_LE(pre.rel(), 0.25);
   EXPECT_LE(dec.rel(), 0.25);
-  EXPECT_GE(pre.agreement(), 0.97);
+  EXPECT_GE(pre.agreement(), 0.96);
   EXPECT_GE(dec.agreement(), 0.9);
   EXPECT_GE(greedy, kDecode / 2 - 3);
 }
