@@ -361,29 +361,8 @@ __global__ void __launch_bounds__(kPostVecThreads)
   const int i = blockIdx.y;
   const int d = blockIdx.x * kPostVecD + 4 * threadIdx.x;
   if (d >= D) return;
-  float* x = X + (int64_t)i * 4 * D;
-  const float* cm = comb + (int64_t)i * 16;
-  float4 xs[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) xs[j] = *reinterpret_cast<const float4*>(x + j * D + d);
   const float4 fv = *reinterpret_cast<const float4*>(f + (int64_t)i * D + d);
-  float4 y[4];
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float m = cm[j * 4 + k];
-      acc.x += m * xs[j].x;
-      acc.y += m * xs[j].y;
-      acc.z += m * xs[j].z;
-      acc.w += m * xs[j].w;
-    }
-    const float p = post[i * 4 + k];
-    y[k] = make_float4(p * fv.x + acc.x, p * fv.y + acc.y, p * fv.z + acc.z, p * fv.w + acc.w);
-  }
-#pragma unroll
-  for (int k = 0; k < 4; ++k) *reinterpret_cast<float4*>(x + k * D + d) = y[k];
+  hc_post4(fv, post + i * 4, comb + (int64_t)i * 16, D, X + (int64_t)i * 4 * D + d);
 }
 
 __global__ void __launch_bounds__(kRowThreads)

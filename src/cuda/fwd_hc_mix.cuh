@@ -41,6 +41,33 @@ __device__ __forceinline__ void hc_mix_slice_begin(const __half* W, int D, int r
   pdl_wait();
 }
 
+// HCPost (hc = 4) of four consecutive positions d .. d + 3 of one token, in place: x[k D + d ..]
+// = post[k] f + sum_j comb[j][k] x[j D + d ..], with the per-element operations of
+// hc_post_kernel<4> (the chunk kernels hc_post_vec_kernel and moe_combine_post_vec_kernel).
+__device__ __forceinline__ void hc_post4(const float4& fv, const float* post, const float* comb,
+                                         int D, float* x) {
+  float4 xs[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) xs[j] = *reinterpret_cast<const float4*>(x + j * D);
+  float4 y[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float m = comb[j * 4 + k];
+      acc.x += m * xs[j].x;
+      acc.y += m * xs[j].y;
+      acc.z += m * xs[j].z;
+      acc.w += m * xs[j].w;
+    }
+    const float p = post[k];
+    y[k] = make_float4(p * fv.x + acc.x, p * fv.y + acc.y, p * fv.z + acc.z, p * fv.w + acc.w);
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) *reinterpret_cast<float4*>(x + k * D) = y[k];
+}
+
 // Dot product of 8 F16 weights with 8 floats, in hc_mix_partials' order.
 __device__ __forceinline__ float half8_dot(const uint4& wv, const float4& xa, const float4& xb) {
   const __half2* h = reinterpret_cast<const __half2*>(&wv);

@@ -198,28 +198,7 @@ __global__ void __launch_bounds__(kVecThreads)
   fv.y += sh.y;
   fv.z += sh.z;
   fv.w += sh.w;
-  float* x = X + (int64_t)i * 4 * D;
-  const float* cm = comb + (int64_t)i * 16;
-  float4 xs[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) xs[j] = *reinterpret_cast<const float4*>(x + j * D + d);
-  float4 y[4];
-#pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float m = cm[j * 4 + c];
-      acc.x += m * xs[j].x;
-      acc.y += m * xs[j].y;
-      acc.z += m * xs[j].z;
-      acc.w += m * xs[j].w;
-    }
-    const float p = post[i * 4 + c];
-    y[c] = make_float4(p * fv.x + acc.x, p * fv.y + acc.y, p * fv.z + acc.z, p * fv.w + acc.w);
-  }
-#pragma unroll
-  for (int c = 0; c < 4; ++c) *reinterpret_cast<float4*>(x + c * D + d) = y[c];
+  hc_post4(fv, post + i * 4, comb + (int64_t)i * 16, D, X + (int64_t)i * 4 * D + d);
 }
 
 // moe_combine_post of one decode token (HC = 4, per-pair contrib) fused with the next layer's
