@@ -15,6 +15,7 @@
 // order at the end (deterministic).
 #include <cuda_fp16.h>
 
+#include "cuda/cp_async.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
@@ -43,14 +44,6 @@ union Smem {
 };
 constexpr size_t kSmemBytes = sizeof(Smem);
 
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
-  // src-size 0 fills the 16 bytes with zeros (rows past n or past the matrix).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
-                   static_cast<uint32_t>(__cvta_generic_to_shared(dst))),
-               "l"(src), "r"(ok ? 16 : 0)
-               : "memory");
-}
-
 __global__ void __launch_bounds__(kThreads, 2)
     hc_mixes_kernel(const __half* W, const float* X, int n, int rows, int cols, float* mixes) {
   pdl_trigger();
@@ -73,18 +66,20 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int e = 0; e < kXCopies; ++e) {
         const int q = tid + kThreads * e, r = q / (kChunk / 4), c4 = q % (kChunk / 4);
         const bool ok = t0 + r < n;
-        cp_async16(&st.x[r][4 * c4], X + (int64_t)(ok ? t0 + r : 0) * cols + c0 + 4 * c4, ok);
+        cp_async16_zfill(&st.x[r][4 * c4], X + (int64_t)(ok ? t0 + r : 0) * cols + c0 + 4 * c4,
+                         ok ? 16 : 0);  // zeros past the chunk's tokens
       }
 #pragma unroll
       for (int e = 0; e < kWCopiesPerThread; ++e) {
         const int q = tid + kThreads * e, r = q / (kChunk / 8), c8 = q % (kChunk / 8);
         if (q < kWCopies) {
           const bool ok = r < rows;
-          cp_async16(&st.w[r][8 * c8], W + (int64_t)(ok ? r : 0) * cols + c0 + 8 * c8, ok);
+          cp_async16_zfill(&st.w[r][8 * c8], W + (int64_t)(ok ? r : 0) * cols + c0 + 8 * c8,
+                           ok ? 16 : 0);  // zeros past the matrix's rows
         }
       }
     }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    cp_async_commit();
   };
 
   float acc[4][6];
@@ -96,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int c = 0; c < kStages - 1; ++c) issue(c);
   for (int c = 0; c < nchunks; ++c) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 2) : "memory");
+    cp_async_wait<kStages - 2>();
     // Chunk c has landed for every thread, and every warp is done with chunk c - 1, whose stage
     // the copy issued next overwrites.
     __syncthreads();
@@ -132,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
     }
   }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  cp_async_wait<0>();
   __syncthreads();  // the ring becomes the sums' buffer
 
   // Sums of the 8 warps, in warp order.

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "cuda/cp_async.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/fwd_common.cuh"
 #include "cuda/gemm_experts.h"
@@ -43,17 +44,6 @@ struct Smem {
   uint64_t grid[256];  // IQ2_XXS grid
 };
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
   mma::ldsm_x4(mma::smem_u32(p), r);
 }
@@ -93,7 +83,7 @@ __global__ void __launch_bounds__(128 * R, 2) expert_gemm_kernel(Args p) {
     for (int j = 0; j < BN * BK / 8 / kThreads; ++j) {
       const int c = tid + kThreads * j, row = c >> 3, col = (c & 7) * 8;
       const bf16* src = p.x + (int64_t)(r0 + (row < cnt ? row : 0)) * p.K + kt * BK + col;
-      cp_async16(&sm.b[buf][row][col], src, row < cnt ? 16 : 0);
+      cp_async16_zfill(&sm.b[buf][row][col], src, row < cnt ? 16 : 0);
     }
     cp_async_commit();
   };

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "cuda/cp_async.cuh"
 #include "cuda/mv_intrin.cuh"
 #include "cuda/mv_params.h"
 #include "cuda/pdl.cuh"
@@ -22,24 +23,6 @@ namespace dsv4::cuda::mv {
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// cp.async of G bytes global -> shared (16: L1 bypass, 4: through L1).
-template <int G>
-__device__ __forceinline__ void cp_async(uint32_t dst, const void* src) {
-  static_assert(G == 4 || G == 16, "cp.async granule");
-  if constexpr (G == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
-  }
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // mbarrier + bulk-copy (TMA) helpers, sm_90.
