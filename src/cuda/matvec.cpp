@@ -149,6 +149,8 @@ void matvec_run(const MatvecOp& op, cudaStream_t stream) {
     case GgmlType::Q2_K:
       return plan.x8 ? mv::launch_q2_k_x8(l, op.nb, stream) : mv::launch_q2_k(l, op.nb, stream);
     case GgmlType::IQ2_XXS:
+      if (plan.x8 && plan.table_rep)
+        return mv::launch_iq2_xxs_x8r(l, op.nb, plan.table_rep, stream);
       return plan.x8 ? mv::launch_iq2_xxs_x8(l, op.nb, stream)
                      : mv::launch_iq2_xxs(l, op.nb, stream);
     case GgmlType::F16:

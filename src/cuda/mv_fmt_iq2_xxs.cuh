@@ -216,4 +216,129 @@ struct FmtIQ2_XXS_X8 {
   }
 };
 
+// The int8-x variant with both lookups from tables replicated R times (R = 16 or 32; word e of copy
+// c at e * R + c, lane l reads copy l % R, so the 32 lanes of a warp hit R different banks). An
+// 8-value piece becomes two words of signed bytes with no arithmetic on the bytes: the grid word
+// holds the 8 magnitude codes (0/1/2) in nibbles, the sign word (indexed by the 7-bit sign index,
+// parity folded in) holds each sign in bit 2 of its nibble, and their OR selects, per byte, one of
+// {8, 25, 43} (bytes 0-2 of kPos) or {-8, -25, -43} (bytes 4-6, kNeg) through one byte_perm per
+// word. Per 8 values: two table loads, an OR, a shift, two byte_perm, two dp4a (the arithmetic
+// decoder above spends ~20 operations and one 8-byte load from a table in one copy, whose bank
+// conflicts averaged 4-way). The bytes, the integer sums and the float operations after them
+// are those of FmtIQ2_XXS_X8: the results are identical.
+constexpr uint32_t iq2_sign_selector(uint32_t s7) {
+  uint32_t par = 0;
+  for (int j = 0; j < 7; ++j) par ^= (s7 >> j) & 1u;
+  const uint32_t m8 = s7 | (par << 7);  // ksigns_iq2xs[s7]
+  uint32_t r = 0;
+  for (int j = 0; j < 8; ++j) r |= ((m8 >> j) & 1u) << (4 * j + 2);
+  return r;
+}
+struct SignSelectors {
+  uint32_t v[128];
+};
+constexpr SignSelectors make_sign_selectors() {
+  SignSelectors t{};
+  for (uint32_t i = 0; i < 128; ++i) t.v[i] = iq2_sign_selector(i);
+  return t;
+}
+inline constexpr SignSelectors kSignSelectors = make_sign_selectors();
+namespace {
+__device__ const SignSelectors g_sign_selectors = make_sign_selectors();
+}  // namespace
+
+template <int R>
+struct FmtIQ2_XXS_X8R {
+  static_assert(R == 16 || R == 32, "copies: 16 or 32");
+  static constexpr FormatGeom kGeom = geom_iq2_xxs_x8r(R);
+  static constexpr bool kDenormal = false;
+  static constexpr bool kOptionalSmemX = false;
+  static constexpr int kSignWord0 = 256 * R;
+  static constexpr uint32_t kPos = 0x002B1908u;  // bytes 0-2: 8, 25, 43
+  static constexpr uint32_t kNeg = 0x00D5E7F8u;  // bytes 4-6: -8, -25, -43
+
+  DSV4_HD static uint32_t table_word(int i) {
+#ifdef __CUDA_ARCH__
+    return i < kSignWord0 ? g_nibble_grid.v[i / R] : g_sign_selectors.v[(i - kSignWord0) / R];
+#else
+    return i < kSignWord0 ? kNibbleGrid.v[i / R] : kSignSelectors.v[(i - kSignWord0) / R];
+#endif
+  }
+
+  static constexpr int kLog = R == 32 ? 5 : 4;
+
+  // The word at byte address a of shared memory (device) or at word a / 4 of the table (host).
+  DSV4_HD static uint32_t lds(const uint32_t* tab, uint32_t a) {
+#ifdef __CUDA_ARCH__
+    (void)tab;
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(a));
+    return v;
+#else
+    return tab[a / 4];
+#endif
+  }
+
+  // Selector of piece L of a group: grid entry = byte L of A (one byte_perm and one LEA give its
+  // address in this lane's copy), sign index = bits 7L.. of B (shift, mask, add).
+  template <int L>
+  DSV4_HD static uint32_t selector(const uint32_t* tab, uint32_t A, uint32_t B, uint32_t gbase,
+                                   uint32_t sbase) {
+    const uint32_t e = byte_perm(A, 0u, 0x4440u | L);
+    constexpr int kSh = 7 * L - (kLog + 2);
+    const uint32_t so =
+        (kSh >= 0 ? B >> (kSh > 0 ? kSh : 0) : B << (kSh < 0 ? -kSh : 0)) & (0x7Fu << (kLog + 2));
+    return lds(tab, gbase + (e << (kLog + 2))) | lds(tab, sbase + so);
+  }
+
+  template <int NB>
+  DSV4_HD static void dot(const uint32_t (&w)[33], const X8& x, const uint32_t* tab,
+                          float (&acc)[NB]) {
+#ifdef __CUDA_ARCH__
+    // Byte addresses of this lane's copies; the positive levels in a per-thread register (a
+    // constant would be copied from a uniform register before every byte_perm).
+    uint32_t lid, t;
+    asm volatile("mov.u32 %0, %%laneid;" : "=r"(lid));
+    asm volatile("xor.b32 %0, %1, %2;" : "=r"(t) : "r"(lid), "r"(kPos));
+    const uint32_t pos = t ^ lid;
+    const uint32_t gbase =
+        static_cast<uint32_t>(__cvta_generic_to_shared(tab)) + 4u * (lid & (R - 1));
+#else
+    const uint32_t pos = kPos, gbase = 0;
+#endif
+    const uint32_t sbase = gbase + 4u * kSignWord0;
+    DSV4_UNROLL
+    for (int b = 0; b < 2; ++b) {
+      const float d = FmtIQ2_XXS::block_scale(w, b);
+      DSV4_UNROLL
+      for (int g = 0; g < 8; ++g) {
+        uint32_t A, B;
+        const float db = FmtIQ2_XXS::group(w, b, g, d, A, B);
+        const uint32_t sel[4] = {
+            selector<0>(tab, A, B, gbase, sbase), selector<1>(tab, A, B, gbase, sbase),
+            selector<2>(tab, A, B, gbase, sbase), selector<3>(tab, A, B, gbase, sbase)};
+        int is[NB];
+        DSV4_UNROLL
+        for (int v = 0; v < NB; ++v) is[v] = 0;
+        DSV4_UNROLL
+        for (int l = 0; l < 4; ++l) {
+          // Selector nibbles use bits 0-2 only (bit 3, prmt's sign replication, stays 0).
+          const uint32_t wlo = prmt(pos, kNeg, sel[l]);
+          const uint32_t whi = prmt(pos, kNeg, sel[l] >> 16);
+          DSV4_UNROLL
+          for (int v = 0; v < NB; ++v) {
+            uint32_t xlo, xhi;
+            x.q(v, 256 * b + 32 * g + 8 * l, xlo, xhi);
+            is[v] = dp4a_s8(wlo, xlo, is[v]);
+            is[v] = dp4a_s8(whi, xhi, is[v]);
+          }
+        }
+        DSV4_UNROLL
+        for (int v = 0; v < NB; ++v)
+          acc[v] = fma_f(db, x.scale(v, 8 * b + g) * (float)is[v], acc[v]);
+      }
+    }
+  }
+};
+
 }  // namespace dsv4::cuda::mv

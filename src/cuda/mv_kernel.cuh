@@ -70,53 +70,111 @@ struct XUnitBytes {
 // kBulk: the ring is filled with cp.async.bulk (one copy per row segment of a step, or per lane
 // when slots are padded) completing on one mbarrier per (warp, stage); p.stages is the planner's.
 // Otherwise cp.async granules (FormatGeom::copy_bytes) with commit groups; p.stages == g.stages.
-// x (scaled for the denormal formats) with its per-16 sums, and the lookup table, staged in shared
-// memory by all threads of the CTA (the caller synchronizes).
+// x (scaled for the denormal formats) with its per-16 sums, staged in shared memory by all threads
+// of the CTA (the caller synchronizes).
 template <class F, int NB, bool kSmemX>
-__device__ __forceinline__ void stage_x_and_table(const Params& p, const float* xg,
-                                                  unsigned char* smem) {
+__device__ __forceinline__ void stage_x(const Params& p, const float* xg, unsigned char* smem) {
   constexpr FormatGeom g = F::kGeom;
   if constexpr (kSmemX && g.x8) {
-    // int8 per 32 values (X8 layout): one thread per 32-value group, 8 float4 loads in flight.
-    // A NaN or infinity in a group makes its scale NaN, so that it reaches y as in the f32 path.
-    constexpr int kXU = XUnitBytes<F>::value;
-    constexpr int kG32 = g.unit_values / 32;
-    const int n32 = p.cols >> 5;
-    for (int j = threadIdx.x; j < NB * n32; j += blockDim.x) {
-      const int v = j / n32, gi = j - v * n32;
-      const float4* q = reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 32 * gi);
-      float4 r[8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) r[e] = __ldg(q + e);
-      float amax = 0.0f, poison = 0.0f;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        amax = fmaxf(
-            amax, fmaxf(fmaxf(fabsf(r[e].x), fabsf(r[e].y)), fmaxf(fabsf(r[e].z), fabsf(r[e].w))));
-        poison += ((r[e].x * 0.0f + r[e].y * 0.0f) + (r[e].z * 0.0f + r[e].w * 0.0f));
+    if (blockDim.x >= 4u * NB * (unsigned)(p.cols >> 5)) {
+      // int8 per 32 values (X8 layout): four threads per 32-value group, 8 values (two float4
+      // loads) each, the group's absmax (and NaN/infinity poison) combined by two xor shuffles, so
+      // that every thread of the CTA takes part and the staging costs one L2 round trip plus a few
+      // operations. A NaN or infinity in a group makes its scale NaN, so that it reaches y as in
+      // the f32 path. The trip count is the same for every thread (the shuffles need whole warps).
+      constexpr int kXU = XUnitBytes<F>::value;
+      constexpr int kG32 = g.unit_values / 32;
+      const int n32 = p.cols >> 5;
+      const int total = 4 * NB * n32;
+      for (int base = 0; base < total; base += blockDim.x) {
+        const int j = base + (int)threadIdx.x;
+        const bool act = j < total;
+        const int gg = act ? j >> 2 : 0, part = j & 3;
+        const int v = gg / n32, gi = gg - v * n32;
+        float4 r0 = make_float4(0.f, 0.f, 0.f, 0.f), r1 = r0;
+        if (act) {
+          const float4* q =
+              reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 32 * gi + 8 * part);
+          r0 = __ldg(q);
+          r1 = __ldg(q + 1);
+        }
+        float amax = fmaxf(fmaxf(fmaxf(fabsf(r0.x), fabsf(r0.y)), fmaxf(fabsf(r0.z), fabsf(r0.w))),
+                           fmaxf(fmaxf(fabsf(r1.x), fabsf(r1.y)), fmaxf(fabsf(r1.z), fabsf(r1.w))));
+        float poison = ((r0.x * 0.0f + r0.y * 0.0f) + (r0.z * 0.0f + r0.w * 0.0f)) +
+                       ((r1.x * 0.0f + r1.y * 0.0f) + (r1.z * 0.0f + r1.w * 0.0f));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        poison += __shfl_xor_sync(0xffffffffu, poison, 1);
+        poison += __shfl_xor_sync(0xffffffffu, poison, 2);
+        const uint32_t pk0 = ((uint32_t)x8_code(r0.x, amax) & 0xFFu) |
+                             (((uint32_t)x8_code(r0.y, amax) & 0xFFu) << 8) |
+                             (((uint32_t)x8_code(r0.z, amax) & 0xFFu) << 16) |
+                             ((uint32_t)x8_code(r0.w, amax) << 24);
+        const uint32_t pk1 = ((uint32_t)x8_code(r1.x, amax) & 0xFFu) |
+                             (((uint32_t)x8_code(r1.y, amax) & 0xFFu) << 8) |
+                             (((uint32_t)x8_code(r1.z, amax) & 0xFFu) << 16) |
+                             ((uint32_t)x8_code(r1.w, amax) << 24);
+        const int uu = gi / kG32, k = gi - uu * kG32;
+        unsigned char* dst = smem + (int64_t)(v * p.units + uu) * kXU;
+        const float sc = x8_scale(amax) + poison;
+        int s8 = 0;
+        if constexpr (g.xsum_group == 16) {  // sums of the quantized values (exact integers) * sc
+          s8 = dp4a_s8(pk1, 0x01010101u, dp4a_s8(pk0, 0x01010101u, 0));
+          s8 += __shfl_xor_sync(0xffffffffu, s8, 1);  // parts {0,1} and {2,3}: values 0-15, 16-31
+        }
+        if (act) {
+          reinterpret_cast<uint2*>(dst + 32 * k)[part] = make_uint2(pk0, pk1);
+          if (part == 0) reinterpret_cast<float*>(dst + g.unit_values)[k] = sc;
+          if constexpr (g.xsum_group == 16) {
+            float* sums = reinterpret_cast<float*>(dst + g.unit_values + 4 * kG32);
+            if ((part & 1) == 0) sums[2 * k + (part >> 1)] = sc * (float)s8;
+          }
+        }
       }
-      uint32_t pk[8];
+    } else {
+      // Fewer threads than 4 per group: one thread per group, its 8 loads in flight at once
+      // (a loop of 8-value pieces would serialize L2 round trips in small CTAs).
+      // int8 per 32 values (X8 layout): one thread per 32-value group, 8 float4 loads in flight.
+      // A NaN or infinity in a group makes its scale NaN, so that it reaches y as in the f32 path.
+      constexpr int kXU = XUnitBytes<F>::value;
+      constexpr int kG32 = g.unit_values / 32;
+      const int n32 = p.cols >> 5;
+      for (int j = threadIdx.x; j < NB * n32; j += blockDim.x) {
+        const int v = j / n32, gi = j - v * n32;
+        const float4* q = reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 32 * gi);
+        float4 r[8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e)
-        pk[e] = ((uint32_t)x8_code(r[e].x, amax) & 0xFFu) |
-                (((uint32_t)x8_code(r[e].y, amax) & 0xFFu) << 8) |
-                (((uint32_t)x8_code(r[e].z, amax) & 0xFFu) << 16) |
-                ((uint32_t)x8_code(r[e].w, amax) << 24);
-      const int uu = gi / kG32, k = gi - uu * kG32;
-      unsigned char* dst = smem + (int64_t)(v * p.units + uu) * kXU;
-      reinterpret_cast<uint4*>(dst + 32 * k)[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
-      reinterpret_cast<uint4*>(dst + 32 * k)[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
-      const float sc = x8_scale(amax) + poison;
-      reinterpret_cast<float*>(dst + g.unit_values)[k] = sc;
-      if constexpr (g.xsum_group == 16) {  // sums of the quantized values (exact integers) * sc
-        int s0 = 0, s1 = 0;
+        for (int e = 0; e < 8; ++e) r[e] = __ldg(q + e);
+        float amax = 0.0f, poison = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s0 = dp4a_s8(pk[e], 0x01010101u, s0);
+        for (int e = 0; e < 8; ++e) {
+          amax = fmaxf(amax, fmaxf(fmaxf(fabsf(r[e].x), fabsf(r[e].y)),
+                                   fmaxf(fabsf(r[e].z), fabsf(r[e].w))));
+          poison += ((r[e].x * 0.0f + r[e].y * 0.0f) + (r[e].z * 0.0f + r[e].w * 0.0f));
+        }
+        uint32_t pk[8];
 #pragma unroll
-        for (int e = 4; e < 8; ++e) s1 = dp4a_s8(pk[e], 0x01010101u, s1);
-        float* sums = reinterpret_cast<float*>(dst + g.unit_values + 4 * kG32);
-        sums[2 * k] = sc * (float)s0;
-        sums[2 * k + 1] = sc * (float)s1;
+        for (int e = 0; e < 8; ++e)
+          pk[e] = ((uint32_t)x8_code(r[e].x, amax) & 0xFFu) |
+                  (((uint32_t)x8_code(r[e].y, amax) & 0xFFu) << 8) |
+                  (((uint32_t)x8_code(r[e].z, amax) & 0xFFu) << 16) |
+                  ((uint32_t)x8_code(r[e].w, amax) << 24);
+        const int uu = gi / kG32, k = gi - uu * kG32;
+        unsigned char* dst = smem + (int64_t)(v * p.units + uu) * kXU;
+        reinterpret_cast<uint4*>(dst + 32 * k)[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
+        reinterpret_cast<uint4*>(dst + 32 * k)[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
+        const float sc = x8_scale(amax) + poison;
+        reinterpret_cast<float*>(dst + g.unit_values)[k] = sc;
+        if constexpr (g.xsum_group == 16) {  // sums of the quantized values (exact integers) * sc
+          int s0 = 0, s1 = 0;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s0 = dp4a_s8(pk[e], 0x01010101u, s0);
+#pragma unroll
+          for (int e = 4; e < 8; ++e) s1 = dp4a_s8(pk[e], 0x01010101u, s1);
+          float* sums = reinterpret_cast<float*>(dst + g.unit_values + 4 * kG32);
+          sums[2 * k] = sc * (float)s0;
+          sums[2 * k + 1] = sc * (float)s1;
+        }
       }
     }
   } else if constexpr (kSmemX) {
@@ -169,6 +227,13 @@ __device__ __forceinline__ void stage_x_and_table(const Params& p, const float* 
       }
     }
   }
+}
+
+// The lookup table (constant data): staged by all threads of the CTA before the kernel waits for
+// its predecessors, or while its first weight copies are in flight (the caller synchronizes).
+template <class F>
+__device__ __forceinline__ void stage_table(const Params& p, unsigned char* smem) {
+  constexpr FormatGeom g = F::kGeom;
   if constexpr (g.table_bytes > 0) {
     uint32_t* tw = reinterpret_cast<uint32_t*>(smem + p.off_tab);
     constexpr int kTabWords = g.table_bytes / 4;
@@ -208,7 +273,10 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   pdl_trigger();
   // Expert ids come from a predecessor: wait before reading them; otherwise the weight copies
   // below start before the wait (they read only constant data).
-  if (p.ids) pdl_wait();
+  if (p.ids) {
+    stage_table<F>(p, smem);
+    pdl_wait();
+  }
 
   int b = blockIdx.x;
   const int group = b % p.groups;
@@ -294,12 +362,13 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
 #pragma unroll
     for (int s = 0; s < g.stages; ++s) issue(s);
   }
+  if (!p.ids) stage_table<F>(p, smem);
   pdl_wait();  // x and y belong to the predecessors from here on
-  // x (scaled) and its per-16 sums, lookup table: once per CTA, while the ring fills.
+  // x (scaled) and its per-16 sums: once per CTA, while the ring fills.
   const float* xs = reinterpret_cast<const float*>(smem);
   const float* xsum = reinterpret_cast<const float*>(smem + p.off_xsum);
   const uint32_t* tab = reinterpret_cast<const uint32_t*>(smem + p.off_tab);
-  stage_x_and_table<F, NB, kSmemX>(p, xg, smem);
+  stage_x<F, NB, kSmemX>(p, xg, smem);
   if constexpr (kSmemX || g.table_bytes > 0) __syncthreads();
 
   float acc[NB];
@@ -403,7 +472,10 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   const int lane = threadIdx.x & 31;
   const int wpc = blockDim.x >> 5;
   pdl_trigger();
-  if (p.ids) pdl_wait();  // item() reads the expert ids
+  if (p.ids) {
+    stage_table<F>(p, smem);
+    pdl_wait();  // item() reads the expert ids
+  }
   const int lr = 1 << p.lr_log2;
   const int rpc = 32 >> p.lr_log2;
   const int my_k = lane & (lr - 1);
@@ -479,8 +551,9 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   __syncwarp();
   for (int s = 0; s < stages; ++s) issue_next();
 
+  if (!p.ids) stage_table<F>(p, smem);
   pdl_wait();  // x and y belong to the predecessors from here on
-  stage_x_and_table<F, NB, kSmemX>(p, p.x, smem);
+  stage_x<F, NB, kSmemX>(p, p.x, smem);
   if constexpr (kSmemX || g.table_bytes > 0) __syncthreads();
   const float* xs = reinterpret_cast<const float*>(smem);
   const float* xsum = reinterpret_cast<const float*>(smem + p.off_xsum);

@@ -26,6 +26,8 @@ void launch_q2_k(const Launch& l, int nb, cudaStream_t s);
 void launch_q2_k_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtQ2_K_X8)
 void launch_iq2_xxs(const Launch& l, int nb, cudaStream_t s);
 void launch_iq2_xxs_x8(const Launch& l, int nb, cudaStream_t s);  // x as int8 (FmtIQ2_XXS_X8)
+// x as int8, selector tables replicated rep (16 or 32) times (FmtIQ2_XXS_X8R)
+void launch_iq2_xxs_x8r(const Launch& l, int nb, int rep, cudaStream_t s);
 void launch_f16(const Launch& l, int nb, cudaStream_t s);
 void launch_bf16(const Launch& l, int nb, cudaStream_t s);
 void launch_f32(const Launch& l, int nb, cudaStream_t s);

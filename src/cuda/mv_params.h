@@ -53,6 +53,11 @@ inline constexpr FormatGeom kGeomQ2_K{256, 84, 4, 84, 2, true, 16, 0};         /
 inline constexpr FormatGeom kGeomIQ2_XXS{512, 132, 4, 132, 2, true, 0, 1024};  // 2 blocks
 // IQ2_XXS with int8 x: the table holds the grid as bytes (2 KiB).
 inline constexpr FormatGeom kGeomIQ2_XXS_X8{512, 132, 4, 132, 2, true, 0, 2048, true};
+// IQ2_XXS with int8 x and selector tables replicated R times (FmtIQ2_XXS_X8R): the grid as code
+// nibbles (256 words) and the signs as selector bits (128 words), word e of copy c at e * R + c.
+constexpr FormatGeom geom_iq2_xxs_x8r(int R) {
+  return FormatGeom{512, 132, 4, 132, 2, true, 0, (256 + 128) * 4 * R, true};
+}
 // Q2_K with int8 x: the minimums need the per-16 sums of the quantized x.
 inline constexpr FormatGeom kGeomQ2_K_X8{256, 84, 4, 84, 2, true, 16, 0, true};
 // Q8_0 with int8 x: a block and an x group are both 32 values.

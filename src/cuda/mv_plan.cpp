@@ -8,8 +8,11 @@
 
 namespace dsv4::cuda::mv {
 
-std::optional<FormatGeom> format_geom(GgmlType t, bool x8) {
-  if (x8 && t == GgmlType::IQ2_XXS) return kGeomIQ2_XXS_X8;
+std::optional<FormatGeom> format_geom(GgmlType t, bool x8, int iq2_rep) {
+  if (x8 && t == GgmlType::IQ2_XXS)
+    return iq2_rep == 32   ? geom_iq2_xxs_x8r(32)
+           : iq2_rep == 16 ? geom_iq2_xxs_x8r(16)
+                           : kGeomIQ2_XXS_X8;
   if (x8 && t == GgmlType::Q2_K) return kGeomQ2_K_X8;
   if (x8 && t == GgmlType::Q8_0) return kGeomQ8_0_X8;
   switch (t) {
@@ -59,6 +62,8 @@ std::string apply_tuning_spec(Tuning& t, const std::string& spec) {
                  : k == "pitems"         ? &t.persist_items
                  : k == "pocc"           ? &t.persist_occ
                  : k == "side_pw"        ? &t.side_persist_warps
+                 : k == "iq2_rep"        ? &t.iq2_rep
+                 : k == "iq2_pw"         ? &t.iq2_pw
                                          : nullptr;
     if (!field) return k;
     *field = v;
@@ -104,9 +109,12 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
     p.why_generic = std::move(why);
     return p;
   };
-  const auto geom = format_geom(s.type, s.x8);
+  const auto geom = format_geom(s.type, s.x8, tu.iq2_rep);
   if (!geom) return generic("no fast kernel for this type");
   const FormatGeom& g = *geom;
+  const int table_rep =
+      s.x8 && s.type == GgmlType::IQ2_XXS && (tu.iq2_rep == 16 || tu.iq2_rep == 32) ? tu.iq2_rep
+                                                                                    : 0;
   if (s.cols % g.unit_values != 0)
     return generic(
         fmt::format("cols {} not a multiple of the {}-value unit", s.cols, g.unit_values));
@@ -217,9 +225,10 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
                              (tu.persist == 3 && s.type == GgmlType::IQ2_XXS)) &&
                             !(s.side && tu.side_persist_warps <= 0);
   if (persist_type && bulk_ok && !s.per_slot_x && (g.smem_x || opt_x || s.type != GgmlType::Q8_0)) {
-    const int wpc =
-        std::clamp(s.side ? std::min(tu.persist_warps, tu.side_persist_warps) : tu.persist_warps, 1,
-                   max_threads_for_nb(s.nb) / 32);
+    // The replicated tables take 24-48 KiB per CTA: fewer, larger CTAs.
+    const int pw = table_rep ? tu.iq2_pw : tu.persist_warps;
+    const int wpc = std::clamp(s.side ? std::min(pw, tu.side_persist_warps) : pw, 1,
+                               max_threads_for_nb(s.nb) / 32);
     const int64_t want = (int64_t)tu.persist_items * wpc * tu.persist_occ * lim.sm_count;
     int l2 = 0;
     while (l2 < max_lrl && (l2 < bgl || ctas_for(l2) < want) && p.units % (2 << l2) == 0) ++l2;
@@ -255,15 +264,17 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
   p = *best;
   p.fast = true;
   p.x8 = g.x8;
+  p.table_rep = table_rep;
   return p;
 }
 
 std::string to_string(const Plan& p) {
   if (!p.fast) return "generic (" + p.why_generic + ")";
   return fmt::format(
-      "fast: ctas={} warps/cta={} lanes/row={} units={} steps={} {}x{}{}{} smem={}B", p.ctas, p.ks,
-      1 << p.lr_log2, p.units, p.steps, p.bulk ? "bulk" : "cp.async", p.stages,
+      "fast: ctas={} warps/cta={} lanes/row={} units={} steps={} {}x{}{}{}{} smem={}B", p.ctas,
+      p.ks, 1 << p.lr_log2, p.units, p.steps, p.bulk ? "bulk" : "cp.async", p.stages,
       p.smem_x ? (p.x8 ? " x8-smem" : " x-smem") : "",
+      p.table_rep ? fmt::format(" tables x{}", p.table_rep) : std::string(),
       p.persist ? fmt::format(" persistent({} warps)", p.persist_warps) : std::string(), p.smem);
 }
 

@@ -13,8 +13,9 @@
 namespace dsv4::cuda::mv {
 
 // Fast-path geometry of a type, nullopt when only the generic kernel handles it.
-// x8: the int8-x variant where the type has one (IQ2_XXS), else the type's usual geometry.
-std::optional<FormatGeom> format_geom(GgmlType t, bool x8 = false);
+// x8: the int8-x variant where the type has one (IQ2_XXS, Q2_K, Q8_0), else the type's usual
+// geometry; iq2_rep (Tuning::iq2_rep) picks the IQ2_XXS int8-x decoder.
+std::optional<FormatGeom> format_geom(GgmlType t, bool x8 = false, int iq2_rep = 0);
 
 struct DeviceLimits {
   int sm_count = 132;
@@ -58,12 +59,20 @@ struct Tuning {
   // persistent). Half the ring of the chain's CTAs leaves room for the chain's kernels beside
   // them: H200 q2 decode @2K 144.5 tok/s with 8, 146.0 with 4, 142.8 not persistent.
   int side_persist_warps = 4;
+  // IQ2_XXS with int8 x: 0 the arithmetic sign decoder with one 2 KiB grid (FmtIQ2_XXS_X8); 16
+  // or 32: grid and sign selectors from tables replicated that many times (FmtIQ2_XXS_X8R, 24 or
+  // 48 KiB per CTA), whose persistent CTAs take iq2_pw warps. H200 q2 decode @2K, two rounds:
+  // 149.5 / 149.7 tok/s with 0, 152.8 / 152.7 with 16 and 12 warps (6 experts' gate+up alone
+  // 26.8 -> 23.6 us).
+  int iq2_rep = 16;
+  int iq2_pw = 12;
 };
 // The planner knobs in use: defaults, then DSV4_MV_TUNE (a spec for apply_tuning_spec) read at
 // the first call, so any program (tests, bench_matvec, dsv4 bench) runs under other knobs.
 Tuning& tuning();
 // Applies "key=value,..." to t (keys: target bulk stages force_lr min_ctas max_lr bulk_max_steps
-// q8x q8x_ks t_q8 t_iq2 t_q2k t_f16 persist pw pitems pocc side_pw; a key without value means
+// q8x q8x_ks t_q8 t_iq2 t_q2k t_f16 persist pw pitems pocc side_pw iq2_rep iq2_pw; a key
+// without value means
 // 1). Returns an empty string, or the first unknown key (the keys before it are applied).
 std::string apply_tuning_spec(Tuning& t, const std::string& spec);
 
@@ -87,7 +96,8 @@ struct Plan {
   // ctas stays the logical count (row groups x slots x mats), smem is per physical CTA.
   bool persist = false;
   int persist_warps = 0;
-  int stages = 0;  // ring depth (per warp)
+  int table_rep = 0;  // IQ2_XXS int8 x: copies of the selector tables (0: FmtIQ2_XXS_X8)
+  int stages = 0;     // ring depth (per warp)
   size_t off_bar = 0;
 };
 

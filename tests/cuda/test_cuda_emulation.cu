@@ -14,12 +14,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <ostream>
+#include <random>
 #include <string>
 #include <vector>
 
-#include "test_seed.h"
 #include "core/ggml_type.h"
 #include "cuda/mv_fmt_f16.cuh"
 #include "cuda/mv_fmt_f32.cuh"
@@ -29,6 +28,7 @@
 #include "cuda/mv_fmt_q8_0.cuh"
 #include "cuda/mv_plan.h"
 #include "quant/quant.h"
+#include "test_seed.h"
 
 namespace {
 
@@ -57,7 +57,8 @@ Data make_data(const Problem& pr, uint64_t seed) {
   const int64_t n_e = pr.n_expert > 0 ? pr.n_expert : 1;
   for (int m = 0; m < pr.n_mats; ++m) {
     d.w.emplace_back(d.row_bytes * (size_t)(pr.rows * n_e));
-    dsv4::quant::random_blocks(pr.t, seed + 17 * (uint64_t)m, 1.0f, d.w.back().data(), pr.rows * n_e * pr.cols);
+    dsv4::quant::random_blocks(pr.t, seed + 17 * (uint64_t)m, 1.0f, d.w.back().data(),
+                               pr.rows * n_e * pr.cols);
   }
   std::mt19937_64 rng(seed ^ 0x1234);
   if (pr.n_expert > 0) {
@@ -92,7 +93,8 @@ std::vector<float> emulate(const Problem& pr, const Data& d, const mv::Plan& pla
     const int rows_here = std::min<int>(rpc, (int)pr.rows - row0);
     const int64_t expert = pr.n_expert > 0 ? d.ids[(size_t)slot] : 0;
     const std::vector<uint8_t>& wbuf = d.w[(size_t)mat];
-    const uint8_t* W = wbuf.data() + (size_t)expert * pr.rows * d.row_bytes + (size_t)row0 * d.row_bytes;
+    const uint8_t* W =
+        wbuf.data() + (size_t)expert * pr.rows * d.row_bytes + (size_t)row0 * d.row_bytes;
     const float* xg = d.x.data() + slot * x_slot_stride;
 
     // x staging as the kernel does it
@@ -123,8 +125,8 @@ std::vector<float> emulate(const Problem& pr, const Data& d, const mv::Plan& pla
         for (int lane = 0; lane < 32; ++lane)
           for (int it = 0; it < kPer; ++it) {
             const int i = lane + 32 * it;
-            const int src = mv::granule_src<kPer, g.unit_bytes, g.copy_bytes>(i, plan.lr_log2, rows_here - 1,
-                                                                                (int)d.row_bytes);
+            const int src = mv::granule_src<kPer, g.unit_bytes, g.copy_bytes>(
+                i, plan.lr_log2, rows_here - 1, (int)d.row_bytes);
             const int dst = mv::granule_dst<kPer, g.unit_bytes, g.slot_bytes, g.copy_bytes>(i);
             const uint8_t* from = W + ws + src;
             EXPECT_TRUE(from >= wbuf.data() && from + g.copy_bytes <= wbuf.data() + wbuf.size())
@@ -146,14 +148,16 @@ std::vector<float> emulate(const Problem& pr, const Data& d, const mv::Plan& pla
           EXPECT_LT(u, plan.units);
           // the unit this lane decodes must be the one of its row
           const int rr = std::min(lane >> plan.lr_log2, rows_here - 1);
-          EXPECT_EQ(std::memcmp(w, W + (size_t)rr * d.row_bytes + (size_t)u * g.unit_bytes, g.unit_bytes), 0)
+          EXPECT_EQ(
+              std::memcmp(w, W + (size_t)rr * d.row_bytes + (size_t)u * g.unit_bytes, g.unit_bytes),
+              0)
               << "lane " << lane << " step " << s << " warp " << warp;
           float a[NB];
           for (int v = 0; v < NB; ++v) a[v] = acc[lane][v];
           if constexpr (g.smem_x) {
             const mv::XPlain xa{xs.data() + (int64_t)u * g.unit_values, pr.cols};
-            F::template dot<NB>(w, xa, xsum.data() + (int64_t)u * (g.unit_values / 16), (int)(pr.cols >> 4),
-                                tab.data(), a);
+            F::template dot<NB>(w, xa, xsum.data() + (int64_t)u * (g.unit_values / 16),
+                                (int)(pr.cols >> 4), tab.data(), a);
           } else {
             const mv::XPlain xa{xg + (int64_t)u * g.unit_values, pr.cols};
             F::template dot<NB>(w, xa, nullptr, 0, tab.data(), a);
@@ -187,30 +191,47 @@ std::vector<float> emulate(const Problem& pr, const Data& d, const mv::Plan& pla
 template <class F>
 std::vector<float> emulate_nb(const Problem& pr, const Data& d, const mv::Plan& plan) {
   switch (pr.nb) {
-    case 1: return emulate<F, 1>(pr, d, plan);
-    case 2: return emulate<F, 2>(pr, d, plan);
-    case 3: return emulate<F, 3>(pr, d, plan);
-    case 5: return emulate<F, 5>(pr, d, plan);
-    case 8: return emulate<F, 8>(pr, d, plan);
-    default: ADD_FAILURE() << "nb " << pr.nb; return {};
+    case 1:
+      return emulate<F, 1>(pr, d, plan);
+    case 2:
+      return emulate<F, 2>(pr, d, plan);
+    case 3:
+      return emulate<F, 3>(pr, d, plan);
+    case 5:
+      return emulate<F, 5>(pr, d, plan);
+    case 8:
+      return emulate<F, 8>(pr, d, plan);
+    default:
+      ADD_FAILURE() << "nb " << pr.nb;
+      return {};
   }
 }
 
 std::vector<float> emulate_any(const Problem& pr, const Data& d, const mv::Plan& plan) {
   switch (pr.t) {
-    case GgmlType::Q8_0: return emulate_nb<mv::FmtQ8_0>(pr, d, plan);
-    case GgmlType::Q4_K: return emulate_nb<mv::FmtQ4_K>(pr, d, plan);
-    case GgmlType::Q2_K: return emulate_nb<mv::FmtQ2_K>(pr, d, plan);
-    case GgmlType::IQ2_XXS: return emulate_nb<mv::FmtIQ2_XXS>(pr, d, plan);
-    case GgmlType::F16: return emulate_nb<mv::FmtF16>(pr, d, plan);
-    case GgmlType::BF16: return emulate_nb<mv::FmtBF16>(pr, d, plan);
-    case GgmlType::F32: return emulate_nb<mv::FmtF32>(pr, d, plan);
-    default: ADD_FAILURE() << "type"; return {};
+    case GgmlType::Q8_0:
+      return emulate_nb<mv::FmtQ8_0>(pr, d, plan);
+    case GgmlType::Q4_K:
+      return emulate_nb<mv::FmtQ4_K>(pr, d, plan);
+    case GgmlType::Q2_K:
+      return emulate_nb<mv::FmtQ2_K>(pr, d, plan);
+    case GgmlType::IQ2_XXS:
+      return emulate_nb<mv::FmtIQ2_XXS>(pr, d, plan);
+    case GgmlType::F16:
+      return emulate_nb<mv::FmtF16>(pr, d, plan);
+    case GgmlType::BF16:
+      return emulate_nb<mv::FmtBF16>(pr, d, plan);
+    case GgmlType::F32:
+      return emulate_nb<mv::FmtF32>(pr, d, plan);
+    default:
+      ADD_FAILURE() << "type";
+      return {};
   }
 }
 
 // Checks y against the CPU for every (mat, slot, vec); returns the largest |err| / S.
-double check_against_cpu(const Problem& pr, const Data& d, const std::vector<float>& y, const std::string& what) {
+double check_against_cpu(const Problem& pr, const Data& d, const std::vector<float>& y,
+                         const std::string& what) {
   double worst = 0;
   std::vector<float> wrow((size_t)pr.cols);
   for (int m = 0; m < pr.n_mats; ++m)
@@ -224,7 +245,8 @@ double check_against_cpu(const Problem& pr, const Data& d, const std::vector<flo
         for (int64_t r = 0; r < pr.rows; ++r) {
           dsv4::quant::dequantize_row(pr.t, base + (size_t)r * d.row_bytes, wrow.data(), pr.cols);
           double sabs = 0;
-          for (int64_t i = 0; i < pr.cols; ++i) sabs += std::fabs((double)wrow[(size_t)i] * xs[v * pr.cols + i]);
+          for (int64_t i = 0; i < pr.cols; ++i)
+            sabs += std::fabs((double)wrow[(size_t)i] * xs[v * pr.cols + i]);
           const float got = y[(((size_t)m * pr.n_slots + s) * pr.nb + v) * pr.rows + (size_t)r];
           const float want = ref[(size_t)(v * pr.rows + r)];
           if (!std::isfinite(got)) {
@@ -235,8 +257,8 @@ double check_against_cpu(const Problem& pr, const Data& d, const std::vector<flo
           const double err = std::fabs((double)got - want);
           worst = std::max(worst, err / std::max(sabs, 1e-30));
           if (err > 1e-5 * sabs + 1e-6) {
-            ADD_FAILURE() << what << ": mat " << m << " slot " << s << " vec " << v << " row " << r << " got "
-                          << got << " want " << want << " S " << sabs;
+            ADD_FAILURE() << what << ": mat " << m << " slot " << s << " vec " << v << " row " << r
+                          << " got " << got << " want " << want << " S " << sabs;
             return worst;
           }
         }
@@ -245,7 +267,8 @@ double check_against_cpu(const Problem& pr, const Data& d, const std::vector<flo
 }
 
 mv::Plan plan_for(const Problem& pr, const mv::DeviceLimits& lim) {
-  return mv::plan_matvec(mv::Shape{pr.t, pr.rows, pr.cols, pr.nb, pr.n_mats, pr.n_slots, true}, lim);
+  return mv::plan_matvec(mv::Shape{pr.t, pr.rows, pr.cols, pr.nb, pr.n_mats, pr.n_slots, true},
+                         lim);
 }
 
 // Every other valid geometry: lanes per row 1..8, warps 1..16 with KS*LR dividing the units.
@@ -272,7 +295,9 @@ struct Named {
   bool all_geoms;
 };
 
-void PrintTo(const Named& n, std::ostream* os) { *os << n.name; }
+void PrintTo(const Named& n, std::ostream* os) {
+  *os << n.name;
+}
 
 class Emulation : public testing::TestWithParam<Named> {};
 
@@ -283,7 +308,8 @@ TEST_P(Emulation, KernelReplayMatchesCpu) {
   const mv::Plan plan = plan_for(pr, mv::DeviceLimits{132, 227 * 1024});
   ASSERT_TRUE(plan.fast) << mv::to_string(plan);
   const double w = check_against_cpu(pr, d, emulate_any(pr, d, plan), mv::to_string(plan));
-  std::printf("[   info   ] %s %s: max |err|/S = %.3g\n", GetParam().name, mv::to_string(plan).c_str(), w);
+  std::printf("[   info   ] %s %s: max |err|/S = %.3g\n", GetParam().name,
+              mv::to_string(plan).c_str(), w);
   if (GetParam().all_geoms)
     for (const mv::Plan& p : all_geometries(pr, plan)) {
       SCOPED_TRACE(mv::to_string(p));
@@ -291,7 +317,9 @@ TEST_P(Emulation, KernelReplayMatchesCpu) {
     }
 }
 
-std::string named(const testing::TestParamInfo<Named>& i) { return i.param.name; }
+std::string named(const testing::TestParamInfo<Named>& i) {
+  return i.param.name;
+}
 
 const Named kProblems[] = {
     {"Q8_0_256to64", {GgmlType::Q8_0, 64, 256}, true},
@@ -333,13 +361,43 @@ TEST(EmulationIntrinsics, SignSpreadAndMagnitudes) {
   }
   for (int i = 0; i < 256; ++i) {
     const uint32_t nib = mv::kNibbleGrid.v[i];
-    const uint32_t lo = mv::byte_perm(0x002B1908u, 0u, nib & 0xFFFF), hi = mv::byte_perm(0x002B1908u, 0u, nib >> 16);
+    const uint32_t lo = mv::byte_perm(0x002B1908u, 0u, nib & 0xFFFF),
+                   hi = mv::byte_perm(0x002B1908u, 0u, nib >> 16);
     const uint64_t grid = ((uint64_t)hi << 32) | lo;
     EXPECT_EQ(grid, dsv4::quant::detail::kIq2xxsGrid[i]) << "entry " << i;
   }
+  // The replicated selector tables of FmtIQ2_XXS_X8R: every copy holds the same word, and the two
+  // byte_perm of (grid | signs) give the signed bytes of the arithmetic decoder (FmtIQ2_XXS_X8).
+  using R32 = mv::FmtIQ2_XXS_X8R<32>;
+  using R16 = mv::FmtIQ2_XXS_X8R<16>;
+  EXPECT_EQ(R32::kGeom.table_bytes, 4 * (256 + 128) * 32);
+  for (int i = 0; i < R16::kGeom.table_bytes / 4; ++i)
+    EXPECT_EQ(R16::table_word(i), R32::table_word(i / 16 * 32 + i % 16)) << "word " << i;
+  for (uint32_t gi = 0; gi < 256; ++gi)
+    for (uint32_t s7 = 0; s7 < 128; ++s7) {
+      const uint32_t c = (gi * 7 + s7) % 32;  // any copy
+      const uint32_t sel = R32::table_word((int)(gi * 32 + c)) |
+                           R32::table_word(R32::kSignWord0 + (int)(s7 * 32 + c));
+      const uint32_t wlo = mv::prmt(R32::kPos, R32::kNeg, sel);
+      const uint32_t whi = mv::prmt(R32::kPos, R32::kNeg, sel >> 16);
+      const uint32_t m8 = s7 | ((mv::popc(s7) & 1u) << 7);
+      const uint32_t olo = ((m8 & 0xFu) * 0x00204081u) & 0x01010101u;
+      const uint32_t ohi = ((m8 >> 4) * 0x00204081u) & 0x01010101u;
+      const uint64_t g = dsv4::quant::detail::kIq2xxsGrid[gi];
+      EXPECT_EQ(wlo, ((uint32_t)g ^ (olo * 0xFFu)) + olo) << "grid " << gi << " signs " << s7;
+      EXPECT_EQ(whi, ((uint32_t)(g >> 32) ^ (ohi * 0xFFu)) + ohi)
+          << "grid " << gi << " signs " << s7;
+      for (int j = 0; j < 8; ++j) {
+        const int mag = (int)((g >> (8 * j)) & 0xFF);
+        const int want = ((m8 >> j) & 1) ? -mag : mag;
+        const int got = (int)(int8_t)(((j < 4 ? wlo : whi) >> (8 * (j & 3))) & 0xFF);
+        if (got != want) ADD_FAILURE() << "grid " << gi << " signs " << s7 << " value " << j;
+      }
+    }
   // denormal codes are exact and signed
   EXPECT_EQ(mv::byte_to_denormal<2>(0x00170000u), 23.0f * 0x1p-149f);
-  EXPECT_EQ(mv::as_float(mv::prmt(0x2B190808u, 0x80000000u, mv::kSignMagSel<3>)), -43.0f * 0x1p-149f);
+  EXPECT_EQ(mv::as_float(mv::prmt(0x2B190808u, 0x80000000u, mv::kSignMagSel<3>)),
+            -43.0f * 0x1p-149f);
   EXPECT_EQ(mv::byte_to_float<1>(0x0000FF00u), 255.0f);
 }
 

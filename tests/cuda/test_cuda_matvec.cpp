@@ -237,6 +237,36 @@ void expect_plan_invariants(const mv::Shape& s, const mv::Plan& p, const mv::Dev
   EXPECT_GE((size_t)p.stages * 32 * g->slot_bytes, (size_t)s.nb * 32 * 4);
 }
 
+// The IQ2_XXS int8-x plans: the decoder's tables (2 KiB, or 24 / 48 KiB replicated) lie between x
+// and the ring, the persistent CTAs take Tuning::iq2_pw warps with the replicated tables, and the
+// shared memory fits the device.
+TEST(CudaMatvecPlan, Iq2X8TablesInTheLayout) {
+  const mv::Tuning saved = mv::tuning();
+  for (int rep : {0, 16, 32})
+    for (int pw : {4, 8, 12}) {
+      mv::tuning().iq2_rep = rep;
+      mv::tuning().iq2_pw = pw;
+      mv::Shape s{GgmlType::IQ2_XXS, 2048, 4096, 1, 2, 6, true};
+      s.x8 = true;
+      const mv::Plan p = mv::plan_matvec(s, kH100);
+      SCOPED_TRACE("rep " + std::to_string(rep) + " pw " + std::to_string(pw) + ": " +
+                   mv::to_string(p));
+      ASSERT_TRUE(p.fast);
+      EXPECT_TRUE(p.x8);
+      EXPECT_EQ(p.table_rep, rep);
+      const size_t tab = rep ? (size_t)(256 + 128) * 4 * rep : 2048;
+      EXPECT_GE(p.off_ring, p.off_tab + tab);
+      EXPECT_GE(p.off_tab, (size_t)(8 * 592));  // x: 8 units of 512 int8 + scales + padding
+      EXPECT_LE(p.smem, kH100.smem_per_block);
+      ASSERT_TRUE(p.persist);
+      EXPECT_EQ(p.persist_warps, rep ? pw : saved.persist_warps);
+      s.side = true;  // beside the chain: at most side_persist_warps
+      const mv::Plan ps = mv::plan_matvec(s, kH100);
+      EXPECT_LE(ps.persist_warps, saved.side_persist_warps);
+    }
+  mv::tuning() = saved;
+}
+
 TEST(CudaMatvecPlan, RealDecodeShapesTakeTheFastPath) {
   for (const auto& r : kRealShapes)
     for (int nb : {1, 2, 4, 8}) {
@@ -885,6 +915,84 @@ TEST(CudaMatvecX8, ExpertsAndNanPropagate) {
           }
         }
     }
+}
+
+// The IQ2_XXS int8-x decoder with replicated selector tables (Tuning::iq2_rep 16 / 32) forms the
+// same signed bytes, integer sums and float operations as the arithmetic one: the outputs must be
+// identical bit for bit, for the 6 experts' gate+up of a decode token (persistent kernel), a
+// batch (k-split kernel), bad expert ids (NaN rows) and x with a NaN.
+TEST(CudaMatvecX8, Iq2ReplicatedTablesBitIdentical) {
+  REQUIRE_GPU();
+  struct C {
+    int64_t rows, cols;
+    int nb, n_slots;
+    bool bad_id, nan_x;
+  };
+  const mv::Tuning saved = mv::tuning();
+  for (const C c : {C{2048, 4096, 1, 6, false, false}, C{512, 4096, 3, 1, false, false},
+                    C{256, 2048, 1, 6, true, false}, C{100, 1024, 8, 1, false, true},
+                    C{64, 512, 1, 1, false, false}}) {
+    SCOPED_TRACE(std::to_string(c.cols) + "->" + std::to_string(c.rows) + " nb " +
+                 std::to_string(c.nb) + " slots " + std::to_string(c.n_slots));
+    constexpr int kExperts = 8;
+    const int64_t experts = c.n_slots > 1 ? kExperts : 1;
+    const uint64_t seed = mix(run_seed(), 0x1a2 + (uint64_t)c.rows + (uint64_t)c.nb);
+    std::vector<HostMatrix> mats;
+    for (int mi = 0; mi < 2; ++mi)
+      mats.push_back(random_matrix(GgmlType::IQ2_XXS, c.rows * experts, c.cols, mix(seed, mi)));
+    std::vector<float> x = random_x(c.nb * c.cols, seed ^ 7);
+    if (c.nan_x) x[(size_t)c.cols / 3] = std::nanf("");
+    std::vector<int32_t> ids = {5, 0, 7, 2, 2, 6};
+    if (c.bad_id) ids[3] = kExperts;
+    std::vector<cu::DeviceBuffer> dw;
+    for (auto& m : mats) {
+      dw.emplace_back(m.bytes.size());
+      dw.back().upload(m.bytes.data(), m.bytes.size());
+    }
+    const size_t n_out = 2 * (size_t)c.n_slots * (size_t)c.nb * (size_t)c.rows;
+    cu::DeviceBuffer dids(ids.size() * 4), dx(x.size() * 4), dy(n_out * 4);
+    dids.upload(ids.data(), ids.size() * 4);
+    dx.upload(x.data(), x.size() * 4);
+    cu::MatvecOp op;
+    op.type = GgmlType::IQ2_XXS;
+    op.w[0] = dw[0].data();
+    op.w[1] = dw[1].data();
+    op.n_mats = 2;
+    op.rows = c.rows;
+    op.cols = c.cols;
+    op.nb = c.nb;
+    if (c.n_slots > 1) {
+      op.n_slots = c.n_slots;
+      op.expert_stride_bytes = c.rows * (int64_t)mats[0].row_bytes;
+      op.n_expert = kExperts;
+      op.ids = dids.as<int32_t>();
+    }
+    op.x = dx.as<float>();
+    op.y = dy.as<float>();
+    op.x8 = true;
+    std::vector<uint32_t> want(n_out), got(n_out);
+    for (int rep : {0, 16, 32}) {
+      mv::tuning().iq2_rep = rep;
+      const std::string plan = cu::matvec_describe(op);
+      if (rep) {
+        EXPECT_NE(plan.find("tables x" + std::to_string(rep)), std::string::npos) << plan;
+      }
+      dy.fill_bytes(0xA5);
+      cu::matvec_run(op);
+      sync_check();
+      dy.download(rep ? got.data() : want.data(), n_out * 4);
+      if (!rep) continue;
+      int diff = 0;
+      for (size_t i = 0; i < n_out; ++i) diff += got[i] != want[i];
+      EXPECT_EQ(diff, 0) << "rep " << rep << ": " << plan;
+    }
+    if (c.bad_id) {  // slot 3 of both matrices: NaN rows
+      const float* y = reinterpret_cast<const float*>(want.data());
+      EXPECT_TRUE(std::isnan(y[3 * (size_t)c.rows]));
+      EXPECT_TRUE(std::isnan(y[(size_t)(c.n_slots + 3) * (size_t)c.rows + 1]));
+    }
+  }
+  mv::tuning() = saved;
 }
 
 }  // namespace
