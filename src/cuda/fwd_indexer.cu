@@ -269,12 +269,16 @@ __device__ int block_exclusive_scan(int v, int* sh, int* total) {
 // own contiguous row ranges (counts per warp, one scan, then ballots), so the block crosses a
 // handful of barriers instead of two block scans per 1024 rows (49 us per layer at 64K context).
 constexpr int kTopkUnroll = 4;
-// Up to this many rows the keys are converted once into shared memory, so the four passes and the
-// output phase read shared memory instead of waiting on the L2 five times (decode at short
-// context, where the whole selection is latency: ~8.6 us per ratio-4 layer at 2K).
+// Up to `staged` rows the keys are converted once into shared memory (dynamic, staged * 4 bytes),
+// so the four passes and the output phase read shared memory instead of waiting on the L2 five
+// times: the whole selection is latency (~8.6 us per ratio-4 layer at 2K context; at 64K, 16K
+// rows read from L2 five times took ~15 us). A decode token (one block) stages up to
+// kTopkSmemKeysDecode keys (192 KiB); a chunk's blocks share SMs and stage up to kTopkSmemKeys.
 constexpr int kTopkSmemKeys = 4096;
-__device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32_t* out) {
-  __shared__ uint32_t keys_sh[kTopkSmemKeys];
+constexpr int kTopkSmemKeysDecode = 49152;
+constexpr int kTopkStageUnroll = 8;
+__device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32_t* out,
+                               uint32_t* keys_sh, int staged_cap) {
   __shared__ int hist[256];
   __shared__ uint32_t prefix_sh;
   __shared__ int need_sh;
@@ -283,9 +287,21 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
   const int t = threadIdx.x, bd = blockDim.x;
   const int lane = t & 31, wid = t >> 5, nw = bd >> 5;
 
-  const bool staged = visible <= kTopkSmemKeys;
-  if (staged)
-    for (int r = t; r < visible; r += bd) keys_sh[r] = order_key(sc[r]);
+  const bool staged = visible <= staged_cap;
+  if (staged)  // kTopkStageUnroll loads in flight per thread
+    for (int64_t r0 = t; r0 < visible; r0 += (int64_t)kTopkStageUnroll * bd) {
+      float v[kTopkStageUnroll];
+#pragma unroll
+      for (int u = 0; u < kTopkStageUnroll; ++u) {
+        const int64_t r = r0 + (int64_t)u * bd;
+        v[u] = r < visible ? sc[r] : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kTopkStageUnroll; ++u) {
+        const int64_t r = r0 + (int64_t)u * bd;
+        if (r < visible) keys_sh[r] = order_key(v[u]);
+      }
+    }
   // No barrier needed here: the first pass's histogram reset is followed by one.
   auto key = [&](int64_t r) { return staged ? keys_sh[r] : order_key(sc[r]); };
   uint32_t prefix = 0, mask = 0;
@@ -370,14 +386,16 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
 }
 
 __global__ void idx_topk_kernel(const float* scores, int score_stride, int topk, const int32_t* p0,
-                                int32_t* sel) {
+                                int32_t* sel, int staged_cap) {
+  extern __shared__ uint32_t topk_keys_dyn[];
   pdl_trigger();
   pdl_wait();
   const int i = blockIdx.x;
   const int64_t p = (int64_t)p0[0] + i;
   const int64_t visible = (p + 1) / 4;
   if (visible <= topk) return;
-  topk_one_block(scores + (int64_t)i * score_stride, visible, topk, sel + (int64_t)i * topk);
+  topk_one_block(scores + (int64_t)i * score_stride, visible, topk, sel + (int64_t)i * topk,
+                 topk_keys_dyn, staged_cap);
 }
 
 // Multi-block top-k of one token (decode at long context). Workspace: hist [65536] | ctl [8]
@@ -489,7 +507,7 @@ __global__ void topk_final_kernel(const float* sc, int topk, const int32_t* p0, 
   if (visible <= topk) return;
   const int n_above = ctl[1], n_cand = ctl[3];
   if (n_cand > kCand || ctl[2] != n_above) {  // a huge tie bin: the exact one-block selection
-    topk_one_block(sc, visible, topk, sel);
+    topk_one_block(sc, visible, topk, sel, nullptr, 0);  // visible >= kLargeTopkRows: unstaged
     return;
   }
   uint64_t* a = tk_sh;
@@ -605,7 +623,21 @@ void idx_reduce(const float* dots, const float* iw, int n, int IH, int rows, flo
 
 void idx_topk(const float* scores, int n, int score_stride, int topk, const int32_t* p0,
               int32_t* sel, cudaStream_t s) {
-  launch_k(idx_topk_kernel, n, kTopkThreads, 0, s, scores, score_stride, topk, p0, sel);
+  // DSV4_TOPK_DECODE_KEYS: the decode staging limit, for A/B timing (4096: as a chunk's blocks).
+  static const int decode_keys = [] {
+    const char* e = std::getenv("DSV4_TOPK_DECODE_KEYS");
+    return e ? std::clamp(std::atoi(e), 0, kTopkSmemKeysDecode) : kTopkSmemKeysDecode;
+  }();
+  const int cap = std::min(score_stride, n == 1 ? decode_keys : kTopkSmemKeys);
+  const size_t smem = (size_t)std::max(cap, 1) * sizeof(uint32_t);
+  static const bool attr_set = [] {
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(idx_topk_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)(kTopkSmemKeysDecode * sizeof(uint32_t))));
+    return true;
+  }();
+  (void)attr_set;
+  launch_k(idx_topk_kernel, n, kTopkThreads, smem, s, scores, score_stride, topk, p0, sel, cap);
   FWD_LAUNCH_CHECK("idx_topk_kernel");
 }
 

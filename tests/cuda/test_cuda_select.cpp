@@ -70,8 +70,9 @@ TEST(CudaTopk, RandomScoresNoTies) {
   REQUIRE_GPU();
   std::mt19937_64 rng(run_seed());
   std::normal_distribution<float> nd(0.0f, 3.0f);
-  // 600 and 4096: keys staged in shared memory (kTopkSmemKeys); 4097 and up: read from global.
-  for (int64_t visible : {600, 4096, 4097, 20000, 131072}) {
+  // One token stages up to 49152 keys in shared memory (kTopkSmemKeysDecode; the score stride
+  // here is visible + 100, so 49100 and below are staged); 49153 and up are read from global.
+  for (int64_t visible : {600, 4096, 4097, 20000, 49052, 49153, 131072}) {
     std::vector<float> sc((size_t)visible + 100, std::nanf(""));  // rows past visible: poison
     for (int64_t r = 0; r < visible; ++r) sc[(size_t)r] = nd(rng);
     check_case("normal", sc, visible, 512);
