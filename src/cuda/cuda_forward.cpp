@@ -360,6 +360,7 @@ struct CudaModel::Impl {
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_POST_MIX")) hc_post_mix_on = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_MIXES")) hc_mixes_on = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_IDX_GEMM_ROWS")) opt.idx_gemm_rows = std::atoll(e);
     if (prof.on) par_decode = false;  // stage events on one stream
     if (const char* e = std::getenv("DSV4_GRAPH_BOUND"); e && !std::strcmp(e, "capacity"))
       opt.graph_min_bound = opt.max_ctx;  // one graph, sized for the capacity
@@ -921,7 +922,11 @@ struct CudaModel::Impl {
       br.join(2);  // the indexer rows and head weights
       const int grid_rows = (int)(capture ? cap_rows : max_visible);
       M("idx_scores");
-      if (use_gemm(n)) {
+      // A decode token over many rows: the same TF32 GEMM + reduce as a chunk (the f32 tiled
+      // kernel's FMAs took ~18 us per ratio-4 layer at 64K context).
+      if (use_gemm(n) ||
+          (n == 1 && blas && opt.idx_gemm_rows > 0 && grid_rows >= opt.idx_gemm_rows &&
+           idx_dots.size() >= (size_t)4 * IH * grid_rows)) {
         // GEMM of T tokens' queries with the visible rows at a time (TF32 tensor cores: the
         // official scores are BF16 products; f32 SGEMM took 8 ms per layer at 8K), then the
         // ReLU-weighted sum over heads.

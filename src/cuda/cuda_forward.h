@@ -29,6 +29,12 @@ struct CudaOptions {
   // reference to f32 rounding.
   bool prefill_gemm = true;
   int64_t gemm_min_tokens = 32;
+  // With prefill_gemm, a decode token's indexer scores over at least this many compressed rows
+  // take the chunk's path (TF32 GEMM of the rows and the token's query heads, then the
+  // ReLU-weighted head sum; the official scores are BF16 products) instead of the f32 kernel,
+  // whose FMAs took ~18 us per ratio-4 layer at 64K context. 0: never. Env DSV4_IDX_GEMM_ROWS
+  // overrides (A/B timing).
+  int64_t idx_gemm_rows = 4096;
   // Matrix-vector products of the routed experts (decode, and chunks below gemm_min_tokens)
   // quantize x to int8 per 32 values and use integer dot products where the weight format has
   // that kernel (IQ2_XXS, Q2_K): those formats are instruction-bound with f32 x. The

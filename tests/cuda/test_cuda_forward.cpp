@@ -392,6 +392,43 @@ TEST_P(CudaForward, ChunkingInvariance) {
   EXPECT_LE(m.rel(), 1e-4);
 }
 
+// A decode token's indexer scores through the TF32 GEMM + reduce (CudaOptions::idx_gemm_rows,
+// the long-context path) against the f32 kernel, teacher-forced from the same prefill: TF32
+// scores may reorder near-tied rows, nothing else changes, so the logits must stay close; a
+// broken path (wrong rows, strides or heads) selects other rows and moves them far more.
+TEST_P(CudaForward, DecodeIndexerGemmMatchesKernel) {
+  SKIP_WITHOUT_GPU();
+  Loaded& l = loaded(GetParam());
+  const int64_t V = l.model->cfg.n_vocab;
+  const auto toks = random_tokens(l.model->cfg.n_vocab, kPrompt + kDecode, 31);
+  cuda::CudaOptions o = small_opts(false);
+  o.prefill_gemm = true;
+  o.idx_gemm_rows = 1;
+  cuda::CudaModel g(*l.dev, o);
+  o.idx_gemm_rows = 0;
+  cuda::CudaModel k(*l.dev, o);
+  auto gs = g.new_session();
+  auto ks = k.new_session();
+  std::vector<float> lg, lk;
+  g.forward(*gs, toks.data(), kPrompt, false, lg);
+  k.forward(*ks, toks.data(), kPrompt, false, lk);
+  ASSERT_EQ(std::memcmp(lg.data(), lk.data(), (size_t)V * 4), 0) << "prefill paths differ";
+  Cmp c;
+  int same = 0;
+  for (int s = 0; s < kDecode; ++s) {
+    g.forward(*gs, &toks[(size_t)kPrompt + s], 1, false, lg);
+    k.forward(*ks, &toks[(size_t)kPrompt + s], 1, false, lk);
+    c.add(lg.data(), lk.data(), V, false);
+    same += std::memcmp(lg.data(), lk.data(), (size_t)V * 4) == 0;
+  }
+  std::printf("[%s] decode indexer scores by GEMM vs kernel: %d/%d steps bit-identical\n",
+              GetParam().c_str(), same, kDecode);
+  c.print("GEMM scores vs f32 kernel (decode)");
+  EXPECT_TRUE(c.finite);
+  EXPECT_LE(c.median_rel(), 1e-3);
+  EXPECT_GE(c.agreement(), 0.9);
+}
+
 // The captured graph replays exactly the launches of the direct path.
 TEST_P(CudaForward, GraphEqualsDirectBitwise) {
   SKIP_WITHOUT_GPU();
