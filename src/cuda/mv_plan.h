@@ -63,7 +63,7 @@ struct Tuning {
   // or 32: grid and sign selectors from tables replicated that many times (FmtIQ2_XXS_X8R, 24 or
   // 48 KiB per CTA), whose persistent CTAs take iq2_pw warps. H200 q2 decode @2K, two rounds:
   // 149.5 / 149.7 tok/s with 0, 152.8 / 152.7 with 16 and 12 warps (6 experts' gate+up alone
-  // 26.8 -> 23.6 us).
+  // 26.8 -> 24.3 us).
   int iq2_rep = 16;
   int iq2_pw = 12;
 };
