@@ -140,6 +140,7 @@ void matvec_run(const MatvecOp& op, cudaStream_t stream) {
   l.ctas = plan.ctas;
   l.threads = plan.persist ? 32 * plan.persist_warps : plan.threads;
   l.sm_count = lim.sm_count;
+  l.max_ctas_per_sm = plan.persist_max_ctas;
   l.smem = plan.smem;
   switch (op.type) {
     case GgmlType::Q8_0:

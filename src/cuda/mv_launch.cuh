@@ -58,7 +58,8 @@ template <class F, int NB, bool kSmemX>
 void launch_persist_v(const Launch& l, cudaStream_t s) {
   constexpr auto K = mv_persist_kernel<F, NB, kSmemX>;
   ensure_smem_limit<K>(l.smem);
-  const int occ = resident_ctas_per_sm<K>(l.threads, l.smem);
+  int occ = resident_ctas_per_sm<K>(l.threads, l.smem);
+  if (l.max_ctas_per_sm > 0) occ = std::min(occ, l.max_ctas_per_sm);
   const int64_t wpc = l.threads / 32;
   int64_t grid = (int64_t)occ * (l.sm_count > 0 ? l.sm_count : 1);
   grid = std::min(grid, (l.ctas + wpc - 1) / wpc);

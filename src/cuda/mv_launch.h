@@ -16,6 +16,7 @@ struct Launch {
   int threads = 0;
   size_t smem = 0;
   int sm_count = 0;
+  int max_ctas_per_sm = 0;  // persistent kernel: at most this many CTAs per SM (0: as resident)
 };
 
 // Fast path, nb in [1, kMaxNb].

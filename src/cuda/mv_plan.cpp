@@ -62,6 +62,7 @@ std::string apply_tuning_spec(Tuning& t, const std::string& spec) {
                  : k == "pitems"         ? &t.persist_items
                  : k == "pocc"           ? &t.persist_occ
                  : k == "side_pw"        ? &t.side_persist_warps
+                 : k == "side_ctas"      ? &t.side_persist_ctas
                  : k == "iq2_rep"        ? &t.iq2_rep
                  : k == "iq2_pw"         ? &t.iq2_pw
                                          : nullptr;
@@ -258,6 +259,7 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
       q.smem = q.off_bar + (size_t)wpc * kBarBytesPerWarp;
       q.persist = true;
       q.persist_warps = wpc;
+      q.persist_max_ctas = s.side ? tu.side_persist_ctas : 0;
       if (q.smem <= lim.smem_per_block && q.ctas <= 0x7fffffff) best = q;
     }
   }

@@ -59,6 +59,11 @@ struct Tuning {
   // persistent). Half the ring of the chain's CTAs leaves room for the chain's kernels beside
   // them: H200 q2 decode @2K 144.5 tok/s with 8, 146.0 with 4, 142.8 not persistent.
   int side_persist_warps = 4;
+  // ... and at most this many of those CTAs per SM (0: as many as are resident), so that the
+  // chain's persistent kernels find shared memory beside them (the shared expert's Q8_0 CTAs of
+  // ~75 KB took three per SM, leaving no room for the routed gate+up's 131 KB). H200 q2 decode,
+  // three rounds: @2K 152.5-152.6 tok/s with 0, 154.1 with 1; @64K 139.9-140.0 / 140.2-140.3.
+  int side_persist_ctas = 1;
   // IQ2_XXS with int8 x: 0 the arithmetic sign decoder with one 2 KiB grid (FmtIQ2_XXS_X8); 16
   // or 32: grid and sign selectors from tables replicated that many times (FmtIQ2_XXS_X8R, 24 or
   // 48 KiB per CTA), whose persistent CTAs take iq2_pw warps. H200 q2 decode @2K, two rounds:
@@ -71,7 +76,7 @@ struct Tuning {
 // the first call, so any program (tests, bench_matvec, dsv4 bench) runs under other knobs.
 Tuning& tuning();
 // Applies "key=value,..." to t (keys: target bulk stages force_lr min_ctas max_lr bulk_max_steps
-// q8x q8x_ks t_q8 t_iq2 t_q2k t_f16 persist pw pitems pocc side_pw iq2_rep iq2_pw; a key
+// q8x q8x_ks t_q8 t_iq2 t_q2k t_f16 persist pw pitems pocc side_pw side_ctas iq2_rep iq2_pw; a key
 // without value means
 // 1). Returns an empty string, or the first unknown key (the keys before it are applied).
 std::string apply_tuning_spec(Tuning& t, const std::string& spec);
@@ -96,8 +101,9 @@ struct Plan {
   // ctas stays the logical count (row groups x slots x mats), smem is per physical CTA.
   bool persist = false;
   int persist_warps = 0;
-  int table_rep = 0;  // IQ2_XXS int8 x: copies of the selector tables (0: FmtIQ2_XXS_X8)
-  int stages = 0;     // ring depth (per warp)
+  int persist_max_ctas = 0;  // per SM (0: as many as are resident)
+  int table_rep = 0;         // IQ2_XXS int8 x: copies of the selector tables (0: FmtIQ2_XXS_X8)
+  int stages = 0;            // ring depth (per warp)
   size_t off_bar = 0;
 };
 

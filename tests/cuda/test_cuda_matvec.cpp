@@ -263,6 +263,8 @@ TEST(CudaMatvecPlan, Iq2X8TablesInTheLayout) {
       s.side = true;  // beside the chain: at most side_persist_warps
       const mv::Plan ps = mv::plan_matvec(s, kH100);
       EXPECT_LE(ps.persist_warps, saved.side_persist_warps);
+      EXPECT_EQ(ps.persist_max_ctas, saved.side_persist_ctas);
+      EXPECT_EQ(p.persist_max_ctas, 0);  // the chain's kernels: as many as are resident
     }
   mv::tuning() = saved;
 }
