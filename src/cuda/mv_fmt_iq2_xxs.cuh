@@ -160,6 +160,25 @@ namespace {
 __device__ const X8Table g_x8_table = make_x8_table();
 }  // namespace
 
+// Shared by the int8-x decoders: the signed bytes of 8 weights (wlo: values 0-3, whi: 4-7) times
+// values [i, i + 8) of x, added to each vector's integer sum; and y += d_group * (x scale * sum)
+// for 32-value group k once its sums are complete.
+template <int NB>
+DSV4_HD void dp8_x8(uint32_t wlo, uint32_t whi, const X8& x, int i, int (&is)[NB]) {
+  DSV4_UNROLL
+  for (int v = 0; v < NB; ++v) {
+    uint32_t xlo, xhi;
+    x.q(v, i, xlo, xhi);
+    is[v] = dp4a_s8(wlo, xlo, is[v]);
+    is[v] = dp4a_s8(whi, xhi, is[v]);
+  }
+}
+template <int NB>
+DSV4_HD void add_group_x8(float db, const X8& x, int k, const int (&is)[NB], float (&acc)[NB]) {
+  DSV4_UNROLL
+  for (int v = 0; v < NB; ++v) acc[v] = fma_f(db, x.scale(v, k) * (float)is[v], acc[v]);
+}
+
 struct FmtIQ2_XXS_X8 {
   static constexpr FormatGeom kGeom = kGeomIQ2_XXS_X8;
   static constexpr bool kDenormal = false;
@@ -200,17 +219,9 @@ struct FmtIQ2_XXS_X8 {
 #endif
           const uint32_t wlo = (gw.x ^ (olo * 0xFFu)) + olo;
           const uint32_t whi = (gw.y ^ (ohi * 0xFFu)) + ohi;
-          DSV4_UNROLL
-          for (int v = 0; v < NB; ++v) {
-            uint32_t xlo, xhi;
-            x.q(v, 256 * b + 32 * g + 8 * l, xlo, xhi);
-            is[v] = dp4a_s8(wlo, xlo, is[v]);
-            is[v] = dp4a_s8(whi, xhi, is[v]);
-          }
+          dp8_x8<NB>(wlo, whi, x, 256 * b + 32 * g + 8 * l, is);
         }
-        DSV4_UNROLL
-        for (int v = 0; v < NB; ++v)
-          acc[v] = fma_f(db, x.scale(v, 8 * b + g) * (float)is[v], acc[v]);
+        add_group_x8<NB>(db, x, 8 * b + g, is, acc);
       }
     }
   }
@@ -323,19 +334,10 @@ struct FmtIQ2_XXS_X8R {
         DSV4_UNROLL
         for (int l = 0; l < 4; ++l) {
           // Selector nibbles use bits 0-2 only (bit 3, prmt's sign replication, stays 0).
-          const uint32_t wlo = prmt(pos, kNeg, sel[l]);
-          const uint32_t whi = prmt(pos, kNeg, sel[l] >> 16);
-          DSV4_UNROLL
-          for (int v = 0; v < NB; ++v) {
-            uint32_t xlo, xhi;
-            x.q(v, 256 * b + 32 * g + 8 * l, xlo, xhi);
-            is[v] = dp4a_s8(wlo, xlo, is[v]);
-            is[v] = dp4a_s8(whi, xhi, is[v]);
-          }
+          dp8_x8<NB>(prmt(pos, kNeg, sel[l]), prmt(pos, kNeg, sel[l] >> 16), x,
+                     256 * b + 32 * g + 8 * l, is);
         }
-        DSV4_UNROLL
-        for (int v = 0; v < NB; ++v)
-          acc[v] = fma_f(db, x.scale(v, 8 * b + g) * (float)is[v], acc[v]);
+        add_group_x8<NB>(db, x, 8 * b + g, is, acc);
       }
     }
   }
