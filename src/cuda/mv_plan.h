@@ -68,9 +68,10 @@ struct Tuning {
   // or 32: grid and sign selectors from tables replicated that many times (FmtIQ2_XXS_X8R, 24 or
   // 48 KiB per CTA), whose persistent CTAs take iq2_pw warps. H200 q2 decode @2K, two rounds:
   // 149.5 / 149.7 tok/s with 0, 152.8 / 152.7 with 16 and 12 warps (6 experts' gate+up alone
-  // 26.8 -> 24.3 us).
+  // 26.8 -> 24.3 us); with side_persist_ctas = 1, three rounds: 153.1-153.2 with 12 warps,
+  // 153.6-153.9 with 10 (a 113 KB CTA beside a side-branch CTA).
   int iq2_rep = 16;
-  int iq2_pw = 12;
+  int iq2_pw = 10;
 };
 // The planner knobs in use: defaults, then DSV4_MV_TUNE (a spec for apply_tuning_spec) read at
 // the first call, so any program (tests, bench_matvec, dsv4 bench) runs under other knobs.
