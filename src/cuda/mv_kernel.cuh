@@ -67,6 +67,19 @@ struct XUnitBytes {
   static constexpr int value = x_unit_bytes(F::kGeom);
 };
 
+// int8-x staging pieces: the largest |value| of a float4, a poison term that is 0, or NaN when a
+// value is NaN or infinite, and the four values' int8 codes for a group absmax as one word.
+__device__ __forceinline__ float absmax4(float4 r) {
+  return fmaxf(fmaxf(fabsf(r.x), fabsf(r.y)), fmaxf(fabsf(r.z), fabsf(r.w)));
+}
+__device__ __forceinline__ float poison4(float4 r) {
+  return (r.x * 0.0f + r.y * 0.0f) + (r.z * 0.0f + r.w * 0.0f);
+}
+__device__ __forceinline__ uint32_t pack_x8(float4 r, float amax) {
+  return ((uint32_t)x8_code(r.x, amax) & 0xFFu) | (((uint32_t)x8_code(r.y, amax) & 0xFFu) << 8) |
+         (((uint32_t)x8_code(r.z, amax) & 0xFFu) << 16) | ((uint32_t)x8_code(r.w, amax) << 24);
+}
+
 // kBulk: the ring is filled with cp.async.bulk (one copy per row segment of a step, or per lane
 // when slots are padded) completing on one mbarrier per (warp, stage); p.stages is the planner's.
 // Otherwise cp.async granules (FormatGeom::copy_bytes) with commit groups; p.stages == g.stages.
@@ -76,69 +89,57 @@ template <class F, int NB, bool kSmemX>
 __device__ __forceinline__ void stage_x(const Params& p, const float* xg, unsigned char* smem) {
   constexpr FormatGeom g = F::kGeom;
   if constexpr (kSmemX && g.x8) {
-    if (blockDim.x >= 4u * NB * (unsigned)(p.cols >> 5)) {
-      // int8 per 32 values (X8 layout): four threads per 32-value group, 8 values (two float4
-      // loads) each, the group's absmax (and NaN/infinity poison) combined by two xor shuffles, so
-      // that every thread of the CTA takes part and the staging costs one L2 round trip plus a few
-      // operations. A NaN or infinity in a group makes its scale NaN, so that it reaches y as in
-      // the f32 path. The trip count is the same for every thread (the shuffles need whole warps).
-      constexpr int kXU = XUnitBytes<F>::value;
-      constexpr int kG32 = g.unit_values / 32;
-      const int n32 = p.cols >> 5;
-      const int total = 4 * NB * n32;
-      for (int base = 0; base < total; base += blockDim.x) {
-        const int j = base + (int)threadIdx.x;
-        const bool act = j < total;
-        const int gg = act ? j >> 2 : 0, part = j & 3;
-        const int v = gg / n32, gi = gg - v * n32;
-        float4 r0 = make_float4(0.f, 0.f, 0.f, 0.f), r1 = r0;
-        if (act) {
-          const float4* q =
-              reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 32 * gi + 8 * part);
-          r0 = __ldg(q);
-          r1 = __ldg(q + 1);
-        }
-        float amax = fmaxf(fmaxf(fmaxf(fabsf(r0.x), fabsf(r0.y)), fmaxf(fabsf(r0.z), fabsf(r0.w))),
-                           fmaxf(fmaxf(fabsf(r1.x), fabsf(r1.y)), fmaxf(fabsf(r1.z), fabsf(r1.w))));
-        float poison = ((r0.x * 0.0f + r0.y * 0.0f) + (r0.z * 0.0f + r0.w * 0.0f)) +
-                       ((r1.x * 0.0f + r1.y * 0.0f) + (r1.z * 0.0f + r1.w * 0.0f));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-        poison += __shfl_xor_sync(0xffffffffu, poison, 1);
-        poison += __shfl_xor_sync(0xffffffffu, poison, 2);
-        const uint32_t pk0 = ((uint32_t)x8_code(r0.x, amax) & 0xFFu) |
-                             (((uint32_t)x8_code(r0.y, amax) & 0xFFu) << 8) |
-                             (((uint32_t)x8_code(r0.z, amax) & 0xFFu) << 16) |
-                             ((uint32_t)x8_code(r0.w, amax) << 24);
-        const uint32_t pk1 = ((uint32_t)x8_code(r1.x, amax) & 0xFFu) |
-                             (((uint32_t)x8_code(r1.y, amax) & 0xFFu) << 8) |
-                             (((uint32_t)x8_code(r1.z, amax) & 0xFFu) << 16) |
-                             ((uint32_t)x8_code(r1.w, amax) << 24);
-        const int uu = gi / kG32, k = gi - uu * kG32;
-        unsigned char* dst = smem + (int64_t)(v * p.units + uu) * kXU;
-        const float sc = x8_scale(amax) + poison;
-        int s8 = 0;
-        if constexpr (g.xsum_group == 16) {  // sums of the quantized values (exact integers) * sc
-          s8 = dp4a_s8(pk1, 0x01010101u, dp4a_s8(pk0, 0x01010101u, 0));
-          s8 += __shfl_xor_sync(0xffffffffu, s8, 1);  // parts {0,1} and {2,3}: values 0-15, 16-31
-        }
-        if (act) {
-          reinterpret_cast<uint2*>(dst + 32 * k)[part] = make_uint2(pk0, pk1);
-          if (part == 0) reinterpret_cast<float*>(dst + g.unit_values)[k] = sc;
-          if constexpr (g.xsum_group == 16) {
-            float* sums = reinterpret_cast<float*>(dst + g.unit_values + 4 * kG32);
-            if ((part & 1) == 0) sums[2 * k + (part >> 1)] = sc * (float)s8;
-          }
+    // int8 per 32 values (X8 layout). A NaN or infinity in a group makes its scale NaN, so that it
+    // reaches y as in the f32 path.
+    constexpr int kXU = XUnitBytes<F>::value;
+    constexpr int kG32 = g.unit_values / 32;
+    const int n32 = p.cols >> 5;
+    auto dst_of = [&](int v, int gi, int& k) {
+      const int uu = gi / kG32;
+      k = gi - uu * kG32;
+      return smem + (int64_t)(v * p.units + uu) * kXU;
+    };
+    if (blockDim.x >= 4u * NB * (unsigned)n32) {
+      // Four threads per group, 8 values (two float4 loads) each, the group's absmax and poison
+      // combined by two xor shuffles: every thread takes part and the staging costs one L2 round
+      // trip plus a few operations. Threads past the groups run the shuffles with zeros.
+      const int j = (int)threadIdx.x;
+      const bool act = j < 4 * NB * n32;
+      const int gg = act ? j >> 2 : 0, part = j & 3;
+      const int v = gg / n32, gi = gg - v * n32;
+      float4 r0 = make_float4(0.f, 0.f, 0.f, 0.f), r1 = r0;
+      if (act) {
+        const float4* q =
+            reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 32 * gi + 8 * part);
+        r0 = __ldg(q);
+        r1 = __ldg(q + 1);
+      }
+      float amax = fmaxf(absmax4(r0), absmax4(r1));
+      float poison = poison4(r0) + poison4(r1);
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+      poison += __shfl_xor_sync(0xffffffffu, poison, 1);
+      poison += __shfl_xor_sync(0xffffffffu, poison, 2);
+      const uint32_t pk0 = pack_x8(r0, amax), pk1 = pack_x8(r1, amax);
+      const float sc = x8_scale(amax) + poison;
+      int s8 = 0;
+      if constexpr (g.xsum_group == 16) {  // sums of the quantized values (exact integers) * sc
+        s8 = dp4a_s8(pk1, 0x01010101u, dp4a_s8(pk0, 0x01010101u, 0));
+        s8 += __shfl_xor_sync(0xffffffffu, s8, 1);  // parts {0,1} and {2,3}: values 0-15, 16-31
+      }
+      if (act) {
+        int k;
+        unsigned char* dst = dst_of(v, gi, k);
+        reinterpret_cast<uint2*>(dst + 32 * k)[part] = make_uint2(pk0, pk1);
+        if (part == 0) reinterpret_cast<float*>(dst + g.unit_values)[k] = sc;
+        if constexpr (g.xsum_group == 16) {
+          float* sums = reinterpret_cast<float*>(dst + g.unit_values + 4 * kG32);
+          if ((part & 1) == 0) sums[2 * k + (part >> 1)] = sc * (float)s8;
         }
       }
     } else {
       // Fewer threads than 4 per group: one thread per group, its 8 loads in flight at once
       // (a loop of 8-value pieces would serialize L2 round trips in small CTAs).
-      // int8 per 32 values (X8 layout): one thread per 32-value group, 8 float4 loads in flight.
-      // A NaN or infinity in a group makes its scale NaN, so that it reaches y as in the f32 path.
-      constexpr int kXU = XUnitBytes<F>::value;
-      constexpr int kG32 = g.unit_values / 32;
-      const int n32 = p.cols >> 5;
       for (int j = threadIdx.x; j < NB * n32; j += blockDim.x) {
         const int v = j / n32, gi = j - v * n32;
         const float4* q = reinterpret_cast<const float4*>(xg + v * p.x_vec_stride + 32 * gi);
@@ -148,19 +149,14 @@ __device__ __forceinline__ void stage_x(const Params& p, const float* xg, unsign
         float amax = 0.0f, poison = 0.0f;
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          amax = fmaxf(amax, fmaxf(fmaxf(fabsf(r[e].x), fabsf(r[e].y)),
-                                   fmaxf(fabsf(r[e].z), fabsf(r[e].w))));
-          poison += ((r[e].x * 0.0f + r[e].y * 0.0f) + (r[e].z * 0.0f + r[e].w * 0.0f));
+          amax = fmaxf(amax, absmax4(r[e]));
+          poison += poison4(r[e]);
         }
         uint32_t pk[8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e)
-          pk[e] = ((uint32_t)x8_code(r[e].x, amax) & 0xFFu) |
-                  (((uint32_t)x8_code(r[e].y, amax) & 0xFFu) << 8) |
-                  (((uint32_t)x8_code(r[e].z, amax) & 0xFFu) << 16) |
-                  ((uint32_t)x8_code(r[e].w, amax) << 24);
-        const int uu = gi / kG32, k = gi - uu * kG32;
-        unsigned char* dst = smem + (int64_t)(v * p.units + uu) * kXU;
+        for (int e = 0; e < 8; ++e) pk[e] = pack_x8(r[e], amax);
+        int k;
+        unsigned char* dst = dst_of(v, gi, k);
         reinterpret_cast<uint4*>(dst + 32 * k)[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
         reinterpret_cast<uint4*>(dst + 32 * k)[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
         const float sc = x8_scale(amax) + poison;
