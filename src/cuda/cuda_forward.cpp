@@ -115,10 +115,32 @@ class StageProfiler {
     const char* ev = std::getenv("DSV4_CUDA_PROFILE_EVERY");
     if (ev) every = std::max<long long>(0, std::atoll(ev));
     if (const char* r = std::getenv("DSV4_CUDA_REPEAT")) repeats_ = RepeatSpec(r);
+    const char* t = std::getenv("DSV4_CUDA_TRACE");
+    trace_ = !on && t && *t && std::strcmp(t, "0") != 0;
+    if (trace_) {
+      DSV4_CUDA_CHECK(cudaMalloc(&trace_ts_, sizeof(unsigned long long) * kTraceSlots));
+      DSV4_CUDA_CHECK(cudaMalloc(&trace_acc_, sizeof(unsigned long long) * (kTraceSlots + 1)));
+      DSV4_CUDA_CHECK(cudaMemset(trace_acc_, 0, sizeof(unsigned long long) * (kTraceSlots + 1)));
+    }
   }
   ~StageProfiler() {
     if (on) report();
+    if (trace_) {
+      report_trace();
+      cudaFree(trace_ts_);
+      cudaFree(trace_acc_);
+    }
     for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+  }
+  // DSV4_CUDA_TRACE=1 (graphs stay on): one-token chunks get a stamp kernel at every mark on the
+  // main stream, and the report charges each stage the time from its stamp to the next one,
+  // measured inside the replayed decode graph. A stamp waits for everything queued before it, so
+  // side-stream stages are charged to the main-stream interval in which they are joined, and a
+  // kernel launched early under PDL (weights streamed before its wait) shifts time into the
+  // interval before its own. Every stamp adds a dependent launch (~0.65 us on an H200).
+  void begin_chunk(int64_t tokens) {
+    trace_on_ = trace_ && tokens == 1;
+    trace_i_ = 0;
   }
   // The interval from this mark to the next one is charged to `name`; the launches from here to
   // the next mark are issued as often as DSV4_CUDA_REPEAT names `name`.
@@ -126,6 +148,14 @@ class StageProfiler {
     // Only under DSV4_CUDA_REPEAT (a one-thread benchmark): the count is process-wide, so
     // concurrent forwards must not write it.
     if (!repeats_.empty()) launch_repeat() = repeats_.count(name);
+    if (trace_on_ && trace_i_ < kTraceSlots) {
+      if ((size_t)trace_i_ == trace_names_.size())
+        trace_names_.emplace_back(name);
+      else if (trace_names_[trace_i_] != name)
+        trace_mixed_ = true;
+      fwd::trace_stamp(trace_ts_, trace_acc_, trace_i_, kTraceSlots, s);
+      ++trace_i_;
+    }
     if (!on) return;
     if (used_ == pool_.size()) {
       cudaEvent_t e;
@@ -138,6 +168,10 @@ class StageProfiler {
   }
   // After the chunk's stream work finished (stream synchronized): collect the intervals.
   void end_chunk(int64_t tokens, cudaStream_t s) {
+    if (trace_on_) {
+      mark("", s);
+      trace_on_ = false;
+    }
     if (!on || used_ == 0) return;
     mark("", s);
     DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -178,6 +212,41 @@ class StageProfiler {
       std::fprintf(stderr, "# %-18s %12.4f %6.1f%%\n", k.c_str(), v / (double)ph.tokens,
                    ph.total > 0 ? 100.0 * v / ph.total : 0.0);
   }
+  void report_trace() const {
+    std::vector<unsigned long long> acc(kTraceSlots + 1);
+    if (cudaMemcpy(acc.data(), trace_acc_, sizeof(unsigned long long) * acc.size(),
+                   cudaMemcpyDeviceToHost) != cudaSuccess)
+      return;
+    const double tokens = (double)acc[kTraceSlots];
+    if (tokens == 0) return;
+    std::map<std::string, std::pair<double, int>> by;  // ns per token, marks per token
+    double total = 0;
+    for (size_t i = 0; i + 1 < trace_names_.size(); ++i) {
+      auto& e = by[trace_names_[i]];
+      e.first += (double)acc[i] / tokens;
+      e.second += 1;
+      total += (double)acc[i] / tokens;
+    }
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [k, v] : by) rows.emplace_back(v.first, k);
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr,
+                 "# cuda trace (decode graph): %.0f tokens, %.3f ms/token between stamps%s\n"
+                 "# %-18s %10s %6s %6s %10s\n",
+                 tokens, total * 1e-6, trace_mixed_ ? " (stage lists differed between graphs)" : "",
+                 "stage", "us/token", "%", "marks", "us/mark");
+    for (const auto& [v, k] : rows) {
+      const int m = by[k].second;
+      std::fprintf(stderr, "# %-18s %10.2f %5.1f%% %6d %10.3f\n", k.c_str(), v * 1e-3,
+                   total > 0 ? 100.0 * v / total : 0.0, m, v * 1e-3 / m);
+    }
+  }
+  static constexpr int kTraceSlots = 8192;
+  bool trace_ = false, trace_on_ = false, trace_mixed_ = false;
+  int trace_i_ = 0;
+  unsigned long long* trace_ts_ = nullptr;
+  unsigned long long* trace_acc_ = nullptr;
+  std::vector<std::string> trace_names_;
   RepeatSpec repeats_;
   std::vector<cudaEvent_t> pool_;
   std::vector<const char*> names_;
@@ -266,6 +335,28 @@ struct CudaModel::Impl {
   // the query path, forked from and joined back to `stream` through these events (graph branches
   // when captured). DSV4_CUDA_PAR=0, or the stage profiler, keeps decode on one stream.
   bool par_decode = true;
+  // One token (par_decode): HCPre's post and comb (its Sinkhorn warp, ~2 us of dependent shuffles
+  // and divisions) run on hc_side beside the chain, which needs only xin; the stream is joined
+  // before hc_post / the MoE combine read them. DSV4_HC_COMB_SIDE=0: one launch on the chain.
+  bool hc_comb_side = true;
+  Stream hc_side;
+  Event ev_hc_fork, ev_hc_join;
+  bool hc_forked = false;
+  // Forks hc_side after what `stream` has queued (X and the mixes' producers, and the previous
+  // readers of post and comb) and returns it, or nullptr when the split is off for this chunk.
+  cudaStream_t fork_hc_side(int n) {
+    if (!(n == 1 && par_decode && hc_comb_side)) return nullptr;
+    ev_hc_fork.record(stream.get());
+    DSV4_CUDA_CHECK(cudaStreamWaitEvent(hc_side.get(), ev_hc_fork.get(), 0));
+    hc_forked = true;
+    return hc_side.get();
+  }
+  void join_hc_side() {
+    if (!hc_forked) return;
+    ev_hc_join.record(hc_side.get());
+    DSV4_CUDA_CHECK(cudaStreamWaitEvent(stream.get(), ev_hc_join.get(), 0));
+    hc_forked = false;
+  }
   // DSV4_HC_POST_MIX=0: hc_post / the MoE combine and hc_mix_partials apart (A/B).
   bool hc_post_mix_on = true;
   bool attn_parts_ready = false;  // the previous layer's combine wrote this layer's mix partials
@@ -359,6 +450,7 @@ struct CudaModel::Impl {
     side.resize(kSide);
     if (const char* e = std::getenv("DSV4_CUDA_PAR")) par_decode = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_POST_MIX")) hc_post_mix_on = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_HC_COMB_SIDE")) hc_comb_side = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_MIXES")) hc_mixes_on = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_IDX_GEMM_ROWS")) opt.idx_gemm_rows = std::atoll(e);
     if (prof.on) par_decode = false;  // stage events on one stream
@@ -747,6 +839,8 @@ struct CudaModel::Impl {
   // row: 24 of 132 SMs busy for ~7 us, twice per layer on the decode critical path).
   // parts_ready: hc_post_mix / moe_combine_post_mix already wrote the partial mixes
   // (mix_parts_path(fn, n) holds).
+  // One token: post and comb come from a launch on hc_side (fork_hc_side); the caller joins it
+  // (join_hc_side) before hc_post / the MoE combine.
   void hc_mix_pre(const TensorRef& fn, const TensorRef& base, const TensorRef& scale,
                   const TensorRef& norm, int n, bool parts_ready = false) {
     cudaStream_t cs = stream.get();
@@ -759,7 +853,7 @@ struct CudaModel::Impl {
       fwd::hc_pre_parts(X.as<float>(), mix_parts.as<float>(), fwd::hc_mix_slices(fn.cols()),
                         fptr(base), fptr(scale), fptr(norm), D, hc, (int)c.hc_sinkhorn_iters,
                         c.rms_eps, c.hc_eps, post.as<float>(), comb.as<float>(), xin.as<float>(),
-                        cs);
+                        cs, fork_hc_side(n));
       return;
     }
     if (hc_mixes_on && use_gemm(n) && fn.type == GgmlType::F16 &&
@@ -771,7 +865,7 @@ struct CudaModel::Impl {
     prof.mark("hc_pre", cs);
     fwd::hc_pre(X.as<float>(), mixes.as<float>(), fptr(base), fptr(scale), fptr(norm), n, D, hc,
                 (int)c.hc_sinkhorn_iters, c.rms_eps, c.hc_eps, post.as<float>(), comb.as<float>(),
-                xin.as<float>(), cs);
+                xin.as<float>(), cs, hc == 4 ? fork_hc_side(n) : nullptr);
   }
 
   // y0 = W0 x and y1 = W1 x for one token on `s`: one launch when the two matrices share type
@@ -997,6 +1091,7 @@ struct CudaModel::Impl {
     // One token: the MoE sublayer's HC mix partials come out of hc_post (one launch fewer on the
     // decode chain; DSV4_HC_POST_MIX=0 keeps them apart).
     const bool post_mix = hc_post_mix_on && mix_parts_path(L.hc_ffn_fn, n);
+    join_hc_side();  // post and comb
     M("hc_post");
     if (post_mix)
       fwd::hc_post_mix(f.as<float>(), post.as<float>(), comb.as<float>(), D, X.as<float>(),
@@ -1115,6 +1210,7 @@ struct CudaModel::Impl {
     // One token: the next layer's attention HC mix partials come out of the combine.
     const TensorRef* next_fn = li + 1 < c.n_layer ? &layers[li + 1].L->hc_attn_fn : nullptr;
     const bool next_mix = hc_post_mix_on && !grouped_out && next_fn && mix_parts_path(*next_fn, n);
+    join_hc_side();  // post and comb
     M("moe_combine_post");
     if (next_mix)
       fwd::moe_combine_post_mix(contrib.as<float>(), shout.as<float>(), ids.as<int32_t>(), k, D,
@@ -1133,6 +1229,7 @@ struct CudaModel::Impl {
   void run_chunk(SessionImpl& s, int n, int first, bool capture, int64_t host_p0) {
     cudaStream_t cs = stream.get();
     const TensorRef& emb = dm.w.tok_embd;
+    prof.begin_chunk(n);
     prof.mark("embed", cs);
     fwd::embed(emb.data, (uint32_t)emb.type, (int64_t)emb.row_bytes(), tok.as<int32_t>(), n,
                (int)c.n_embd, (int)c.hc_mult, X.as<float>(), cs);

@@ -219,13 +219,17 @@ __device__ __forceinline__ void hc_post_comb_warp(const float* mi, float r, cons
 //
 // `parts` (one token, n == 1): the mixes come as G partial sums [G][(2 + HC) HC] (hc_mix_partials)
 // and one warp per mix adds it up over the G slices, in a fixed order.
+//
+// mode kHcPreXin / kHcPreComb (one token, gridDim.y == 1): only xin, or only post and comb. The
+// decode forward runs the second on a side stream, so that the Sinkhorn warp (~2 us of dependent
+// shuffles and divisions) is not on the chain: nothing reads post and comb before hc_post / the
+// MoE combine. Both launches form r and the mixes exactly as the two-block launch does.
+constexpr int kHcPreBoth = 0, kHcPreXin = 1, kHcPreComb = 2;
 template <int HC>
 __global__ void __launch_bounds__(kRowThreads)
     hc_pre_reg_kernel(const float* X, const float* mixes, const float* parts, int G,
                       const float* base, const float* scale, const float* norm_w, int D, int iters,
-                      float rms_eps, float hc_eps, float* post, float* comb, float* xin) {
-  pdl_trigger();
-  pdl_wait();
+                      float rms_eps, float hc_eps, float* post, float* comb, float* xin, int mode) {
   static_assert(HC * HC <= 32, "one lane per matrix element");
   constexpr int kMix = (2 + HC) * HC;
   __shared__ float red[33];
@@ -233,6 +237,19 @@ __global__ void __launch_bounds__(kRowThreads)
   const int i = blockIdx.x, t = threadIdx.x;
   const int D4 = D >> 2, HD = HC * D;
   const bool act = t < D4;
+  const bool comb_block = mode == kHcPreComb || (mode == kHcPreBoth && blockIdx.y == 1);
+  // Weights are constant: read before waiting for the predecessors (their latency overlaps it).
+  float4 nw = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float pre_scale = 0.0f, pre_base[HC];
+  if (!comb_block) {
+    if (act)
+      nw = make_float4(norm_w[4 * t], norm_w[4 * t + 1], norm_w[4 * t + 2], norm_w[4 * t + 3]);
+    pre_scale = scale[0];
+#pragma unroll
+    for (int s = 0; s < HC; ++s) pre_base[s] = base[s];
+  }
+  pdl_trigger();
+  pdl_wait();
   const float4* x4 = reinterpret_cast<const float4*>(X + (int64_t)i * HD);
   float4 xs[HC];
 #pragma unroll
@@ -253,13 +270,13 @@ __global__ void __launch_bounds__(kRowThreads)
   ss = block_sum(ss, red);  // its barriers also publish mix_sh
   const float r = 1.0f / sqrtf(ss / (float)HD + rms_eps);
   const float* mi = parts ? mix_sh : mixes + (int64_t)i * kMix;
-  if (blockIdx.y == 1) {
+  if (comb_block) {
     if (t < 32) hc_post_comb_warp<HC>(mi, r, base, scale, iters, hc_eps, i, post, comb);
     return;
   }
   float pre[HC];
 #pragma unroll
-  for (int s = 0; s < HC; ++s) pre[s] = sigmoid_f(mi[s] * r * scale[0] + base[s]) + hc_eps;
+  for (int s = 0; s < HC; ++s) pre[s] = sigmoid_f(mi[s] * r * pre_scale + pre_base[s]) + hc_eps;
   float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
   for (int s = 0; s < HC; ++s) {
@@ -272,17 +289,16 @@ __global__ void __launch_bounds__(kRowThreads)
   ss2 = block_sum(ss2, red);
   const float r2 = 1.0f / sqrtf(ss2 / (float)D + rms_eps);
   if (act) {
-    const int d = 4 * t;
     float4 w;
-    w.x = norm_w[d] * (o.x * r2);
-    w.y = norm_w[d + 1] * (o.y * r2);
-    w.z = norm_w[d + 2] * (o.z * r2);
-    w.w = norm_w[d + 3] * (o.w * r2);
+    w.x = nw.x * (o.x * r2);
+    w.y = nw.y * (o.y * r2);
+    w.z = nw.z * (o.z * r2);
+    w.w = nw.w * (o.w * r2);
     reinterpret_cast<float4*>(xin + (int64_t)i * D)[t] = w;
   }
   // One block per token (gridDim.y == 1, the prefill launch): warp 0 also forms post and comb,
   // after xin, so X is read once per token instead of twice.
-  if (gridDim.y == 1 && t < 32)
+  if (mode == kHcPreBoth && gridDim.y == 1 && t < 32)
     hc_post_comb_warp<HC>(mi, r, base, scale, iters, hc_eps, i, post, comb);
 }
 
@@ -491,18 +507,38 @@ void embed(const void* table, uint32_t type, int64_t row_bytes, const int32_t* t
   FWD_LAUNCH_CHECK("embed_kernel");
 }
 
+namespace {
+// One token's hc_pre_reg_kernel<4>: both halves in one launch of two blocks, or (comb_s) xin on s
+// and post + comb on comb_s.
+void launch_hc_pre_reg(const float* X, const float* mixes, const float* parts, int G,
+                       const float* base, const float* scale, const float* norm_w, int n, int D,
+                       int iters, float rms_eps, float hc_eps, float* post, float* comb, float* xin,
+                       cudaStream_t s, cudaStream_t comb_s) {
+  const int threads = ((D / 4 + 31) / 32) * 32;
+  if (comb_s && n == 1) {
+    launch_k(hc_pre_reg_kernel<4>, dim3(1, 1), threads, 0, s, X, mixes, parts, G, base, scale,
+             norm_w, D, iters, rms_eps, hc_eps, post, comb, xin, kHcPreXin);
+    FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
+    launch_k(hc_pre_reg_kernel<4>, dim3(1, 1), threads, 0, comb_s, X, mixes, parts, G, base, scale,
+             norm_w, D, iters, rms_eps, hc_eps, post, comb, xin, kHcPreComb);
+    FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
+    return;
+  }
+  launch_k(hc_pre_reg_kernel<4>, dim3((unsigned)n, n == 1 ? 2 : 1), threads, 0, s, X, mixes, parts,
+           G, base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb, xin, kHcPreBoth);
+  FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
+}
+}  // namespace
+
 void hc_pre(const float* X, const float* mixes, const float* base, const float* scale,
             const float* norm_w, int n, int D, int hc, int iters, float rms_eps, float hc_eps,
-            float* post, float* comb, float* xin, cudaStream_t s) {
+            float* post, float* comb, float* xin, cudaStream_t s, cudaStream_t comb_s) {
   if (hc > kMaxHc) throw_invalid_argument("cuda forward: hc_mult > 16");
   const bool aligned =
       (reinterpret_cast<uintptr_t>(X) & 15) == 0 && (reinterpret_cast<uintptr_t>(xin) & 15) == 0;
   if (hc == 4 && D % 4 == 0 && D / 4 <= kRowThreads && aligned) {
-    const int threads = ((D / 4 + 31) / 32) * 32;
-    launch_k(hc_pre_reg_kernel<4>, dim3((unsigned)n, n == 1 ? 2 : 1), threads, 0, s, X, mixes,
-             (const float*)nullptr, 0, base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb,
-             xin);
-    FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
+    launch_hc_pre_reg(X, mixes, nullptr, 0, base, scale, norm_w, n, D, iters, rms_eps, hc_eps, post,
+                      comb, xin, s, comb_s);
     return;
   }
   launch_k(hc_pre_kernel, n, kRowThreads, 0, s, X, mixes, base, scale, norm_w, D, hc, iters,
@@ -531,14 +567,12 @@ void hc_mix_partials(const void* w_f16, const float* x, int rows, int cols, floa
 
 void hc_pre_parts(const float* X, const float* parts, int G, const float* base, const float* scale,
                   const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
-                  float* post, float* comb, float* xin, cudaStream_t s) {
+                  float* post, float* comb, float* xin, cudaStream_t s, cudaStream_t comb_s) {
   if (!hc_mix_partials_supported((2 + hc) * hc, (int64_t)hc * D, hc, D) || G <= 0 ||
       (reinterpret_cast<uintptr_t>(X) & 15) != 0 || (reinterpret_cast<uintptr_t>(xin) & 15) != 0)
     throw_invalid_argument("hc_pre_parts: unsupported shape or alignment");
-  const int threads = ((D / 4 + 31) / 32) * 32;
-  launch_k(hc_pre_reg_kernel<4>, dim3(1, 2), threads, 0, s, X, (const float*)nullptr, parts, G,
-           base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb, xin);
-  FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
+  launch_hc_pre_reg(X, nullptr, parts, G, base, scale, norm_w, 1, D, iters, rms_eps, hc_eps, post,
+                    comb, xin, s, comb_s);
 }
 
 void hc_post_mix(const float* f, const float* post, const float* comb, int D, float* X,

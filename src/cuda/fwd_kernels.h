@@ -17,9 +17,12 @@ void embed(const void* table, uint32_t type, int64_t row_bytes, const int32_t* t
 
 // HCPre (§4.1) + RMSNorm: from the state X [n][hc*D] and its mixes [n][mix] (= fn · X), writes
 // post [n][hc], comb [n][hc*hc] and xin = RMS(sum_s pre_s X_s, norm_w) [n][D].
+// comb_s (one token, hc = 4): post and comb are formed by a launch of their own on comb_s (the
+// caller orders comb_s after X's and the mixes' producers and joins it before post and comb are
+// read), xin on s; same values.
 void hc_pre(const float* X, const float* mixes, const float* base, const float* scale,
             const float* norm_w, int n, int D, int hc, int iters, float rms_eps, float hc_eps,
-            float* post, float* comb, float* xin, cudaStream_t s);
+            float* post, float* comb, float* xin, cudaStream_t s, cudaStream_t comb_s = nullptr);
 
 // The HC mixes of a chunk: mixes [n][rows] = X [n][cols] times the F16 matrix [rows][cols]
 // transposed, f32 products and sums (the prefill's replacement for dequantize + SGEMM: 24 rows made
@@ -38,7 +41,8 @@ void hc_mix_partials(const void* w_f16, const float* x, int rows, int cols, floa
                      cudaStream_t s);
 void hc_pre_parts(const float* X, const float* parts, int G, const float* base, const float* scale,
                   const float* norm_w, int D, int hc, int iters, float rms_eps, float hc_eps,
-                  float* post, float* comb, float* xin, cudaStream_t s);
+                  float* post, float* comb, float* xin, cudaStream_t s,
+                  cudaStream_t comb_s = nullptr);
 
 // hc_post of one token (hc = 4) and then hc_mix_partials of the new X with the next sublayer's F16
 // mix matrix [rows][4 D] in one launch: parts [hc_mix_slices(4 D)][rows], summed by hc_pre_parts
@@ -191,6 +195,12 @@ void swiglu_rows(const float* g, const float* u, const float* row_w, const int32
 int64_t topk_large_workspace_bytes(int topk);
 void idx_topk_large(const float* scores, int topk, const int32_t* p0, int grid_rows,
                     void* workspace, int32_t* sel, cudaStream_t s);
+
+// DSV4_CUDA_TRACE: a one-thread stamp that waits for everything queued before it on `s` (PDL),
+// then adds the time since stamp i-1 (ts[i-1]) to acc[i-1] and stores its own time in ts[i];
+// stamp 0 counts its passes in acc[n_slots]. Not repeated or knocked out by DSV4_CUDA_REPEAT.
+void trace_stamp(unsigned long long* ts, unsigned long long* acc, int i, int n_slots,
+                 cudaStream_t s);
 
 // out[0] = argmax of x[0..n) (lowest index among equal maxima; NaN skipped; 0 when none).
 // ws: argmax_workspace_bytes() of zeroed device memory, left zeroed (calls on one ws must not

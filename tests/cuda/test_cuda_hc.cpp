@@ -9,6 +9,9 @@
 //    counts that leave a partial tile, fewer rows than the kernel's 24 and several column counts;
 //    rows past `rows` and tokens past n must stay as they were (poison), and unsupported shapes
 //    must be refused;
+//  * fwd::hc_pre_parts and fwd::hc_pre of one token with post and comb formed on a second stream
+//    (comb_s, the decode forward's split) against the one-launch form: xin, post and comb bit
+//    for bit, none left NaN;
 //  * fwd::hc_post and fwd::moe_combine_post of a chunk (the vectorized hc = 4 kernels) against a
 //    double-precision reference of the same formula, with the grouped row layout (pos) and an
 //    invalid row (-1) whose token must come out NaN.
@@ -92,6 +95,56 @@ TEST(CudaHc, PostMixMatchesPostThenPartials) {
     const auto X1 = download<float>(dX1, X.size()), X2 = download<float>(dX2, X.size());
     EXPECT_EQ(std::memcmp(X1.data(), X2.data(), sizeof(float) * X.size()), 0) << "D " << D;
     EXPECT_EQ(bad_mix_sums(W, X1, rows, G, p1, p2), 0) << "D " << D;
+  }
+}
+
+TEST(CudaHc, PreWithCombOnSideStreamMatchesOneLaunch) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  constexpr int hc = 4, mix = (2 + hc) * hc, iters = 20;
+  for (int D : {4096, 64, 256}) {
+    const int cols = hc * D, G = fwd::hc_mix_slices(cols);
+    std::vector<float> X((size_t)cols), parts((size_t)G * mix), mixes(mix), base(mix), scale(3),
+        norm((size_t)D);
+    for (auto& v : X) v = nd(rng);
+    for (auto& v : parts) v = 0.3f * nd(rng);
+    for (auto& v : mixes) v = nd(rng);
+    for (auto& v : base) v = 0.5f * nd(rng);
+    for (auto& v : scale) v = 0.1f + std::fabs(nd(rng));
+    for (auto& v : norm) v = 1.0f + 0.1f * nd(rng);
+    auto dX = upload(X), dparts = upload(parts), dmixes = upload(mixes), dbase = upload(base),
+         dscale = upload(scale), dnorm = upload(norm);
+    for (bool from_parts : {true, false}) {
+      std::vector<float> got[2][3];
+      for (int split = 0; split < 2; ++split) {
+        auto xin = upload(std::vector<float>((size_t)D, std::nanf("")));
+        auto post = upload(std::vector<float>(hc, std::nanf("")));
+        auto comb = upload(std::vector<float>(hc * hc, std::nanf("")));
+        cu::Stream st, side;
+        cudaStream_t cs = split ? side.get() : nullptr;
+        if (from_parts)
+          fwd::hc_pre_parts(dX.as<float>(), dparts.as<float>(), G, dbase.as<float>(),
+                            dscale.as<float>(), dnorm.as<float>(), D, hc, iters, 1e-6f, 1e-6f,
+                            post.as<float>(), comb.as<float>(), xin.as<float>(), st.get(), cs);
+        else
+          fwd::hc_pre(dX.as<float>(), dmixes.as<float>(), dbase.as<float>(), dscale.as<float>(),
+                      dnorm.as<float>(), 1, D, hc, iters, 1e-6f, 1e-6f, post.as<float>(),
+                      comb.as<float>(), xin.as<float>(), st.get(), cs);
+        st.sync();
+        side.sync();
+        got[split][0] = download<float>(xin, (size_t)D);
+        got[split][1] = download<float>(post, hc);
+        got[split][2] = download<float>(comb, hc * hc);
+      }
+      for (int b = 0; b < 3; ++b) {
+        const auto& a = got[0][b];
+        EXPECT_EQ(std::memcmp(a.data(), got[1][b].data(), sizeof(float) * a.size()), 0)
+            << "D " << D << " parts " << from_parts << " buffer " << b;
+        EXPECT_TRUE(std::all_of(a.begin(), a.end(), [](float v) { return std::isfinite(v); }))
+            << "D " << D << " parts " << from_parts << " buffer " << b;
+      }
+    }
   }
 }
 
