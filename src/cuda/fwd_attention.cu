@@ -591,8 +591,25 @@ __global__ void __launch_bounds__(kAttSplitThreads)
   const int j_lo = z * chunk;
   const int j_hi = j_lo + chunk < nk_all ? j_lo + chunk : nk_all;
   const int nk = j_hi > j_lo ? j_hi - j_lo : 0;
-  const float* qh = q + (int64_t)h0 * hd;
-  for (int d = threadIdx.x; d < kAttHeads * hd; d += blockDim.x) qs[d] = qh[d];
+  // The heads' queries (16-byte aligned: hd % 4 == 0, qs follows an even number of pointers):
+  // four float4 loads per thread in flight before any store. A load-then-store loop over floats
+  // waited on the L2 once per trip (the compiler cannot move a global load above a shared store
+  // through generic pointers): ~30 % of the kernel's stall samples at the q2 shape.
+  {
+    constexpr int kU = 4;
+    const int n4 = kAttHeads * nd4;
+    const float4* qh4 = reinterpret_cast<const float4*>(q + (int64_t)h0 * hd);
+    float4* qs4 = reinterpret_cast<float4*>(qs);
+    for (int b = threadIdx.x; b < n4; b += kU * blockDim.x) {
+      float4 r[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+        if (b + u * (int)blockDim.x < n4) r[u] = qh4[b + u * blockDim.x];
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+        if (b + u * (int)blockDim.x < n4) qs4[b + u * blockDim.x] = r[u];
+    }
+  }
   for (int jj = threadIdx.x; jj < nk; jj += blockDim.x)
     kp[jj] = qk.row(j_lo + jj, sel, comp, kvn, ring, W, hd);
   __syncthreads();
@@ -700,25 +717,41 @@ constexpr int kCombineThreads = 512;
 __global__ void __launch_bounds__(kCombineThreads)
     attention_combine_kernel(const float* part, const float* sinks, int hd, int rd, int S,
                              const float* freqs, const int32_t* p0, float* o) {
-  pdl_trigger();
-  pdl_wait();
   extern __shared__ float cs_sh[];
   float* wz = cs_sh + hd;
   __shared__ float den_sh;
   const int h = blockIdx.x, lane = threadIdx.x & 31;
+  const float sink = threadIdx.x < 32 ? sinks[h] : 0.0f;  // constant: read before the wait
+  pdl_trigger();
+  pdl_wait();
   const int64_t p = p0[0];
   const int64_t stride = hd + 4;
   const float* ph = part + (int64_t)h * S * stride;
   if (threadIdx.x < 32) {
-    const float sink = sinks[h];
+    // Each lane's ranges (S <= kAttSplitMax = 4 * 32): maxima and denominators loaded together,
+    // then the same operations in the same order as one pass per quantity.
+    constexpr int kPer = kAttSplitMax / 32;
+    float mv[kPer], dv[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int z = lane + 32 * u;
+      mv[u] = z < S ? ph[z * stride + hd] : 0.0f;
+      dv[u] = z < S ? ph[z * stride + hd + 1] : 0.0f;
+    }
     float M = sink;
-    for (int z = lane; z < S; z += 32) M = fmaxf(M, ph[z * stride + hd]);
+#pragma unroll
+    for (int u = 0; u < kPer; ++u)
+      if (lane + 32 * u < S) M = fmaxf(M, mv[u]);
     M = warp_max(M);
     float den = 0.0f;
-    for (int z = lane; z < S; z += 32) {
-      const float w = expf(ph[z * stride + hd] - M);
-      wz[z] = w;
-      den += ph[z * stride + hd + 1] * w;
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int z = lane + 32 * u;
+      if (z < S) {
+        const float w = expf(mv[u] - M);
+        wz[z] = w;
+        den += dv[u] * w;
+      }
     }
     den = warp_sum(den);
     if (lane == 0) den_sh = expf(sink - M) + den;
@@ -730,6 +763,16 @@ __global__ void __launch_bounds__(kCombineThreads)
 #pragma unroll
     for (int u = 0; u < 8; ++u) a[u] = 0.0f;
     int z = 0;
+    // Sixteen loads in flight, added in the order of two eight-range steps.
+    for (; z + 16 <= S; z += 16) {
+      float r[16];
+#pragma unroll
+      for (int u = 0; u < 16; ++u) r[u] = ph[(z + u) * stride + d];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) a[u] += wz[z + u] * r[u];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) a[u] += wz[z + 8 + u] * r[8 + u];
+    }
     for (; z + 8 <= S; z += 8) {
 #pragma unroll
       for (int u = 0; u < 8; ++u) a[u] += wz[z + u] * ph[(z + u) * stride + d];
