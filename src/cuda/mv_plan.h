@@ -48,7 +48,9 @@ struct Tuning {
   int q8_smem_x_min_ks = 4;
   int target_q8 = 16;     // target_warps_per_sm for Q8_0
   int target_iq2 = 32;    // ... IQ2_XXS
-  int target_q2k = 16;    // ... and Q2_K
+  int target_q2k = 8;     // ... and Q2_K (the routed down: 16 -> 8 took it from 16.6 to 14.0 us
+                          // alone, 4 CTA-warps to 2; with iq2_pw 12, H200 q2 decode @2K
+                          // 160.7-161.0 -> 162.9-163.5 tok/s, @64K 147.8 -> 151.5)
   int target_float = 8;   // ... F16, BF16 and F32
   int persist = 3;        // persistent kernel (bulk, no k-split): 0 off, 1 Q8_0, 2 every format,
                           // 3 Q8_0 and IQ2_XXS
@@ -70,8 +72,11 @@ struct Tuning {
   // 149.5 / 149.7 tok/s with 0, 152.8 / 152.7 with 16 and 12 warps (6 experts' gate+up alone
   // 26.8 -> 24.3 us); with side_persist_ctas = 1, three rounds: 153.1-153.2 with 12 warps,
   // 153.6-153.9 with 10 (a 113 KB CTA beside a side-branch CTA).
+  // Once HCPre's Sinkhorn left the chain and the attention kernels got shorter (thirteenth
+  // session), 12 warps won again: 12 / 14 / 16 warps with target_q2k = 8 gave 162.9-163.5 /
+  // 162.9-163.4 / 160.8-161.1 tok/s @2K.
   int iq2_rep = 16;
-  int iq2_pw = 10;
+  int iq2_pw = 12;
 };
 // The planner knobs in use: defaults, then DSV4_MV_TUNE (a spec for apply_tuning_spec) read at
 // the first call, so any program (tests, bench_matvec, dsv4 bench) runs under other knobs.
