@@ -330,7 +330,8 @@ __global__ void __launch_bounds__(kMixThreads)
   const int g = blockIdx.x;
   uint4 wv[kMixRowsPerWarp];
   hc_mix_slice_begin(W, D, rows, wv);
-  hc_post_mix_tail(f[g * kPmD + threadIdx.x % kPmD], post, comb, D, X, wv, rows, g, parts);
+  const HcPostIn in = hc_post_load(post, comb, D, X, g);
+  hc_post_mix_tail(f[g * kPmD + threadIdx.x % kPmD], in, D, X, wv, rows, g, parts);
 }
 
 // HC > 0: hc known at compile time (registers; runtime-sized arrays live in local memory).
@@ -413,18 +414,35 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int d = threadIdx.x; d < D; d += blockDim.x) out[d] = norm_w[d] * (out[d] * r2);
 }
 
+// A thread's first kRmsPre values are loaded at once (the weights before the PDL wait: they are
+// constant) and kept in registers for the output; the rest as a strided loop. Same operations in
+// the same order as one loop.
+constexpr int kRmsPre = 4;
 __global__ void rms_rows_kernel(const float* x, const float* w, int dim, float eps, float* out) {
+  const int t = threadIdx.x, bd = blockDim.x;
+  float wv[kRmsPre];
+#pragma unroll
+  for (int u = 0; u < kRmsPre; ++u) wv[u] = w && t + u * bd < dim ? w[t + u * bd] : 0.0f;
   pdl_trigger();
   pdl_wait();
   __shared__ float red[33];
   const int i = blockIdx.x;
   const float* xi = x + (int64_t)i * dim;
   float* oi = out + (int64_t)i * dim;
+  float xv[kRmsPre];
+#pragma unroll
+  for (int u = 0; u < kRmsPre; ++u) xv[u] = t + u * bd < dim ? xi[t + u * bd] : 0.0f;
   float ss = 0.0f;
-  for (int d = threadIdx.x; d < dim; d += blockDim.x) ss += xi[d] * xi[d];
+#pragma unroll
+  for (int u = 0; u < kRmsPre; ++u)
+    if (t + u * bd < dim) ss += xv[u] * xv[u];
+  for (int d = t + kRmsPre * bd; d < dim; d += bd) ss += xi[d] * xi[d];
   ss = block_sum(ss, red);
   const float r = 1.0f / sqrtf(ss / (float)dim + eps);
-  for (int d = threadIdx.x; d < dim; d += blockDim.x) oi[d] = w ? w[d] * (xi[d] * r) : xi[d] * r;
+#pragma unroll
+  for (int u = 0; u < kRmsPre; ++u)
+    if (t + u * bd < dim) oi[t + u * bd] = w ? wv[u] * (xv[u] * r) : xv[u] * r;
+  for (int d = t + kRmsPre * bd; d < dim; d += bd) oi[d] = w ? w[d] * (xi[d] * r) : xi[d] * r;
 }
 
 // Many blocks (one block took ~52 us for the 129 280 logits of a token): each block's best as

@@ -78,23 +78,36 @@ __device__ __forceinline__ float half8_dot(const uint4& wv, const float4& xa, co
   return v;
 }
 
-// The tail of a fused kernel, after the PDL wait: thread t owns stream k = t / kPmD at position
-// d = g kPmD + t % kPmD, and fv is the sublayer output at d. Writes the HCPost result
+// After the PDL wait, thread t (stream k = t / kPmD, position d = g kPmD + t % kPmD) loads its
+// HCPost inputs: the old X[j][d], comb[j][k] and post[k]. Separate from the tail so that a kernel
+// can request them before its other round trips.
+struct HcPostIn {
+  float xo[4], cm[4], p;
+};
+__device__ __forceinline__ HcPostIn hc_post_load(const float* post, const float* comb, int D,
+                                                 const float* X, int g) {
+  const int t = threadIdx.x, k = t / kPmD, d = g * kPmD + t % kPmD;
+  HcPostIn in;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) in.xo[j] = X[(int64_t)j * D + d];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) in.cm[j] = comb[j * 4 + k];
+  in.p = post[k];
+  return in;
+}
+
+// The tail of a fused kernel: fv is the sublayer output at d. Writes the HCPost result
 // y = post[k] fv + sum_j comb[j][k] X[j][d] (the operations of hc_post_kernel) over X, then the
 // slice's partial mixes parts[g][rows] from the weights of hc_mix_slice_load.
-__device__ __forceinline__ void hc_post_mix_tail(float fv, const float* post, const float* comb,
-                                                 int D, float* X,
+__device__ __forceinline__ void hc_post_mix_tail(float fv, const HcPostIn& in, int D, float* X,
                                                  const uint4 (&wv)[kMixRowsPerWarp], int rows,
                                                  int g, float* parts) {
   __shared__ __align__(16) float xs[kMixSlice];
   const int t = threadIdx.x, k = t / kPmD, d = g * kPmD + t % kPmD;
-  float xo[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) xo[j] = X[(int64_t)j * D + d];
   float acc = 0.0f;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) acc += comb[j * 4 + k] * xo[j];
-  const float y = post[k] * fv + acc;
+  for (int j = 0; j < 4; ++j) acc += in.cm[j] * in.xo[j];
+  const float y = in.p * fv + acc;
   xs[t] = y;
   __syncthreads();  // every thread of this position has read the old X values
   X[(int64_t)k * D + d] = y;

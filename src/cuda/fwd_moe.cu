@@ -29,17 +29,18 @@ __global__ void __launch_bounds__(kRouterThreads)
     router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
                   const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
                   float* wts) {
+  const int i = blockIdx.x, t = threadIdx.x;
+  const float bias0 = bias && t < E ? bias[t] : 0.0f;  // constant: read before the PDL wait
   pdl_trigger();
   pdl_wait();
   extern __shared__ float sm[];
   float* s = sm;
   float* biased = sm + E;
   __shared__ int sel[kMaxK];
-  const int i = blockIdx.x, t = threadIdx.x;
   for (int e = t; e < E; e += blockDim.x) {
     const float v = sqrtf(softplus_f(logits[(int64_t)i * E + e]));
     s[e] = v;
-    biased[e] = bias ? v + bias[e] : v;
+    biased[e] = bias ? v + (e == t ? bias0 : bias[e]) : v;
   }
   if (t < k) sel[t] = tid2eid ? tid2eid[(int64_t)tokens[i] * k + t] : -1;
   __syncthreads();
@@ -211,14 +212,18 @@ __global__ void __launch_bounds__(kMixThreads)
   const int g = blockIdx.x;
   uint4 wv[kMixRowsPerWarp];
   hc_mix_slice_begin(W, D, rows, wv);
+  // The HCPost inputs and the shared expert's row do not depend on the expert ids: requested
+  // before the ids' round trip and the barrier that publishes the rows.
+  const HcPostIn in = hc_post_load(post, comb, D, X, g);
+  const int d = g * kPmD + threadIdx.x % kPmD;
+  const float sh = shared[d];
   __shared__ int64_t rows_sh[kMaxK];
   if (threadIdx.x == 0) combine_rows(ids, nullptr, 1, 0, k, rows_sh);
   __syncthreads();
-  const int d = g * kPmD + threadIdx.x % kPmD;
   float fv = 0.0f;
   for (int j = 0; j < k; ++j) fv += contrib[rows_sh[j] * D + d];
-  fv += shared[d];
-  hc_post_mix_tail(fv, post, comb, D, X, wv, rows, g, parts);
+  fv += sh;
+  hc_post_mix_tail(fv, in, D, X, wv, rows, g, parts);
 }
 
 // One block. Experts in ascending id, each expert's pairs in slot-major order (s = j * n + i),
