@@ -16,6 +16,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -227,19 +228,17 @@ class StageProfiler {
       e.second += 1;
       total += (double)acc[i] / tokens;
     }
-    std::vector<std::pair<double, std::string>> rows;
-    for (const auto& [k, v] : by) rows.emplace_back(v.first, k);
+    std::vector<std::tuple<double, std::string, int>> rows;
+    for (const auto& [k, v] : by) rows.emplace_back(v.first, k, v.second);
     std::sort(rows.rbegin(), rows.rend());
     std::fprintf(stderr,
                  "# cuda trace (decode graph): %.0f tokens, %.3f ms/token between stamps%s\n"
                  "# %-18s %10s %6s %6s %10s\n",
                  tokens, total * 1e-6, trace_mixed_ ? " (stage lists differed between graphs)" : "",
                  "stage", "us/token", "%", "marks", "us/mark");
-    for (const auto& [v, k] : rows) {
-      const int m = by[k].second;
+    for (const auto& [v, k, m] : rows)
       std::fprintf(stderr, "# %-18s %10.2f %5.1f%% %6d %10.3f\n", k.c_str(), v * 1e-3,
                    total > 0 ? 100.0 * v / total : 0.0, m, v * 1e-3 / m);
-    }
   }
   static constexpr int kTraceSlots = 8192;
   bool trace_ = false, trace_on_ = false, trace_mixed_ = false;
@@ -279,6 +278,13 @@ class SessionImpl final : public CudaSession {
   };
   std::vector<DecodeGraph> graphs;
 };
+
+// Work queued on `later` from now on runs after what `earlier` has queued so far (through `ev`;
+// a graph edge when captured). The decode branches' fork and join.
+static void order_after(cudaStream_t later, cudaStream_t earlier, const Event& ev) {
+  ev.record(earlier);
+  DSV4_CUDA_CHECK(cudaStreamWaitEvent(later, ev.get(), 0));
+}
 
 struct CudaModel::Impl {
   struct LayerDev {
@@ -346,15 +352,13 @@ struct CudaModel::Impl {
   // readers of post and comb) and returns it, or nullptr when the split is off for this chunk.
   cudaStream_t fork_hc_side(int n) {
     if (!(n == 1 && par_decode && hc_comb_side)) return nullptr;
-    ev_hc_fork.record(stream.get());
-    DSV4_CUDA_CHECK(cudaStreamWaitEvent(hc_side.get(), ev_hc_fork.get(), 0));
+    order_after(hc_side.get(), stream.get(), ev_hc_fork);
     hc_forked = true;
     return hc_side.get();
   }
   void join_hc_side() {
     if (!hc_forked) return;
-    ev_hc_join.record(hc_side.get());
-    DSV4_CUDA_CHECK(cudaStreamWaitEvent(stream.get(), ev_hc_join.get(), 0));
+    order_after(stream.get(), hc_side.get(), ev_hc_join);
     hc_forked = false;
   }
   // DSV4_HC_POST_MIX=0: hc_post / the MoE combine and hc_mix_partials apart (A/B).
@@ -904,14 +908,12 @@ struct CudaModel::Impl {
     cudaStream_t at(int k) const { return on ? m.side[k].get() : m.stream.get(); }
     void fork(int k) {
       if (!on) return;
-      m.ev_fork[k].record(m.stream.get());
-      DSV4_CUDA_CHECK(cudaStreamWaitEvent(m.side[k].get(), m.ev_fork[k].get(), 0));
+      order_after(m.side[k].get(), m.stream.get(), m.ev_fork[k]);
       forked[k] = true;
     }
     void join(int k) {
       if (!on || !forked[k]) return;
-      m.ev_join[k].record(m.side[k].get());
-      DSV4_CUDA_CHECK(cudaStreamWaitEvent(m.stream.get(), m.ev_join[k].get(), 0));
+      order_after(m.stream.get(), m.side[k].get(), m.ev_join[k]);
       forked[k] = false;
     }
     void join_all() {

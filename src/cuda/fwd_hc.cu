@@ -533,18 +533,17 @@ void launch_hc_pre_reg(const float* X, const float* mixes, const float* parts, i
                        int iters, float rms_eps, float hc_eps, float* post, float* comb, float* xin,
                        cudaStream_t s, cudaStream_t comb_s) {
   const int threads = ((D / 4 + 31) / 32) * 32;
+  auto launch = [&](dim3 grid, cudaStream_t st, int mode) {
+    launch_k(hc_pre_reg_kernel<4>, grid, threads, 0, st, X, mixes, parts, G, base, scale, norm_w, D,
+             iters, rms_eps, hc_eps, post, comb, xin, mode);
+    FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
+  };
   if (comb_s && n == 1) {
-    launch_k(hc_pre_reg_kernel<4>, dim3(1, 1), threads, 0, s, X, mixes, parts, G, base, scale,
-             norm_w, D, iters, rms_eps, hc_eps, post, comb, xin, kHcPreXin);
-    FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
-    launch_k(hc_pre_reg_kernel<4>, dim3(1, 1), threads, 0, comb_s, X, mixes, parts, G, base, scale,
-             norm_w, D, iters, rms_eps, hc_eps, post, comb, xin, kHcPreComb);
-    FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
-    return;
+    launch(dim3(1, 1), s, kHcPreXin);
+    launch(dim3(1, 1), comb_s, kHcPreComb);
+  } else {
+    launch(dim3((unsigned)n, n == 1 ? 2 : 1), s, kHcPreBoth);
   }
-  launch_k(hc_pre_reg_kernel<4>, dim3((unsigned)n, n == 1 ? 2 : 1), threads, 0, s, X, mixes, parts,
-           G, base, scale, norm_w, D, iters, rms_eps, hc_eps, post, comb, xin, kHcPreBoth);
-  FWD_LAUNCH_CHECK("hc_pre_reg_kernel");
 }
 }  // namespace
 
