@@ -333,7 +333,7 @@ struct CudaModel::Impl {
   // DSV4_EXPERT_GEMM=mma: the grouped GEMMs on the mma.sync kernel instead of wgmma (A/B timing).
   DeviceBuffer exp_tiles;
   bool fused_experts = true;
-  static constexpr int kSide = 4;
+  static constexpr int kSide = 5;
   std::vector<Stream> side;
   std::vector<std::unique_ptr<gemm::Blas>> side_blas;
   Event ev_ready[2], ev_done[2], ev_side[kSide];
@@ -341,6 +341,9 @@ struct CudaModel::Impl {
   // the query path, forked from and joined back to `stream` through these events (graph branches
   // when captured). DSV4_CUDA_PAR=0, or the stage profiler, keeps decode on one stream.
   bool par_decode = true;
+  // The decode branch of the indexer's head-weight product (idx_proj; 2: after the indexer's
+  // compressor on its branch, 0: after the kv row, 4: a branch of its own).
+  int idx_proj_branch = 4;
   // One token (par_decode): HCPre's post and comb (its Sinkhorn warp, ~2 us of dependent shuffles
   // and divisions) run on hc_side beside the chain, which needs only xin; the stream is joined
   // before hc_post / the MoE combine read them. DSV4_HC_COMB_SIDE=0: one launch on the chain.
@@ -457,6 +460,10 @@ struct CudaModel::Impl {
     if (const char* e = std::getenv("DSV4_HC_COMB_SIDE")) hc_comb_side = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_MIXES")) hc_mixes_on = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_IDX_GEMM_ROWS")) opt.idx_gemm_rows = std::atoll(e);
+    if (const char* e = std::getenv("DSV4_IDX_PROJ_BRANCH")) {
+      const int b = std::atoi(e);
+      if (b == 0 || b == 2 || b == 4) idx_proj_branch = b;
+    }
     if (prof.on) par_decode = false;  // stage events on one stream
     if (const char* e = std::getenv("DSV4_GRAPH_BOUND"); e && !std::strcmp(e, "capacity"))
       opt.graph_min_bound = opt.max_ctx;  // one graph, sized for the capacity
@@ -996,8 +1003,9 @@ struct CudaModel::Impl {
       fwd::compressor_emit(ipooled.as<float>(), fptr(L.idx_norm), n, 4, ID, rd, d.freqs, P, eps, 1,
                            opt.qat, st.idx.as<float>(), br.at(2));
       if (idx_query) {
+        if (idx_proj_branch == 4) br.fork(4);
         M("idx_proj");
-        proj(L.idx_proj, xin.as<float>(), n, iw.as<float>(), br.at(2));
+        proj(L.idx_proj, xin.as<float>(), n, iw.as<float>(), br.at(idx_proj_branch));
       }
     }
     M("q_a");
@@ -1015,7 +1023,8 @@ struct CudaModel::Impl {
       proj(L.idx_q_b, qr.as<float>(), n, iq.as<float>());
       M("idx_q");
       fwd::idx_q(iq.as<float>(), n, IH, ID, rd, d.freqs, P, opt.qat, cs);
-      br.join(2);  // the indexer rows and head weights
+      br.join(2);                // the indexer rows
+      br.join(idx_proj_branch);  // ... and head weights
       const int grid_rows = (int)(capture ? cap_rows : max_visible);
       M("idx_scores");
       // A decode token over many rows: the same TF32 GEMM + reduce as a chunk (the f32 tiled
