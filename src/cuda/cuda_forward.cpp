@@ -1054,7 +1054,8 @@ struct CudaModel::Impl {
         fwd::idx_topk_large(scores.as<float>(), topk, P, grid_rows, topk_ws.data(),
                             sel.as<int32_t>(), cs);
       else
-        fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs);
+        fwd::idx_topk(scores.as<float>(), n, (int)idx_cap, topk, P, sel.as<int32_t>(), cs,
+                      grid_rows);
     }
     xq_holds = nullptr;
     br.join_all();

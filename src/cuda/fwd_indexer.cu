@@ -621,8 +621,20 @@ void idx_reduce(const float* dots, const float* iw, int n, int IH, int rows, flo
   FWD_LAUNCH_CHECK("idx_reduce_kernel");
 }
 
+// Rows up to which a block of kTopkSmallThreads does the selection: its barriers and the serial
+// warp loop of block_exclusive_scan cost a quarter of a 1024-thread block's, and a few hundred or
+// thousand rows leave most of 1024 threads idle. DSV4_TOPK_SMALL_ROWS for A/B timing (0: never).
+constexpr int kTopkSmallThreads = 256;  // >= 256: thread j scans bin 255 - j
+int64_t idx_topk_small_rows() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("DSV4_TOPK_SMALL_ROWS");
+    return e ? std::max<int64_t>(0, std::atoll(e)) : int64_t{4096};
+  }();
+  return v;
+}
+
 void idx_topk(const float* scores, int n, int score_stride, int topk, const int32_t* p0,
-              int32_t* sel, cudaStream_t s) {
+              int32_t* sel, cudaStream_t s, int64_t max_rows) {
   // DSV4_TOPK_DECODE_KEYS: the decode staging limit, for A/B timing (4096: as a chunk's blocks).
   static const int decode_keys = [] {
     const char* e = std::getenv("DSV4_TOPK_DECODE_KEYS");
@@ -637,7 +649,9 @@ void idx_topk(const float* scores, int n, int score_stride, int topk, const int3
     return true;
   }();
   (void)attr_set;
-  launch_k(idx_topk_kernel, n, kTopkThreads, smem, s, scores, score_stride, topk, p0, sel, cap);
+  const int threads =
+      max_rows > 0 && max_rows <= idx_topk_small_rows() ? kTopkSmallThreads : kTopkThreads;
+  launch_k(idx_topk_kernel, n, threads, smem, s, scores, score_stride, topk, p0, sel, cap);
   FWD_LAUNCH_CHECK("idx_topk_kernel");
 }
 

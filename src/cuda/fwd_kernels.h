@@ -106,9 +106,11 @@ void idx_reduce(const float* dots, const float* iw, int n, int IH, int rows, flo
                 cudaStream_t s);
 
 // Top-k (score descending, ties to the lower index) of each such token, sorted by index:
-// sel[i][0..topk).
+// sel[i][0..topk). max_rows: a bound on the visible rows (0: none known); at most
+// idx_topk_small_rows() of them take blocks of 256 threads instead of 1024.
 void idx_topk(const float* scores, int n, int score_stride, int topk, const int32_t* p0,
-              int32_t* sel, cudaStream_t s);
+              int32_t* sel, cudaStream_t s, int64_t max_rows = 0);
+int64_t idx_topk_small_rows();
 
 // Sparse attention with sinks (§5.6) + inverse RoPE of the output (§5.7): o [n][H][hd].
 // Keys: compressed rows (selected or all visible), then the raw window (positions before the

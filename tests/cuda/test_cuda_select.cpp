@@ -49,12 +49,19 @@ void check_case(const char* name, const std::vector<float>& sc, int64_t visible,
   cu::DeviceBuffer dsc(sizeof(float) * sc.size()), dp(sizeof(int32_t));
   dsc.upload(sc.data(), sizeof(float) * sc.size());
   dp.upload(&p, sizeof p);
-  cu::DeviceBuffer one(sizeof(int32_t) * (size_t)topk), large(sizeof(int32_t) * (size_t)topk);
+  cu::DeviceBuffer one(sizeof(int32_t) * (size_t)topk), large(sizeof(int32_t) * (size_t)topk),
+      small(sizeof(int32_t) * (size_t)topk);
   one.fill_bytes(0xff);
   large.fill_bytes(0xff);
+  small.fill_bytes(0xff);
   cu::DeviceBuffer ws((size_t)dsv4::cuda::fwd::topk_large_workspace_bytes(topk));
   dsv4::cuda::fwd::idx_topk(dsc.as<float>(), 1, (int)sc.size(), topk, dp.as<int32_t>(),
                             one.as<int32_t>(), st.get());
+  // The same selection by a 256-thread block (a rows bound within idx_topk_small_rows()).
+  const bool small_block = visible <= dsv4::cuda::fwd::idx_topk_small_rows();
+  if (small_block)
+    dsv4::cuda::fwd::idx_topk(dsc.as<float>(), 1, (int)sc.size(), topk, dp.as<int32_t>(),
+                              small.as<int32_t>(), st.get(), visible);
   dsv4::cuda::fwd::idx_topk_large(dsc.as<float>(), topk, dp.as<int32_t>(), (int)sc.size(),
                                   ws.data(), large.as<int32_t>(), st.get());
   st.sync();
@@ -63,6 +70,11 @@ void check_case(const char* name, const std::vector<float>& sc, int64_t visible,
   large.download(g2.data(), sizeof(int32_t) * (size_t)topk);
   const auto ref = cpu_topk(sc, visible, topk);
   EXPECT_EQ(g1, ref) << name << ": one-block top-k";
+  if (small_block) {
+    std::vector<int32_t> g3((size_t)topk);
+    small.download(g3.data(), sizeof(int32_t) * (size_t)topk);
+    EXPECT_EQ(g3, ref) << name << ": one-block top-k, 256 threads";
+  }
   EXPECT_EQ(g2, ref) << name << ": multi-block top-k";
 }
 
