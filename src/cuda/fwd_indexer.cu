@@ -171,11 +171,26 @@ __global__ void __launch_bounds__(32 * kDecWarps)
   const int64_t visible = ((int64_t)p0[0] + 1) / 4;
   const int64_t r0 = (int64_t)blockIdx.x * kDecWarps * rpw;
   if (visible <= topk || r0 >= visible) return;
-  for (int f = threadIdx.x; f < kDecHeads * nd4; f += blockDim.x) {
-    const int h = f / nd4, d4 = f - h * nd4;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (h < IH) v = reinterpret_cast<const float4*>(iq + (int64_t)h * ID)[d4];
-    reinterpret_cast<float4*>(qsh + h * qs)[d4] = v;
+  // The queries: kU float4 loads per thread in flight before any store (a load-then-store loop
+  // waits on the L2 once per trip: the compiler cannot move a global load above a shared store
+  // through generic pointers).
+  {
+    constexpr int kU = 8;
+    const int nf = kDecHeads * nd4;
+    for (int f0 = threadIdx.x; f0 < nf; f0 += kU * blockDim.x) {
+      float4 v[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int f = f0 + u * (int)blockDim.x, h = f / nd4, d4 = f - h * nd4;
+        v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (f < nf && h < IH) v[u] = reinterpret_cast<const float4*>(iq + (int64_t)h * ID)[d4];
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int f = f0 + u * (int)blockDim.x, h = f / nd4, d4 = f - h * nd4;
+        if (f < nf) reinterpret_cast<float4*>(qsh + h * qs)[d4] = v[u];
+      }
+    }
   }
   for (int h = threadIdx.x; h < kDecHeads; h += blockDim.x) wsh[h] = h < IH ? iw[h] * wscale : 0.0f;
   __syncthreads();
