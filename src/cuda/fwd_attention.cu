@@ -738,13 +738,14 @@ __global__ void __launch_bounds__(kAttSplitThreads)
 // One block per head: merges the S partial results with the sink, then the inverse RoPE. Warp 0
 // forms the statistics (lane-parallel over the ranges), then each thread sums its dimension over
 // the S ranges with 8 loads in flight (a serial loop per dimension waited on the L2 S times per
-// dimension: ~11 us per layer). Dynamic shared memory: hd + S floats.
+// dimension: ~11 us per layer). Dynamic shared memory: hd + S + rd floats.
 constexpr int kCombineThreads = 512;
 __global__ void __launch_bounds__(kCombineThreads)
     attention_combine_kernel(const float* part, const float* sinks, int hd, int rd, int S,
                              const float* freqs, const int32_t* p0, float* o) {
   extern __shared__ float cs_sh[];
   float* wz = cs_sh + hd;
+  float* rot = wz + S;  // the inverse rotation's cos/sin [rd] (rope_cos_sin)
   __shared__ float den_sh;
   const int h = blockIdx.x, lane = threadIdx.x & 31;
   const float sink = threadIdx.x < 32 ? sinks[h] : 0.0f;  // constant: read before the wait
@@ -753,6 +754,13 @@ __global__ void __launch_bounds__(kCombineThreads)
   const int64_t p = p0[0];
   const int64_t stride = hd + 4;
   const float* ph = part + (int64_t)h * S * stride;
+  // Warps 1.. evaluate the rotation (double-precision cos/sin) while warp 0 forms the statistics,
+  // instead of after the sums.
+  for (int k = (int)threadIdx.x - 32; k >= 0 && k < rd / 2; k += (int)blockDim.x - 32) {
+    const float ang = (float)p * freqs[k];
+    rot[2 * k] = (float)cos((double)ang);
+    rot[2 * k + 1] = (float)sin((double)ang);
+  }
   if (threadIdx.x < 32) {
     // Each lane's ranges (S <= kAttSplitMax = 4 * 32): maxima and denominators loaded together,
     // then the same operations in the same order as one pass per quantity.
@@ -808,7 +816,7 @@ __global__ void __launch_bounds__(kCombineThreads)
   }
   __syncthreads();
   for (int k = threadIdx.x; k < rd / 2; k += blockDim.x)
-    rope_pair(cs_sh + (hd - rd), freqs, k, p, true);
+    rope_pair_cs(cs_sh + (hd - rd), rot, k, true);
   __syncthreads();
   float* oh = o + (int64_t)h * hd;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) oh[d] = cs_sh[d];
@@ -898,7 +906,7 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
     const int chunk_max = (max_keys + splits - 1) / splits;
     const size_t smem_s = attention_split_smem(hd, chunk_max);
     if (n == 1 && part != nullptr && H % kAttHeads == 0 && smem_s <= 48 * 1024 &&
-        (size_t)(hd + splits) * sizeof(float) <= 48 * 1024) {
+        (size_t)(hd + splits + rd) * sizeof(float) <= 48 * 1024) {
       const size_t smem_k = attention_split_smem_keys(hd, chunk_max);
       const uintptr_t bases = reinterpret_cast<uintptr_t>(kvn) | reinterpret_cast<uintptr_t>(ring) |
                               reinterpret_cast<uintptr_t>(comp);
@@ -919,7 +927,8 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
       }
       FWD_LAUNCH_CHECK("attention_split_kernel");
       launch_k(attention_combine_kernel, (unsigned)H, kCombineThreads,
-               sizeof(float) * (size_t)(hd + splits), s, part, sinks, hd, rd, splits, freqs, p0, o);
+               sizeof(float) * (size_t)(hd + splits + rd), s, part, sinks, hd, rd, splits, freqs,
+               p0, o);
       FWD_LAUNCH_CHECK("attention_combine_kernel");
       return;
     }

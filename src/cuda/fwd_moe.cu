@@ -65,12 +65,17 @@ __global__ void __launch_bounds__(kRouterThreads)
     }
     __syncthreads();
   }
-  if (t != 0) return;
+  // Warp 0: lane j < k gathers place j's expert and score (the k lookups at once, not a chain of
+  // dependent loads in one thread), every lane sums the k scores in place order through shuffles
+  // (the serial order of the CPU), and lane j writes place j.
+  if (t >= 32) return;
+  const int e = t < k ? sel[t] : -1;
+  const float v = e >= 0 ? s[e] : __int_as_float(0x7fc00000);
   float sum = 0.0f;
-  for (int j = 0; j < k; ++j) sum += sel[j] >= 0 ? s[sel[j]] : __int_as_float(0x7fc00000);
-  for (int j = 0; j < k; ++j) {
-    ids[(int64_t)j * n + i] = sel[j];
-    wts[(int64_t)i * k + j] = sel[j] >= 0 ? s[sel[j]] / sum * scale : __int_as_float(0x7fc00000);
+  for (int j = 0; j < k; ++j) sum += __shfl_sync(0xffffffffu, v, j);
+  if (t < k) {
+    ids[(int64_t)t * n + i] = e;
+    wts[(int64_t)i * k + t] = e >= 0 ? v / sum * scale : __int_as_float(0x7fc00000);
   }
 }
 
