@@ -17,26 +17,35 @@ constexpr int kMaxWidth = 1024;  // head dims handled by the emit kernel's share
 // Block (token i, heads 8 y .. 8 y + 7), one warp per head. The rotation's cos/sin (double
 // precision, as rope_pair) are computed once per block for the 8 heads: one block of 128 threads
 // per (head, token), each evaluating them again, took 0.82 ms per layer of an 8K chunk.
+// A ninth warp evaluates them (rope_cos_sin's operations) while the eight normalize their heads,
+// instead of warp 0 first.
 constexpr int kQnrHeads = 8;
-__global__ void __launch_bounds__(32 * kQnrHeads)
+__global__ void __launch_bounds__(32 * (kQnrHeads + 1))
     q_norm_rope_kernel(float* q, int H, int hd, int rd, const float* freqs, const int32_t* p0,
                        float eps) {
   pdl_trigger();
   pdl_wait();
   extern __shared__ float cs_sh[];  // [rd / 2][cos, sin]
-  const int i = blockIdx.x, lane = threadIdx.x & 31;
-  const int h = blockIdx.y * kQnrHeads + (threadIdx.x >> 5);
+  const int i = blockIdx.x, lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  const int h = blockIdx.y * kQnrHeads + wid;
   const int64_t pos = (int64_t)p0[0] + i;
-  rope_cos_sin(cs_sh, freqs, rd, pos);
-  __syncthreads();
-  if (h >= H) return;
+  const bool norm = wid < kQnrHeads && h < H;
   float* qh = q + ((int64_t)i * H + h) * hd;
-  float ss = 0.0f;
-  for (int d = lane; d < hd; d += 32) ss += qh[d] * qh[d];
-  ss = warp_sum(ss);
-  const float r = 1.0f / sqrtf(ss / (float)hd + eps);
-  for (int d = lane; d < hd; d += 32) qh[d] = qh[d] * r;
-  __syncwarp();
+  if (norm) {
+    float ss = 0.0f;
+    for (int d = lane; d < hd; d += 32) ss += qh[d] * qh[d];
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / (float)hd + eps);
+    for (int d = lane; d < hd; d += 32) qh[d] = qh[d] * r;
+  } else if (wid == kQnrHeads) {
+    for (int k = lane; k < rd / 2; k += 32) {
+      const float ang = (float)pos * freqs[k];
+      cs_sh[2 * k] = (float)cos((double)ang);
+      cs_sh[2 * k + 1] = (float)sin((double)ang);
+    }
+  }
+  __syncthreads();
+  if (!norm) return;
   for (int k = lane; k < rd / 2; k += 32) rope_pair_cs(qh + (hd - rd), cs_sh, k, false);
 }
 
@@ -839,7 +848,7 @@ __global__ void ring_store_kernel(const float* kvn, int n, int hd, int W, const 
 void q_norm_rope(float* q, int n, int H, int hd, int rd, const float* freqs, const int32_t* p0,
                  float eps, cudaStream_t s) {
   launch_k(q_norm_rope_kernel, dim3((unsigned)n, (unsigned)((H + kQnrHeads - 1) / kQnrHeads)),
-           32 * kQnrHeads, sizeof(float) * (size_t)rd, s, q, H, hd, rd, freqs, p0, eps);
+           32 * (kQnrHeads + 1), sizeof(float) * (size_t)rd, s, q, H, hd, rd, freqs, p0, eps);
   FWD_LAUNCH_CHECK("q_norm_rope_kernel");
 }
 
