@@ -41,7 +41,11 @@ struct Tuning {
   int bulk_stages = 2;      // ring depth in bulk mode (capped by the steps unless persistent)
   int bulk_force_lr = 0;    // 1: raise lanes per row so that bulk copies apply (2-bit formats)
   int min_ctas_per_sm = 1;  // more lanes per row while the grid has fewer CTAs than this per SM
-  int max_lr_log2 = 5;      // lanes per row at most 1 << this (<= 5)
+  // Lanes per row at most 1 << this (<= 5). 8 rather than 32 (the persistent Q8_0 / F16 products
+  // of decode had 16-32 lanes per row, one unit each; with 8 each lane walks several units of its
+  // row): H200 q2 decode @2K 173.1-173.8 tok/s against 171.9-172.1 (three rounds; 16 lanes:
+  // 173.5-173.6, 4 lanes: 165.7-166.5), @64K 155.7 / 156.0 against 153.5 / 153.1.
+  int max_lr_log2 = 3;
   int bulk_max_steps = 2;   // bulk copies only when a warp has at most this many steps
   int q8_smem_x = 1;  // Q8_0 x in shared memory: 0 never, 1 in CTAs of >= q8_smem_x_min_ks warps
                       // (and in persistent CTAs), 2 always
