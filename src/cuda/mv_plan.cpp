@@ -50,6 +50,7 @@ std::string apply_tuning_spec(Tuning& t, const std::string& spec) {
                  : k == "force_lr"       ? &t.bulk_force_lr
                  : k == "min_ctas"       ? &t.min_ctas_per_sm
                  : k == "max_lr"         ? &t.max_lr_log2
+                 : k == "side_max_lr"    ? &t.side_max_lr_log2
                  : k == "bulk_max_steps" ? &t.bulk_max_steps
                  : k == "q8x"            ? &t.q8_smem_x
                  : k == "q8x_ks"         ? &t.q8_smem_x_min_ks
@@ -147,7 +148,7 @@ Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
   // More lanes per row (fewer rows per CTA) while the grid would leave SMs idle.
   // KS * LR always divides the unit count (the kernel has no tail handling).
   int lrl = 0;
-  const int max_lrl = std::clamp(tu.max_lr_log2, 0, 5);
+  const int max_lrl = std::clamp(s.side ? tu.side_max_lr_log2 : tu.max_lr_log2, 0, 5);
   while (lrl < max_lrl && ctas_for(lrl) < tu.min_ctas_per_sm * (int64_t)lim.sm_count &&
          p.units % (2 << lrl) == 0)
     ++lrl;

@@ -41,11 +41,16 @@ struct Tuning {
   int bulk_stages = 2;      // ring depth in bulk mode (capped by the steps unless persistent)
   int bulk_force_lr = 0;    // 1: raise lanes per row so that bulk copies apply (2-bit formats)
   int min_ctas_per_sm = 1;  // more lanes per row while the grid has fewer CTAs than this per SM
-  // Lanes per row at most 1 << this (<= 5). 8 rather than 32 (the persistent Q8_0 / F16 products
-  // of decode had 16-32 lanes per row, one unit each; with 8 each lane walks several units of its
-  // row): H200 q2 decode @2K 173.1-173.8 tok/s against 171.9-172.1 (three rounds; 16 lanes:
-  // 173.5-173.6, 4 lanes: 165.7-166.5), @64K 155.7 / 156.0 against 153.5 / 153.1.
+  // Lanes per row at most 1 << this (<= 5) for the decode chain's shapes. 8 rather than 32 (the
+  // persistent Q8_0 / F16 products had 16-32 lanes per row, one unit each; with 8 each lane walks
+  // several units of its row): H200 q2 decode @2K 173.1-173.8 tok/s against 171.9-172.1 (three
+  // rounds, side shapes capped alike; 16 lanes: 173.5-173.6, 4 lanes: 165.7-166.5), @64K
+  // 155.7 / 156.0 against 153.5 / 153.1. 32 lanes here with 8 on the side: 171.2-172.1.
   int max_lr_log2 = 3;
+  // ... for side-stream shapes (Shape::side): 4 lanes. H200 q2 decode @2K 174.5-175.3 tok/s
+  // against 173.9-174.0 with 8 (three rounds; 2 lanes 171.3-172.0, 1 lane 148.9-149.6; 32 lanes
+  // 171.0-172.2), @64K 157.7 / 157.8 against 156.1 / 156.3.
+  int side_max_lr_log2 = 2;
   int bulk_max_steps = 2;   // bulk copies only when a warp has at most this many steps
   int q8_smem_x = 1;  // Q8_0 x in shared memory: 0 never, 1 in CTAs of >= q8_smem_x_min_ks warps
                       // (and in persistent CTAs), 2 always
