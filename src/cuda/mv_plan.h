@@ -84,7 +84,11 @@ struct Tuning {
   // Once HCPre's Sinkhorn left the chain and the attention kernels got shorter (thirteenth
   // session), 12 warps won again: 12 / 14 / 16 warps with target_q2k = 8 gave 162.9-163.5 /
   // 162.9-163.4 / 160.8-161.1 tok/s @2K.
-  int iq2_rep = 16;
+  // With 8 lanes per row (fourteenth session) the 32 copies (48 KiB, no bank conflicts where 16
+  // copies averaged 2-way: the loop is bound by the shared-memory pipe as much as by issue) won:
+  // @2K 177.0-177.8 tok/s against 174.9-175.0 (three rounds; 14 warps 169.4-170.3), @64K
+  // 159.5 / 159.5 against 157.4 / 157.8.
+  int iq2_rep = 32;
   int iq2_pw = 12;
 };
 // The planner knobs in use: defaults, then DSV4_MV_TUNE (a spec for apply_tuning_spec) read at
