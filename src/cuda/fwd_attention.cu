@@ -17,8 +17,7 @@ constexpr int kMaxWidth = 1024;  // head dims handled by the emit kernel's share
 // Block (token i, heads 8 y .. 8 y + 7), one warp per head. The rotation's cos/sin (double
 // precision, as rope_pair) are computed once per block for the 8 heads: one block of 128 threads
 // per (head, token), each evaluating them again, took 0.82 ms per layer of an 8K chunk.
-// A ninth warp evaluates them (rope_cos_sin's operations) while the eight normalize their heads,
-// instead of warp 0 first.
+// A ninth warp evaluates them while the eight normalize their heads, instead of warp 0 first.
 constexpr int kQnrHeads = 8;
 __global__ void __launch_bounds__(32 * (kQnrHeads + 1))
     q_norm_rope_kernel(float* q, int H, int hd, int rd, const float* freqs, const int32_t* p0,
@@ -38,11 +37,7 @@ __global__ void __launch_bounds__(32 * (kQnrHeads + 1))
     const float r = 1.0f / sqrtf(ss / (float)hd + eps);
     for (int d = lane; d < hd; d += 32) qh[d] = qh[d] * r;
   } else if (wid == kQnrHeads) {
-    for (int k = lane; k < rd / 2; k += 32) {
-      const float ang = (float)pos * freqs[k];
-      cs_sh[2 * k] = (float)cos((double)ang);
-      cs_sh[2 * k + 1] = (float)sin((double)ang);
-    }
+    rope_cos_sin(cs_sh, freqs, rd, pos, lane, 32);
   }
   __syncthreads();
   if (!norm) return;
@@ -765,11 +760,8 @@ __global__ void __launch_bounds__(kCombineThreads)
   const float* ph = part + (int64_t)h * S * stride;
   // Warps 1.. evaluate the rotation (double-precision cos/sin) while warp 0 forms the statistics,
   // instead of after the sums.
-  for (int k = (int)threadIdx.x - 32; k >= 0 && k < rd / 2; k += (int)blockDim.x - 32) {
-    const float ang = (float)p * freqs[k];
-    rot[2 * k] = (float)cos((double)ang);
-    rot[2 * k + 1] = (float)sin((double)ang);
-  }
+  if (threadIdx.x >= 32)
+    rope_cos_sin(rot, freqs, rd, p, (int)threadIdx.x - 32, (int)blockDim.x - 32);
   if (threadIdx.x < 32) {
     // Each lane's ranges (S <= kAttSplitMax = 4 * 32): maxima and denominators loaded together,
     // then the same operations in the same order as one pass per quantity.

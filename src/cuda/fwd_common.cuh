@@ -92,14 +92,19 @@ __device__ __forceinline__ void rope_pair(float* x, const float* freqs, int k, i
   x[2 * k + 1] = a * s + b * c;
 }
 
-// The rotation of position pos for every pair k < rd / 2 into cs[2k] (cos), cs[2k + 1] (sin),
-// with rope_pair's operations; by the whole block (the caller synchronizes).
-__device__ __forceinline__ void rope_cos_sin(float* cs, const float* freqs, int rd, int64_t pos) {
-  for (int k = threadIdx.x; k < rd / 2; k += blockDim.x) {
+// The rotation of position pos for the pairs k = first, first + stride, ... < rd / 2 into cs[2k]
+// (cos), cs[2k + 1] (sin), with rope_pair's operations (the caller synchronizes).
+__device__ __forceinline__ void rope_cos_sin(float* cs, const float* freqs, int rd, int64_t pos,
+                                             int first, int stride) {
+  for (int k = first; k < rd / 2; k += stride) {
     const float ang = (float)pos * freqs[k];
     cs[2 * k] = (float)cos((double)ang);
     cs[2 * k + 1] = (float)sin((double)ang);
   }
+}
+// ... every pair, by the whole block.
+__device__ __forceinline__ void rope_cos_sin(float* cs, const float* freqs, int rd, int64_t pos) {
+  rope_cos_sin(cs, freqs, rd, pos, (int)threadIdx.x, (int)blockDim.x);
 }
 // rope_pair with the cos/sin of rope_cos_sin.
 __device__ __forceinline__ void rope_pair_cs(float* x, const float* cs, int k, bool inverse) {
