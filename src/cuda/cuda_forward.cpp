@@ -364,6 +364,9 @@ struct CudaModel::Impl {
     order_after(stream.get(), hc_side.get(), ev_hc_join);
     hc_forked = false;
   }
+  // One token: the router stores the slots by ascending expert id (the combine's order), so the
+  // combine reads no ids; DSV4_SORTED_SLOTS=0 keeps the score order (A/B).
+  bool sorted_slots_on = true;
   // DSV4_HC_POST_MIX=0: hc_post / the MoE combine and hc_mix_partials apart (A/B).
   bool hc_post_mix_on = true;
   bool attn_parts_ready = false;  // the previous layer's combine wrote this layer's mix partials
@@ -459,6 +462,8 @@ struct CudaModel::Impl {
     if (const char* e = std::getenv("DSV4_HC_POST_MIX")) hc_post_mix_on = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_COMB_SIDE")) hc_comb_side = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_HC_MIXES")) hc_mixes_on = std::strcmp(e, "0") != 0;
+    if (const char* e = std::getenv("DSV4_SORTED_SLOTS"))
+      sorted_slots_on = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_IDX_GEMM_ROWS")) opt.idx_gemm_rows = std::atoll(e);
     if (const char* e = std::getenv("DSV4_IDX_PROJ_BRANCH")) {
       const int b = std::atoi(e);
@@ -1128,10 +1133,13 @@ struct CudaModel::Impl {
     M("gate_inp");
     proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
     M("router");
+    // One token: the slots stored in the combine's order (ascending id), so that the combine
+    // needs no round trip for the ids (DSV4_SORTED_SLOTS=0: by score, A/B).
+    const bool sorted_slots = n == 1 && sorted_slots_on;
     fwd::router(rlog.as<float>(), fptr(L.exp_probs_b),
                 L.tid2eid.present() ? reinterpret_cast<const int32_t*>(L.tid2eid.data) : nullptr,
                 tok.as<int32_t>(), n, E, k, c.expert_weights_scale, ids.as<int32_t>(),
-                wts.as<float>(), cs);
+                wts.as<float>(), cs, sorted_slots);
     const bool grouped_out = use_gemm(n) || (n > 1 && S > 0 && moe_gn > 0);
     if (use_gemm(n)) {
       // The dequantize + cuBLAS path: formats or widths the grouped kernel does not take, or
@@ -1228,8 +1236,9 @@ struct CudaModel::Impl {
     join_hc_side();  // post and comb
     M("moe_combine_post");
     if (next_mix)
-      fwd::moe_combine_post_mix(contrib.as<float>(), shout.as<float>(), ids.as<int32_t>(), k, D,
-                                post.as<float>(), comb.as<float>(), X.as<float>(), next_fn->data,
+      fwd::moe_combine_post_mix(contrib.as<float>(), shout.as<float>(),
+                                sorted_slots ? nullptr : ids.as<int32_t>(), k, D, post.as<float>(),
+                                comb.as<float>(), X.as<float>(), next_fn->data,
                                 (int)next_fn->rows(), mix_parts.as<float>(), cs);
     else
       fwd::moe_combine_post(grouped_out ? g_out.as<float>() : contrib.as<float>(),

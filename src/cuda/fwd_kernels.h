@@ -140,8 +140,11 @@ void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float
 
 // Router (§6.1): scores sqrt(softplus(logits)); hash table or biased top-k; weights.
 // ids are written [k][n] (slot-major), weights [n][k].
+// sort_by_id: each token's k places are stored by ascending expert id (ties by place) instead of
+// by score, with their weights: the order in which the MoE combine sums them.
 void router(const float* logits, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
-            int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s);
+            int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s,
+            bool sort_by_id = false);
 
 // h[s][f] = w_s * silu(min(g, c)) * clamp(u, -c, c) for `rows` rows. wts null: weight 1 (shared
 // expert, rows = tokens); else routed rows s = j * n_tok + i (slot-major) with w = wts[i][j].
@@ -161,6 +164,7 @@ void moe_combine_post(const float* contrib, const float* shared, const int32_t* 
 
 // moe_combine_post of one token (hc = 4, per-pair contrib) and then hc_mix_partials of the new X
 // with the next layer's F16 attention mix matrix [rows][4 D] in one launch, as hc_post_mix.
+// ids null: the k slots are already in ascending expert id (router with sort_by_id).
 void moe_combine_post_mix(const float* contrib, const float* shared, const int32_t* ids, int k,
                           int D, const float* post, const float* comb, float* X, const void* w_f16,
                           int rows, float* parts, cudaStream_t s);

@@ -27,8 +27,8 @@ constexpr int kMaxE = 4096;
 constexpr int kRouterThreads = 256;
 __global__ void __launch_bounds__(kRouterThreads)
     router_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
-                  const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids,
-                  float* wts) {
+                  const int32_t* tokens, int n, int E, int k, float scale, int32_t* ids, float* wts,
+                  int sort_by_id) {
   const int i = blockIdx.x, t = threadIdx.x;
   const float bias0 = bias && t < E ? bias[t] : 0.0f;  // constant: read before the PDL wait
   pdl_trigger();
@@ -73,9 +73,19 @@ __global__ void __launch_bounds__(kRouterThreads)
   const float v = e >= 0 ? s[e] : __int_as_float(0x7fc00000);
   float sum = 0.0f;
   for (int j = 0; j < k; ++j) sum += __shfl_sync(0xffffffffu, v, j);
+  // sort_by_id: place t goes to slot r, its rank by ascending id (ties, the empty places' -1, by
+  // place), so that the slots are in the MoE combine's summation order.
+  int r = t;
+  if (sort_by_id) {
+    r = 0;
+    for (int j = 0; j < k; ++j) {
+      const int o = __shfl_sync(0xffffffffu, e, j);
+      r += (o < e || (o == e && j < t)) ? 1 : 0;
+    }
+  }
   if (t < k) {
-    ids[(int64_t)t * n + i] = e;
-    wts[(int64_t)i * k + t] = e >= 0 ? v / sum * scale : __int_as_float(0x7fc00000);
+    ids[(int64_t)r * n + i] = e;
+    wts[(int64_t)i * k + r] = e >= 0 ? v / sum * scale : __int_as_float(0x7fc00000);
   }
 }
 
@@ -222,11 +232,15 @@ __global__ void __launch_bounds__(kMixThreads)
   const HcPostIn in = hc_post_load(post, comb, D, X, g);
   const int d = g * kPmD + threadIdx.x % kPmD;
   const float sh = shared[d];
-  __shared__ int64_t rows_sh[kMaxK];
-  if (threadIdx.x == 0) combine_rows(ids, nullptr, 1, 0, k, rows_sh);
-  __syncthreads();
   float fv = 0.0f;
-  for (int j = 0; j < k; ++j) fv += contrib[rows_sh[j] * D + d];
+  if (ids) {
+    __shared__ int64_t rows_sh[kMaxK];
+    if (threadIdx.x == 0) combine_rows(ids, nullptr, 1, 0, k, rows_sh);
+    __syncthreads();
+    for (int j = 0; j < k; ++j) fv += contrib[rows_sh[j] * D + d];
+  } else {  // the slots are in ascending expert id (router sort_by_id): no round trip for the ids
+    for (int j = 0; j < k; ++j) fv += contrib[(int64_t)j * D + d];
+  }
   fv += sh;
   hc_post_mix_tail(fv, in, D, X, wv, rows, g, parts);
 }
@@ -387,11 +401,12 @@ void moe_group_sorted(const int32_t* ids, const float* wts, int n, int k, int E,
 }
 
 void router(const float* logits, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
-            int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s) {
+            int n, int E, int k, float scale, int32_t* ids, float* wts, cudaStream_t s,
+            bool sort_by_id) {
   if (k > kMaxK || k > E || E > kMaxE)
     throw_invalid_argument("cuda forward: expert counts unsupported (k <= 16, E <= 4096)");
   launch_k(router_kernel, n, kRouterThreads, sizeof(float) * 2 * (size_t)E, s, logits, bias,
-           tid2eid, tokens, n, E, k, scale, ids, wts);
+           tid2eid, tokens, n, E, k, scale, ids, wts, sort_by_id ? 1 : 0);
   FWD_LAUNCH_CHECK("router_kernel");
 }
 

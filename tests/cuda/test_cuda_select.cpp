@@ -19,6 +19,7 @@
 #include <numeric>
 #include <random>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cuda/device.h"
@@ -297,6 +298,26 @@ TEST(CudaRouter, MatchesCpuOrderWithTies) {
     std::vector<float> gw((size_t)n * k);
     ids.download(gi.data(), 4 * gi.size());
     wts.download(gw.data(), 4 * gw.size());
+    // sort_by_id: the same (id, weight) places, by ascending id.
+    ids.fill_bytes(0xff);
+    wts.fill_bytes(0xff);
+    dsv4::cuda::fwd::router(dl.as<float>(), db.as<float>(), nullptr, nullptr, n, E, k, scale,
+                            ids.as<int32_t>(), wts.as<float>(), st.get(), true);
+    st.sync();
+    std::vector<int32_t> si((size_t)n * k);
+    std::vector<float> sw((size_t)n * k);
+    ids.download(si.data(), 4 * si.size());
+    wts.download(sw.data(), 4 * sw.size());
+    for (int i = 0; i < n; ++i) {
+      std::vector<std::pair<int32_t, float>> want, got;
+      for (int j = 0; j < k; ++j) {
+        want.emplace_back(gi[(size_t)j * n + i], gw[(size_t)i * k + j]);
+        got.emplace_back(si[(size_t)j * n + i], sw[(size_t)i * k + j]);
+      }
+      std::stable_sort(want.begin(), want.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      EXPECT_EQ(got, want) << "token " << i << " sorted by id";
+    }
     for (int i = 0; i < n; ++i) {
       std::vector<float> s((size_t)E), b((size_t)E);
       for (int e = 0; e < E; ++e) {
