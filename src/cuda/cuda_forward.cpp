@@ -124,6 +124,8 @@ class StageProfiler {
       DSV4_CUDA_CHECK(cudaMemset(trace_acc_, 0, sizeof(unsigned long long) * (kTraceSlots + 1)));
     }
   }
+  // DSV4_CUDA_REPEAT gave stage counts (stages may be knocked out).
+  bool repeating() const { return !repeats_.empty(); }
   ~StageProfiler() {
     if (on) report();
     if (trace_) {
@@ -497,7 +499,7 @@ struct CudaModel::Impl {
     // NaN logits in the tests. Under DSV4_CUDA_REPEAT zeros instead: a knocked-out stage's output
     // is then never written, and NaN there would reach the router, whose ids -1 make the expert
     // products skip their work (a knock-out of kv_norm_rope measured 6.7 us per layer that way).
-    const int scratch_fill = std::getenv("DSV4_CUDA_REPEAT") ? 0 : 0xff;
+    const int scratch_fill = prof.repeating() ? 0 : 0xff;
     for (DeviceBuffer* b : {&X,       &mixes, &post, &comb,   &xin,      &qa,  &qr,      &q,  &kv,
                             &kvn,     &ckv,   &csc,  &pooled, &ikv,      &isc, &ipooled, &iq, &iw,
                             &scores,  &o,     &u,    &f,      &rlog,     &wts, &xrep,    &gu, &h,
