@@ -16,6 +16,31 @@ __device__ __forceinline__ void cp_async(uint32_t dst, const void* src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
   }
 }
+// L2 policy for data read once (the weights: ~9.6 GB per token through a ~50 MB L2): evict_first,
+// so that their lines go before the activations, the KV rows and the other kernels' outputs that
+// the next kernels read; evict_normal otherwise (the same instructions either way).
+__device__ __forceinline__ uint64_t l2_stream_policy(int evict_first) {
+  uint64_t pol;
+  if (evict_first)
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  else
+    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+}
+// cp_async with an L2 cache policy (l2_stream_policy).
+template <int G>
+__device__ __forceinline__ void cp_async_hint(uint32_t dst, const void* src, uint64_t pol) {
+  static_assert(G == 4 || G == 16, "cp.async granule");
+  if constexpr (G == 16) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst),
+                 "l"(src), "l"(pol)
+                 : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global.L2::cache_hint [%0], [%1], 4, %2;\n" ::"r"(dst),
+                 "l"(src), "l"(pol)
+                 : "memory");
+  }
+}
 // 16 bytes to `dst` (a shared-memory pointer), of which the first src_bytes (0 or 16) are read
 // from `src` and the rest are zeros: src_bytes 0 zero-fills (rows past the end; `src` must still
 // be a valid address).

@@ -46,12 +46,13 @@ __device__ __forceinline__ void mbar_wait_parity(uint32_t bar, uint32_t parity) 
       "r"(parity)
       : "memory");
 }
+// pol: an L2 policy (l2_stream_policy in cp_async.cuh).
 __device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes,
-                                              uint32_t bar) {
+                                              uint32_t bar, uint64_t pol) {
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-          "r"(dst),
-      "l"(src), "r"(bytes), "r"(bar)
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], "
+      "[%1], %2, [%3], %4;\n" ::"r"(dst),
+      "l"(src), "r"(bytes), "r"(bar), "l"(pol)
       : "memory");
 }
 __device__ __forceinline__ void fence_proxy_async_smem() {
@@ -266,6 +267,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
+  const uint64_t pol = l2_stream_policy(p.l2_evict_first);
   pdl_trigger();
   // Expert ids come from a predecessor: wait before reading them; otherwise the weight copies
   // below start before the wait (they read only constant data).
@@ -328,7 +330,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
         if (copier)
           bulk_copy_g2s(ring_s + j * kStageBytes + lane * g.slot_bytes,
                         my_src + (int64_t)unit_of(s, p.ks, warp, p.lr_log2, 0) * g.unit_bytes,
-                        copy_bytes, bar);
+                        copy_bytes, bar, pol);
       }
     } else {
       if (s < p.steps) {
@@ -339,8 +341,8 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
           const int i = lane + 32 * it;
           const int src =
               granule_src<kPer, g.unit_bytes, g.copy_bytes>(i, p.lr_log2, last_row, row_bytes);
-          cp_async<g.copy_bytes>(
-              dst0 + granule_dst<kPer, g.unit_bytes, g.slot_bytes, g.copy_bytes>(i), ws + src);
+          cp_async_hint<g.copy_bytes>(
+              dst0 + granule_dst<kPer, g.unit_bytes, g.slot_bytes, g.copy_bytes>(i), ws + src, pol);
         }
       }
       cp_async_commit();  // always, so that group counting stays uniform
@@ -466,6 +468,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
+  const uint64_t pol = l2_stream_policy(p.l2_evict_first);
   const int wpc = blockDim.x >> 5;
   pdl_trigger();
   if (p.ids) {
@@ -531,7 +534,7 @@ __global__ void __launch_bounds__(max_threads_for_nb(NB))
       if (copier)
         bulk_copy_g2s(ring_s + j * kStageBytes + lane * g.slot_bytes,
                       p_src + (int64_t)unit_of(p_step, 1, 0, p.lr_log2, 0) * g.unit_bytes,
-                      copy_bytes, bar);
+                      copy_bytes, bar, pol);
       if (++p_step == p.steps) {
         p_step = 0;
         ++p_item;

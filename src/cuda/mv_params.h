@@ -105,6 +105,8 @@ struct Params {
   int persist;  // mv_persist_kernel: grid = resident CTAs, warps own ranges of row groups
   int stages, stages_log2;
   uint32_t off_bar;
+  // Weight copies with the L2 evict_first policy (l2_stream_policy), else evict_normal.
+  int l2_evict_first;
 };
 
 // Bytes of mbarriers reserved per warp in bulk mode (8 stages of 8 bytes).
