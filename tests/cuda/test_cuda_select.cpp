@@ -118,6 +118,29 @@ TEST(CudaTopk, TiesWithStagedKeys) {
   }
 }
 
+// Scores of one magnitude (keys sharing their top bits), ties, negative values, sizes whose keys
+// are staged in shared memory (four per 16-byte load, a partial last quad) and read from global
+// memory, and every key equal.
+TEST(CudaTopk, ScoresOfOneMagnitude) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 11);
+  std::uniform_real_distribution<float> ud(0.0f, 1.0f);
+  std::uniform_int_distribution<int> grid(0, 200);
+  for (int64_t visible : {601, 4095, 16384, 49051, 60000}) {
+    std::vector<float> sc((size_t)visible + 100, std::nanf(""));
+    for (int64_t r = 0; r < visible; ++r) sc[(size_t)r] = 1.0f + 1e-3f * ud(rng);
+    check_case("near 1", sc, visible, 512);
+    for (int64_t r = 0; r < visible; ++r) sc[(size_t)r] = -100.0f - 0.01f * (float)grid(rng);
+    check_case("near -100, ties", sc, visible, 512);
+  }
+  for (int64_t visible : {513, 3001, 16383}) {
+    std::vector<float> sc((size_t)visible + 10, 7.0f);
+    check_case("all equal", sc, visible, 512);
+    sc[(size_t)visible - 1] = 7.0f + 1e-6f;  // the last key (in the partial quad) is the largest
+    check_case("all equal but the last", sc, visible, 512);
+  }
+}
+
 TEST(CudaTopk, HugeTieFallsBackToOneBlock) {
   REQUIRE_GPU();
   std::mt19937_64 rng(run_seed() + 2);
