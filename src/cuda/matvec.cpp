@@ -99,8 +99,9 @@ Prepared prepare(const MatvecOp& op) {
 
 // The weights are read once per token (~9.6 GB through a ~50 MB L2): their copies carry the L2
 // evict_first policy, so that the activations, KV rows and partial results the next kernels read
-// stay in L2. H200 q2 decode @2K 182.6-182.9 tok/s against 175.1-176.1 with DSV4_L2_HINT=0
-// (evict_normal), @64K 163.4 against 159.0. DSV4_L2_HINT=0 for A/B.
+// stay in L2. H200 q2 decode @2K 181.5-182.3 tok/s against 177.5-178.3 for the copies without a
+// hint (f22c331), @64K 162.8 against 159.5-160.0. DSV4_L2_HINT=0 (evict_normal, for A/B) measured
+// slower than no hint (174.8-175.3 @2K): the copies' default policy is not evict_normal.
 bool l2_evict_first_on() {
   static const bool on = [] {
     const char* e = std::getenv("DSV4_L2_HINT");
