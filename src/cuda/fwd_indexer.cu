@@ -278,11 +278,6 @@ __device__ int block_exclusive_scan(int v, int* sh, int* total) {
   return sh[wid] + x - v;
 }
 
-// Radix select by one block of kTopkThreads threads over sc[0..visible): the topk largest keys
-// (ties to the lower index), written to out sorted by index. Four 8-bit passes; each pass's digit
-// is found by a parallel suffix count over the 256 bins, and the output is written by warps that
-// own contiguous row ranges (counts per warp, one scan, then ballots), so the block crosses a
-// handful of barriers instead of two block scans per 1024 rows (49 us per layer at 64K context).
 constexpr int kTopkUnroll = 4;
 // Up to `staged` rows the keys are converted once into shared memory (dynamic, staged * 4 bytes),
 // so the four passes and the output phase read shared memory instead of waiting on the L2 five
@@ -292,8 +287,172 @@ constexpr int kTopkUnroll = 4;
 constexpr int kTopkSmemKeys = 4096;
 constexpr int kTopkSmemKeysDecode = 49152;
 constexpr int kTopkStageUnroll = 8;
+
+// The output phase: prefix T = the topk-th largest key; every larger key is taken and the first
+// `need` equal ones. Warp w owns rows [w per, (w + 1) per), whose counts above and equal to T are
+// wgt[w], weq[w]: the warps' offsets follow from them, then each warp writes its rows in order.
+template <class Key>
+__device__ void topk_write(Key key, int64_t visible, int topk, uint32_t T, int need, int64_t per,
+                           const int* wgt, const int* weq, int32_t* out) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  const int64_t lo = (int64_t)wid * per, hi = lo + per < visible ? lo + per : visible;
+  int eq_before = 0, out_before = 0;
+  for (int w = 0; w < wid; ++w) {
+    const int e = weq[w];
+    out_before += wgt[w] + max(0, min(e, need - eq_before));
+    eq_before += e;
+  }
+  const uint32_t lt = (1u << lane) - 1u;
+  for (int64_t c0 = lo; c0 < hi; c0 += 32 * kTopkUnroll) {
+    uint32_t ks[kTopkUnroll];
+#pragma unroll
+    for (int u = 0; u < kTopkUnroll; ++u) {
+      const int64_t r = c0 + 32 * u + lane;
+      ks[u] = r < hi ? key(r) : 0u;
+    }
+#pragma unroll
+    for (int u = 0; u < kTopkUnroll; ++u) {
+      const int64_t r = c0 + 32 * u + lane;
+      const bool is_eq = r < hi && ks[u] == T, is_gt = r < hi && ks[u] > T;
+      const uint32_t eqm = __ballot_sync(0xffffffffu, is_eq);
+      const bool take = is_gt || (is_eq && eq_before + __popc(eqm & lt) < need);
+      const uint32_t tm = __ballot_sync(0xffffffffu, take);
+      const int pos = out_before + __popc(tm & lt);
+      if (take && pos < topk) out[pos] = (int32_t)r;
+      eq_before += __popc(eqm);
+      out_before += __popc(tm);
+    }
+  }
+}
+
+// The one-block selection over keys staged in shared memory with a 4096-bin histogram (decode at
+// long context, 1024 threads): the keys' range [min, max] (found while staging) gives a 12-bit
+// digit over their differing bits, one pass counts the digits, a scan over the bins finds the bin
+// holding the topk-th largest key, and one pass in the output's row layout counts each warp's
+// keys above that bin and collects the bin's keys (few: the tail of the distribution) as
+// candidates, among which a rank count finds the exact threshold key. Two passes over the keys
+// instead of the radix select's five (four digits and the count), one scan instead of four.
+// Dynamic shared memory after the keys (kTopkHistBytes): the histogram, then the candidates.
+constexpr int kTopkHistBins = 4096;
+constexpr int kTopkCandMax = 1024;   // more keys in the threshold bin: the radix select instead
+constexpr int kTopkHistRows = 4096;  // fewest rows for the histogram path (DSV4_TOPK_HIST_ROWS)
+constexpr size_t kTopkHistBytes = sizeof(int) * kTopkHistBins + sizeof(uint2) * kTopkCandMax;
+
+// What the output phase needs: the threshold key T, how many keys equal to T to take (the lowest
+// rows first), and warp w's counts of keys above T and equal to T over its rows [w per, ...).
+struct TopkCut {
+  uint32_t T;
+  int need;
+};
+
+// Returns false (nothing decided; the block must select otherwise) when more than kTopkCandMax
+// keys share the threshold bin. Otherwise fills *cut, wgt and weq. Call with every thread.
+__device__ bool topk_hist_cut(const uint32_t* keys, int nv, int topk, int per, int* hist,
+                              uint2* cand, uint32_t kmin, uint32_t kmax, int* wgt, int* weq,
+                              TopkCut* cut) {
+  __shared__ int scan_sh[33];
+  __shared__ int bin_sh, need_sh, ncand_sh, eqneed_sh;
+  __shared__ uint32_t tkey_sh;
+  const int t = threadIdx.x, bd = blockDim.x, lane = t & 31, wid = t >> 5;
+  const uint32_t range = kmax - kmin;
+  const int shift = range < (uint32_t)kTopkHistBins ? 0 : 32 - __clz(range) - 12;
+  auto digit = [&](uint32_t k) { return (int)((k - kmin) >> shift); };
+  const int lo = wid * per, hi = min(lo + per, nv);  // per % 128 == 0: quads stay in the range
+  const uint4* k4 = reinterpret_cast<const uint4*>(keys);
+  // Pass 1: the digits' histogram (hist zeroed by the caller before its barrier).
+  for (int r = lo + 4 * lane; r < hi; r += 128) {
+    const uint4 q = k4[r >> 2];
+    atomicAdd(&hist[digit(q.x)], 1);
+    if (r + 1 < hi) atomicAdd(&hist[digit(q.y)], 1);
+    if (r + 2 < hi) atomicAdd(&hist[digit(q.z)], 1);
+    if (r + 3 < hi) atomicAdd(&hist[digit(q.w)], 1);
+  }
+  if (t == 0) ncand_sh = 0;
+  __syncthreads();
+  // The threshold bin: thread j holds bins 4095 - 4j - {0..3} (descending), an exclusive scan of
+  // their sums gives the keys in higher bins.
+  constexpr int kPer = kTopkHistBins / kTopkThreads;
+  static_assert(kPer == 4, "four bins per thread");
+  int c[kPer], sum = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    c[j] = t < kTopkThreads ? hist[kTopkHistBins - 1 - kPer * t - j] : 0;
+    sum += c[j];
+  }
+  int total = 0;
+  int higher = block_exclusive_scan(sum, scan_sh, &total);
+  if (higher < topk && higher + sum >= topk) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      if (higher < topk && higher + c[j] >= topk) {
+        bin_sh = kTopkHistBins - 1 - kPer * t - j;
+        need_sh = topk - higher;
+      }
+      higher += c[j];
+    }
+  }
+  __syncthreads();
+  const int T = bin_sh, need = need_sh;
+  if (hist[T] > kTopkCandMax) return false;  // uniform: every thread reads the same count
+  // Pass 2, in the output's row layout: each warp's keys above the bin, and the bin's keys.
+  int gt = 0;
+  for (int r = lo + 4 * lane; r < hi; r += 128) {
+    const uint4 q = k4[r >> 2];
+    const uint32_t kk[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (r + e < hi) {
+        const int d = digit(kk[e]);
+        gt += d > T;
+        if (d == T) cand[atomicAdd(&ncand_sh, 1)] = make_uint2(kk[e], (uint32_t)(r + e));
+      }
+    }
+  }
+  gt = __reduce_add_sync(0xffffffffu, gt);
+  if (lane == 0) {
+    wgt[wid] = gt;
+    weq[wid] = 0;
+  }
+  __syncthreads();
+  // The need-th largest candidate key: the one with fewer than `need` keys above it and at least
+  // `need` at or above it (every thread holding that key writes the same values).
+  const int nc = ncand_sh;
+  for (int i = t; i < nc; i += bd) {
+    const uint32_t ki = cand[i].x;
+    int above = 0, at_or_above = 0;
+    for (int j = 0; j < nc; ++j) {
+      const uint32_t kj = cand[j].x;
+      above += kj > ki;
+      at_or_above += kj >= ki;
+    }
+    if (above < need && at_or_above >= need) {
+      tkey_sh = ki;
+      eqneed_sh = need - above;
+    }
+  }
+  __syncthreads();
+  const uint32_t Tk = tkey_sh;
+  for (int i = t; i < nc; i += bd) {
+    const uint2 cv = cand[i];
+    const int w = (int)cv.y / per;
+    if (cv.x > Tk)
+      atomicAdd(&wgt[w], 1);
+    else if (cv.x == Tk)
+      atomicAdd(&weq[w], 1);
+  }
+  cut->T = Tk;
+  cut->need = eqneed_sh;
+  __syncthreads();
+  return true;
+}
+
+// Radix select by one block of kTopkThreads threads over sc[0..visible): the topk largest keys
+// (ties to the lower index), written to out sorted by index. Four 8-bit passes; each pass's digit
+// is found by a parallel suffix count over the 256 bins, and the output is written by warps that
+// own contiguous row ranges (counts per warp, one scan, then ballots), so the block crosses a
+// handful of barriers instead of two block scans per 1024 rows (49 us per layer at 64K context).
 __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32_t* out,
-                               uint32_t* keys_sh, int staged_cap) {
+                               uint32_t* keys_sh, int staged_cap, int hist_rows = 0) {
   __shared__ int hist[256];
   __shared__ uint32_t prefix_sh;
   __shared__ int need_sh;
@@ -303,6 +462,19 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
   const int lane = t & 31, wid = t >> 5, nw = bd >> 5;
 
   const bool staged = visible <= staged_cap;
+  // The histogram path (topk_hist_cut): its bins and candidates follow the staged keys.
+  const bool use_hist = staged && hist_rows > 0 && visible >= hist_rows && bd == kTopkThreads;
+  __shared__ uint32_t kmin_sh, kmax_sh;
+  int* hist4k = reinterpret_cast<int*>(keys_sh + ((staged_cap + 3) & ~3));
+  if (use_hist) {
+    for (int b = t; b < kTopkHistBins; b += bd) hist4k[b] = 0;
+    if (t == 0) {
+      kmin_sh = 0xffffffffu;
+      kmax_sh = 0u;
+    }
+    __syncthreads();
+  }
+  uint32_t kmin = 0xffffffffu, kmax = 0u;
   if (staged)  // kTopkStageUnroll loads in flight per thread
     for (int64_t r0 = t; r0 < visible; r0 += (int64_t)kTopkStageUnroll * bd) {
       float v[kTopkStageUnroll];
@@ -314,9 +486,32 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
 #pragma unroll
       for (int u = 0; u < kTopkStageUnroll; ++u) {
         const int64_t r = r0 + (int64_t)u * bd;
-        if (r < visible) keys_sh[r] = order_key(v[u]);
+        if (r < visible) {
+          const uint32_t k = order_key(v[u]);
+          keys_sh[r] = k;
+          kmin = min(kmin, k);
+          kmax = max(kmax, k);
+        }
       }
     }
+  if (use_hist) {
+    kmin = __reduce_min_sync(0xffffffffu, kmin);
+    kmax = __reduce_max_sync(0xffffffffu, kmax);
+    if (lane == 0) {
+      atomicMin(&kmin_sh, kmin);
+      atomicMax(&kmax_sh, kmax);
+    }
+    __syncthreads();  // also: every key staged
+    const int per = (int)(((visible + nw - 1) / nw + 127) / 128 * 128);
+    TopkCut cut;
+    if (topk_hist_cut(keys_sh, (int)visible, topk, per, hist4k,
+                      reinterpret_cast<uint2*>(hist4k + kTopkHistBins), kmin_sh, kmax_sh, wgt, weq,
+                      &cut)) {
+      topk_write([&](int64_t r) { return keys_sh[r]; }, visible, topk, cut.T, cut.need, per, wgt,
+                 weq, out);
+      return;
+    }
+  }
   // No barrier needed here: the first pass's histogram reset is followed by one.
   auto key = [&](int64_t r) { return staged ? keys_sh[r] : order_key(sc[r]); };
   uint32_t prefix = 0, mask = 0;
@@ -393,37 +588,11 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
     weq[wid] = eq;
   }
   __syncthreads();
-  int eq_before = 0, out_before = 0;
-  for (int w = 0; w < wid; ++w) {
-    const int e = weq[w];
-    out_before += wgt[w] + max(0, min(e, need - eq_before));
-    eq_before += e;
-  }
-  const uint32_t lt = (1u << lane) - 1u;
-  for (int64_t c0 = lo; c0 < hi; c0 += 32 * kTopkUnroll) {
-    uint32_t ks[kTopkUnroll];
-#pragma unroll
-    for (int u = 0; u < kTopkUnroll; ++u) {
-      const int64_t r = c0 + 32 * u + lane;
-      ks[u] = r < hi ? key(r) : 0u;
-    }
-#pragma unroll
-    for (int u = 0; u < kTopkUnroll; ++u) {
-      const int64_t r = c0 + 32 * u + lane;
-      const bool is_eq = r < hi && ks[u] == T, is_gt = r < hi && ks[u] > T;
-      const uint32_t eqm = __ballot_sync(0xffffffffu, is_eq);
-      const bool take = is_gt || (is_eq && eq_before + __popc(eqm & lt) < need);
-      const uint32_t tm = __ballot_sync(0xffffffffu, take);
-      const int pos = out_before + __popc(tm & lt);
-      if (take && pos < topk) out[pos] = (int32_t)r;
-      eq_before += __popc(eqm);
-      out_before += __popc(tm);
-    }
-  }
+  topk_write(key, visible, topk, T, need, per, wgt, weq, out);
 }
 
 __global__ void idx_topk_kernel(const float* scores, int score_stride, int topk, const int32_t* p0,
-                                int32_t* sel, int staged_cap) {
+                                int32_t* sel, int staged_cap, int hist_rows) {
   extern __shared__ uint32_t topk_keys_dyn[];
   pdl_trigger();
   pdl_wait();
@@ -432,7 +601,7 @@ __global__ void idx_topk_kernel(const float* scores, int score_stride, int topk,
   const int64_t visible = (p + 1) / 4;
   if (visible <= topk) return;
   topk_one_block(scores + (int64_t)i * score_stride, visible, topk, sel + (int64_t)i * topk,
-                 topk_keys_dyn, staged_cap);
+                 topk_keys_dyn, staged_cap, hist_rows);
 }
 
 // Multi-block top-k of one token (decode at long context). Workspace: hist [65536] | ctl [8]
@@ -677,18 +846,27 @@ void idx_topk(const float* scores, int n, int score_stride, int topk, const int3
     const char* e = std::getenv("DSV4_TOPK_DECODE_KEYS");
     return e ? std::clamp(std::atoi(e), 0, kTopkSmemKeysDecode) : kTopkSmemKeysDecode;
   }();
+  // DSV4_TOPK_HIST_ROWS: the fewest rows for the decode histogram path (0: never), for A/B timing.
+  static const int hist_rows_env = [] {
+    const char* e = std::getenv("DSV4_TOPK_HIST_ROWS");
+    return e ? std::max(0, std::atoi(e)) : kTopkHistRows;
+  }();
   const int cap = std::min(score_stride, n == 1 ? decode_keys : kTopkSmemKeys);
-  const size_t smem = (size_t)std::max(cap, 1) * sizeof(uint32_t);
+  const int threads =
+      max_rows > 0 && max_rows <= idx_topk_small_rows() ? kTopkSmallThreads : kTopkThreads;
+  // One decode block of kTopkThreads: the histogram and its candidates after the keys.
+  const int hist_rows = n == 1 && threads == kTopkThreads ? hist_rows_env : 0;
+  const size_t smem = (size_t)((std::max(cap, 1) + 3) & ~3) * sizeof(uint32_t) +
+                      (hist_rows > 0 ? kTopkHistBytes : 0);
   static const bool attr_set = [] {
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(idx_topk_kernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)(kTopkSmemKeysDecode * sizeof(uint32_t))));
+    DSV4_CUDA_CHECK(
+        cudaFuncSetAttribute(idx_topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)(kTopkSmemKeysDecode * sizeof(uint32_t) + kTopkHistBytes)));
     return true;
   }();
   (void)attr_set;
-  const int threads =
-      max_rows > 0 && max_rows <= idx_topk_small_rows() ? kTopkSmallThreads : kTopkThreads;
-  launch_k(idx_topk_kernel, n, threads, smem, s, scores, score_stride, topk, p0, sel, cap);
+  launch_k(idx_topk_kernel, n, threads, smem, s, scores, score_stride, topk, p0, sel, cap,
+           hist_rows);
   FWD_LAUNCH_CHECK("idx_topk_kernel");
 }
 

@@ -141,6 +141,29 @@ TEST(CudaTopk, ScoresOfOneMagnitude) {
   }
 }
 
+// The decode histogram path (>= 4096 staged rows, 1024 threads): the threshold bin's keys are
+// ranked as candidates, ties at the threshold key go to the lowest rows; with more candidates than
+// it holds (kTopkCandMax) the block falls back to the radix select. Values spread over a wide
+// range with one tied value straddling the cut, tied counts below and above the candidate limit.
+TEST(CudaTopk, HistogramPathTiesAtTheCut) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 4096);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t visible : {4096, 20000, 49000})
+    for (int copies : {1, 300, 1000, 2000}) {
+      std::vector<float> sc((size_t)visible + 40, std::nanf(""));
+      for (int64_t r = 0; r < visible; ++r) sc[(size_t)r] = nd(rng);
+      // 400 keys above the tied value, `copies` of it: the 512th largest is one of the copies.
+      for (int i = 0; i < 400; ++i) sc[(size_t)(rng() % visible)] = 10.0f + (float)i;
+      for (int i = 0; i < copies; ++i) sc[(size_t)(rng() % visible)] = 5.0f;
+      check_case(("tied cut x" + std::to_string(copies)).c_str(), sc, visible, 512);
+      // Keys of one binade: the digit spans only their low bits.
+      for (int64_t r = 0; r < visible; ++r) sc[(size_t)r] = 3.0f + 0.5f * std::fabs(nd(rng));
+      check_case("one binade", sc, visible, 512);
+      check_case("one binade, topk 2048", sc, visible, 2048);
+    }
+}
+
 TEST(CudaTopk, HugeTieFallsBackToOneBlock) {
   REQUIRE_GPU();
   std::mt19937_64 rng(run_seed() + 2);
