@@ -291,11 +291,12 @@ constexpr int kTopkStageUnroll = 8;
 // The output phase: prefix T = the topk-th largest key; every larger key is taken and the first
 // `need` equal ones. Warp w owns rows [w per, (w + 1) per), whose counts above and equal to T are
 // wgt[w], weq[w]: the warps' offsets follow from them, then each warp writes its rows in order.
-template <class Key>
-__device__ void topk_write(Key key, int64_t visible, int topk, uint32_t T, int need, int64_t per,
+// Row: int64_t, or int where the rows fit (the staged keys).
+template <class Row, class Key>
+__device__ void topk_write(Key key, Row visible, int topk, uint32_t T, int need, Row per,
                            const int* wgt, const int* weq, int32_t* out) {
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  const int64_t lo = (int64_t)wid * per, hi = lo + per < visible ? lo + per : visible;
+  const Row lo = (Row)wid * per, hi = lo + per < visible ? lo + per : visible;
   int eq_before = 0, out_before = 0;
   for (int w = 0; w < wid; ++w) {
     const int e = weq[w];
@@ -303,16 +304,16 @@ __device__ void topk_write(Key key, int64_t visible, int topk, uint32_t T, int n
     eq_before += e;
   }
   const uint32_t lt = (1u << lane) - 1u;
-  for (int64_t c0 = lo; c0 < hi; c0 += 32 * kTopkUnroll) {
+  for (Row c0 = lo; c0 < hi; c0 += 32 * kTopkUnroll) {
     uint32_t ks[kTopkUnroll];
 #pragma unroll
     for (int u = 0; u < kTopkUnroll; ++u) {
-      const int64_t r = c0 + 32 * u + lane;
+      const Row r = c0 + 32 * u + lane;
       ks[u] = r < hi ? key(r) : 0u;
     }
 #pragma unroll
     for (int u = 0; u < kTopkUnroll; ++u) {
-      const int64_t r = c0 + 32 * u + lane;
+      const Row r = c0 + 32 * u + lane;
       const bool is_eq = r < hi && ks[u] == T, is_gt = r < hi && ks[u] > T;
       const uint32_t eqm = __ballot_sync(0xffffffffu, is_eq);
       const bool take = is_gt || (is_eq && eq_before + __popc(eqm & lt) < need);
@@ -475,7 +476,43 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
     __syncthreads();
   }
   uint32_t kmin = 0xffffffffu, kmax = 0u;
-  if (staged)  // kTopkStageUnroll loads in flight per thread
+  if (use_hist) {
+    // 32-bit rows, four keys per 16-byte load (all of a thread's loads in flight at 16K rows), the
+    // keys' min and max on the way. A partial last quad is read key by key.
+    const int nv = (int)visible, nfull = nv >> 2;
+    const bool a16 = (reinterpret_cast<uintptr_t>(sc) & 15) == 0;
+    constexpr int kU = 4;
+    for (int q0 = t; q0 < (nv + 3) >> 2; q0 += kU * bd) {
+      float4 v[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int q = q0 + u * bd, r = 4 * q;
+        if (q < nfull && a16) {
+          v[u] = reinterpret_cast<const float4*>(sc)[q];
+        } else {
+          v[u].x = r < nv ? sc[r] : 0.0f;
+          v[u].y = r + 1 < nv ? sc[r + 1] : 0.0f;
+          v[u].z = r + 2 < nv ? sc[r + 2] : 0.0f;
+          v[u].w = r + 3 < nv ? sc[r + 3] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int q = q0 + u * bd, r = 4 * q;
+        if (r < nv) {
+          const uint32_t k[4] = {order_key(v[u].x), order_key(v[u].y), order_key(v[u].z),
+                                 order_key(v[u].w)};
+          reinterpret_cast<uint4*>(keys_sh)[q] = make_uint4(k[0], k[1], k[2], k[3]);
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (r + e < nv) {
+              kmin = min(kmin, k[e]);
+              kmax = max(kmax, k[e]);
+            }
+        }
+      }
+    }
+  } else if (staged) {  // kTopkStageUnroll loads in flight per thread
     for (int64_t r0 = t; r0 < visible; r0 += (int64_t)kTopkStageUnroll * bd) {
       float v[kTopkStageUnroll];
 #pragma unroll
@@ -486,14 +523,10 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
 #pragma unroll
       for (int u = 0; u < kTopkStageUnroll; ++u) {
         const int64_t r = r0 + (int64_t)u * bd;
-        if (r < visible) {
-          const uint32_t k = order_key(v[u]);
-          keys_sh[r] = k;
-          kmin = min(kmin, k);
-          kmax = max(kmax, k);
-        }
+        if (r < visible) keys_sh[r] = order_key(v[u]);
       }
     }
+  }
   if (use_hist) {
     kmin = __reduce_min_sync(0xffffffffu, kmin);
     kmax = __reduce_max_sync(0xffffffffu, kmax);
@@ -507,8 +540,8 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
     if (topk_hist_cut(keys_sh, (int)visible, topk, per, hist4k,
                       reinterpret_cast<uint2*>(hist4k + kTopkHistBins), kmin_sh, kmax_sh, wgt, weq,
                       &cut)) {
-      topk_write([&](int64_t r) { return keys_sh[r]; }, visible, topk, cut.T, cut.need, per, wgt,
-                 weq, out);
+      topk_write<int>([&](int r) { return keys_sh[r]; }, (int)visible, topk, cut.T, cut.need, per,
+                      wgt, weq, out);
       return;
     }
   }
@@ -588,7 +621,7 @@ __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32
     weq[wid] = eq;
   }
   __syncthreads();
-  topk_write(key, visible, topk, T, need, per, wgt, weq, out);
+  topk_write<int64_t>(key, visible, topk, T, need, per, wgt, weq, out);
 }
 
 __global__ void idx_topk_kernel(const float* scores, int score_stride, int topk, const int32_t* p0,
