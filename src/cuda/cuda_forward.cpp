@@ -467,6 +467,7 @@ struct CudaModel::Impl {
     if (const char* e = std::getenv("DSV4_SORTED_SLOTS"))
       sorted_slots_on = std::strcmp(e, "0") != 0;
     if (const char* e = std::getenv("DSV4_IDX_GEMM_ROWS")) opt.idx_gemm_rows = std::atoll(e);
+    if (const char* e = std::getenv("DSV4_IDX_TF32_MMA")) opt.idx_scores_mma = std::strcmp(e, "0");
     if (const char* e = std::getenv("DSV4_IDX_PROJ_BRANCH")) {
       const int b = std::atoi(e);
       if (b == 0 || b == 2 || b == 4) idx_proj_branch = b;
@@ -1039,9 +1040,14 @@ struct CudaModel::Impl {
       M("idx_scores");
       // A decode token over many rows: the same TF32 GEMM + reduce as a chunk (the f32 tiled
       // kernel's FMAs took ~18 us per ratio-4 layer at 64K context).
-      if (use_gemm(n) ||
-          (n == 1 && blas && opt.idx_gemm_rows > 0 && grid_rows >= opt.idx_gemm_rows &&
-           idx_dots.size() >= (size_t)4 * IH * grid_rows)) {
+      const bool many_rows = n == 1 && blas && opt.idx_gemm_rows > 0 &&
+                             grid_rows >= opt.idx_gemm_rows &&
+                             idx_dots.size() >= (size_t)4 * IH * grid_rows;
+      if (many_rows && opt.idx_scores_mma &&
+          fwd::idx_scores_tf32_ok(iq.as<float>(), st.idx.as<float>(), IH, ID)) {
+        fwd::idx_scores_tf32(iq.as<float>(), iw.as<float>(), st.idx.as<float>(), IH, ID, topk,
+                             idx_wscale, P, grid_rows, scores.as<float>(), cs);
+      } else if (use_gemm(n) || many_rows) {
         // GEMM of T tokens' queries with the visible rows at a time (TF32 tensor cores: the
         // official scores are BF16 products; f32 SGEMM took 8 ms per layer at 8K), then the
         // ReLU-weighted sum over heads.

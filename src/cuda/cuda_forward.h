@@ -35,6 +35,9 @@ struct CudaOptions {
   // whose FMAs took ~18 us per ratio-4 layer at 64K context. 0: never. Env DSV4_IDX_GEMM_ROWS
   // overrides (A/B timing).
   int64_t idx_gemm_rows = 4096;
+  // ... and, for one decode token, in one kernel on TF32 tensor cores (fwd::idx_scores_tf32)
+  // instead of the cuBLAS GEMM and the head-sum kernel. Env DSV4_IDX_TF32_MMA=0 restores them.
+  bool idx_scores_mma = true;
   // Matrix-vector products of the routed experts (decode, and chunks below gemm_min_tokens)
   // quantize x to int8 per 32 values and use integer dot products where the weight format has
   // that kernel (IQ2_XXS, Q2_K): those formats are instruction-bound with f32 x. The

@@ -98,6 +98,13 @@ void idx_scores(const float* iq, const float* iw, const float* krows, int n, int
                 int topk, float wscale, const int32_t* p0, int grid_rows, int score_stride,
                 float* scores, cudaStream_t s);
 
+// idx_scores of one decode token with the dot products on TF32 tensor cores (the precision of the
+// chunk's GEMM path), one kernel: 128 rows per block. Requires idx_scores_tf32_ok.
+bool idx_scores_tf32_ok(const float* iq, const float* krows, int IH, int ID);
+void idx_scores_tf32(const float* iq, const float* iw, const float* krows, int IH, int ID, int topk,
+                     float wscale, const int32_t* p0, int grid_rows, float* scores,
+                     cudaStream_t s);
+
 // idx_scores from precomputed query-row dot products dots [n][IH][rows] (a GEMM of the chunk's
 // queries with the indexer rows): for chunk tokens i0 .. i0 + n - 1 whose visible count exceeds
 // topk, scores[i][r] = sum_h max(dots[i][h][r], 0) * (iw[i][h] * wscale), r < visible.

@@ -280,6 +280,70 @@ TEST(CudaIndexerScores, DecodeTokenMatchesDouble) {
   }
 }
 
+// fwd::idx_scores_tf32 (one decode token, mma.sync on TF32 inputs rounded to nearest, f32 sums):
+// within the TF32 bound of the double reference (each product off by at most ~2^-10 of its
+// magnitude), rows past the visible ones untouched; shapes as above plus a row count that is not
+// a multiple of the 128-row block.
+TEST(CudaIndexerScores, Tf32DecodeTokenMatchesDouble) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 9);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  cu::Stream st;
+  for (auto [IH, ID, visible, grid] : {std::tuple{64, 128, 600, 1024},
+                                       {64, 128, 5000, 5000},
+                                       {8, 32, 77, 128},
+                                       {20, 64, 1001, 2048},
+                                       {64, 128, 16383, 16400}}) {
+    ASSERT_TRUE(dsv4::cuda::fwd::idx_scores_tf32_ok(nullptr, nullptr, IH, ID));
+    const int topk = 16;
+    const float wscale = 0.125f;
+    std::vector<float> q((size_t)IH * ID), w((size_t)IH), k((size_t)grid * ID);
+    for (auto& v : q) v = nd(rng);
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : k) v = nd(rng);
+    const int32_t p = 4 * visible;  // (p + 1) / 4 == visible
+    cu::DeviceBuffer dq(4 * q.size()), dw(4 * w.size()), dk(4 * k.size()), dp(4),
+        ds(4 * (size_t)grid);
+    dq.upload(q.data(), 4 * q.size());
+    dw.upload(w.data(), 4 * w.size());
+    dk.upload(k.data(), 4 * k.size());
+    dp.upload(&p, 4);
+    ds.fill_bytes(0xff);
+    dsv4::cuda::fwd::idx_scores_tf32(dq.as<float>(), dw.as<float>(), dk.as<float>(), IH, ID, topk,
+                                     wscale, dp.as<int32_t>(), grid, ds.as<float>(), st.get());
+    st.sync();
+    std::vector<float> g((size_t)grid);
+    ds.download(g.data(), 4 * g.size());
+    int bad = 0;
+    double worst = 0.0;
+    for (int r = 0; r < grid; ++r) {
+      if (r >= visible) {
+        bad += !std::isnan(g[(size_t)r]);
+        continue;
+      }
+      double ref = 0.0, mag = 0.0;
+      for (int h = 0; h < IH; ++h) {
+        double dot = 0.0, dmag = 0.0;
+        for (int d = 0; d < ID; ++d) {
+          dot += (double)q[(size_t)h * ID + d] * k[(size_t)r * ID + d];
+          dmag += std::fabs((double)q[(size_t)h * ID + d] * k[(size_t)r * ID + d]);
+        }
+        const double wh = (double)w[(size_t)h] * wscale;
+        ref += std::max(dot, 0.0) * wh;
+        mag += dmag * std::fabs(wh);
+      }
+      const double err = std::fabs(g[(size_t)r] - ref) / (mag + 1e-30);
+      worst = std::max(worst, err);
+      bad += !(err <= 1e-3);  // two inputs rounded to 11 significant bits: ~2^-10
+    }
+    EXPECT_EQ(bad, 0) << "IH " << IH << " ID " << ID << " visible " << visible << " grid " << grid;
+    std::printf("  IH %d ID %d rows %d: worst |err| / sum|q k w| %.3g\n", IH, ID, visible, worst);
+  }
+  EXPECT_FALSE(dsv4::cuda::fwd::idx_scores_tf32_ok(nullptr, nullptr, 65, 128));
+  EXPECT_FALSE(dsv4::cuda::fwd::idx_scores_tf32_ok(nullptr, nullptr, 64, 256));
+  EXPECT_FALSE(dsv4::cuda::fwd::idx_scores_tf32_ok(nullptr, nullptr, 64, 12));
+}
+
 // fwd::argmax (many blocks, atomicMax on (key, ~index)): the largest value at the lowest index,
 // NaN skipped, 0 when nothing is comparable; the workspace is left zeroed for the next call.
 TEST(CudaArgmax, LowestIndexOfTheMaximum) {
