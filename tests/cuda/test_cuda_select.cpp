@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <numeric>
 #include <random>
 #include <tuple>
@@ -224,20 +225,17 @@ TEST(CudaMoeGroup, SortedMatchesCpu) {
 
 }  // namespace
 
-// fwd::idx_scores for one token: the decode kernel (grid_rows <= idx_scores_decode_max_rows(),
-// 4096 by default) and the tiled kernel past it, against a double-precision reference; rows past
-// the visible count keep their poison.
-TEST(CudaIndexerScores, DecodeTokenMatchesDouble) {
-  REQUIRE_GPU();
-  std::mt19937_64 rng(run_seed() + 8);
+// One token's indexer scores by `run(q, w, k, p0, IH, ID, topk, wscale, grid, scores, stream)`
+// against a double-precision reference: |err| <= rel * sum_h |w_h| sum_d |q k| + abs for each
+// visible row; rows past the visible count keep their poison. Shapes: (heads, head dim, visible
+// rows, grid rows).
+template <class Run>
+void check_idx_scores(uint64_t seed, double rel, double abs,
+                      std::initializer_list<std::tuple<int, int, int, int>> shapes, Run run) {
+  std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   cu::Stream st;
-  // (heads, head dim, visible rows, grid rows): the q2 shape on both kernels, a tiny shape, a
-  // head count below 32 and an odd row count.
-  for (auto [IH, ID, visible, grid] : {std::tuple{64, 128, 600, 1024},
-                                       {64, 128, 5000, 5000},
-                                       {8, 32, 77, 128},
-                                       {20, 64, 1001, 2048}}) {
+  for (auto [IH, ID, visible, grid] : shapes) {
     const int topk = 16;
     const float wscale = 0.125f;
     std::vector<float> q((size_t)IH * ID), w((size_t)IH), k((size_t)grid * ID);
@@ -252,65 +250,8 @@ TEST(CudaIndexerScores, DecodeTokenMatchesDouble) {
     dk.upload(k.data(), 4 * k.size());
     dp.upload(&p, 4);
     ds.fill_bytes(0xff);
-    dsv4::cuda::fwd::idx_scores(dq.as<float>(), dw.as<float>(), dk.as<float>(), 1, IH, ID, topk,
-                                wscale, dp.as<int32_t>(), grid, grid, ds.as<float>(), st.get());
-    st.sync();
-    std::vector<float> g((size_t)grid);
-    ds.download(g.data(), 4 * g.size());
-    int bad = 0;
-    for (int r = 0; r < grid; ++r) {
-      if (r >= visible) {
-        bad += !std::isnan(g[(size_t)r]);
-        continue;
-      }
-      double ref = 0.0, mag = 0.0;
-      for (int h = 0; h < IH; ++h) {
-        double dot = 0.0, dmag = 0.0;
-        for (int d = 0; d < ID; ++d) {
-          dot += (double)q[(size_t)h * ID + d] * k[(size_t)r * ID + d];
-          dmag += std::fabs((double)q[(size_t)h * ID + d] * k[(size_t)r * ID + d]);
-        }
-        const double wh = (double)w[(size_t)h] * wscale;
-        ref += std::max(dot, 0.0) * wh;
-        mag += dmag * std::fabs(wh);
-      }
-      bad += !(std::fabs(g[(size_t)r] - ref) <= 1e-5 * mag + 1e-6);
-    }
-    EXPECT_EQ(bad, 0) << "IH " << IH << " ID " << ID << " visible " << visible << " grid " << grid;
-  }
-}
-
-// fwd::idx_scores_tf32 (one decode token, mma.sync on TF32 inputs rounded to nearest, f32 sums):
-// within the TF32 bound of the double reference (each product off by at most ~2^-10 of its
-// magnitude), rows past the visible ones untouched; shapes as above plus a row count that is not
-// a multiple of the 128-row block.
-TEST(CudaIndexerScores, Tf32DecodeTokenMatchesDouble) {
-  REQUIRE_GPU();
-  std::mt19937_64 rng(run_seed() + 9);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  cu::Stream st;
-  for (auto [IH, ID, visible, grid] : {std::tuple{64, 128, 600, 1024},
-                                       {64, 128, 5000, 5000},
-                                       {8, 32, 77, 128},
-                                       {20, 64, 1001, 2048},
-                                       {64, 128, 16383, 16400}}) {
-    ASSERT_TRUE(dsv4::cuda::fwd::idx_scores_tf32_ok(nullptr, nullptr, IH, ID));
-    const int topk = 16;
-    const float wscale = 0.125f;
-    std::vector<float> q((size_t)IH * ID), w((size_t)IH), k((size_t)grid * ID);
-    for (auto& v : q) v = nd(rng);
-    for (auto& v : w) v = nd(rng);
-    for (auto& v : k) v = nd(rng);
-    const int32_t p = 4 * visible;  // (p + 1) / 4 == visible
-    cu::DeviceBuffer dq(4 * q.size()), dw(4 * w.size()), dk(4 * k.size()), dp(4),
-        ds(4 * (size_t)grid);
-    dq.upload(q.data(), 4 * q.size());
-    dw.upload(w.data(), 4 * w.size());
-    dk.upload(k.data(), 4 * k.size());
-    dp.upload(&p, 4);
-    ds.fill_bytes(0xff);
-    dsv4::cuda::fwd::idx_scores_tf32(dq.as<float>(), dw.as<float>(), dk.as<float>(), IH, ID, topk,
-                                     wscale, dp.as<int32_t>(), grid, ds.as<float>(), st.get());
+    run(dq.as<float>(), dw.as<float>(), dk.as<float>(), dp.as<int32_t>(), IH, ID, topk, wscale,
+        grid, ds.as<float>(), st.get());
     st.sync();
     std::vector<float> g((size_t)grid);
     ds.download(g.data(), 4 * g.size());
@@ -332,13 +273,44 @@ TEST(CudaIndexerScores, Tf32DecodeTokenMatchesDouble) {
         ref += std::max(dot, 0.0) * wh;
         mag += dmag * std::fabs(wh);
       }
-      const double err = std::fabs(g[(size_t)r] - ref) / (mag + 1e-30);
-      worst = std::max(worst, err);
-      bad += !(err <= 1e-3);  // two inputs rounded to 11 significant bits: ~2^-10
+      const double err = std::fabs(g[(size_t)r] - ref);
+      worst = std::max(worst, err / (mag + 1e-30));
+      bad += !(err <= rel * mag + abs);
     }
     EXPECT_EQ(bad, 0) << "IH " << IH << " ID " << ID << " visible " << visible << " grid " << grid;
     std::printf("  IH %d ID %d rows %d: worst |err| / sum|q k w| %.3g\n", IH, ID, visible, worst);
   }
+}
+
+// fwd::idx_scores for one token: the decode kernel (grid_rows <= idx_scores_decode_max_rows(),
+// 4096 by default) and the tiled kernel past it. Shapes: the q2 shape on both kernels, a tiny
+// shape, a head count below 32 and an odd row count.
+TEST(CudaIndexerScores, DecodeTokenMatchesDouble) {
+  REQUIRE_GPU();
+  check_idx_scores(run_seed() + 8, 1e-5, 1e-6,
+                   {{64, 128, 600, 1024}, {64, 128, 5000, 5000}, {8, 32, 77, 128},
+                    {20, 64, 1001, 2048}},
+                   [](const float* q, const float* w, const float* k, const int32_t* p0, int IH,
+                      int ID, int topk, float wscale, int grid, float* sc, cudaStream_t s) {
+                     dsv4::cuda::fwd::idx_scores(q, w, k, 1, IH, ID, topk, wscale, p0, grid, grid,
+                                                 sc, s);
+                   });
+}
+
+// fwd::idx_scores_tf32 (one decode token, mma.sync on TF32 inputs rounded to nearest, f32 sums):
+// within the TF32 bound (two inputs rounded to 11 significant bits: ~2^-10 of each product's
+// magnitude); the shapes above plus a row count that is not a multiple of the 128-row block.
+TEST(CudaIndexerScores, Tf32DecodeTokenMatchesDouble) {
+  REQUIRE_GPU();
+  check_idx_scores(run_seed() + 9, 1e-3, 0.0,
+                   {{64, 128, 600, 1024}, {64, 128, 5000, 5000}, {8, 32, 77, 128},
+                    {20, 64, 1001, 2048}, {64, 128, 16383, 16400}},
+                   [](const float* q, const float* w, const float* k, const int32_t* p0, int IH,
+                      int ID, int topk, float wscale, int grid, float* sc, cudaStream_t s) {
+                     ASSERT_TRUE(dsv4::cuda::fwd::idx_scores_tf32_ok(q, k, IH, ID));
+                     dsv4::cuda::fwd::idx_scores_tf32(q, w, k, IH, ID, topk, wscale, p0, grid,
+                                                      sc, s);
+                   });
   EXPECT_FALSE(dsv4::cuda::fwd::idx_scores_tf32_ok(nullptr, nullptr, 65, 128));
   EXPECT_FALSE(dsv4::cuda::fwd::idx_scores_tf32_ok(nullptr, nullptr, 64, 256));
   EXPECT_FALSE(dsv4::cuda::fwd::idx_scores_tf32_ok(nullptr, nullptr, 64, 12));
