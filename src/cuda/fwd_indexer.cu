@@ -441,8 +441,8 @@ constexpr int kTopkCandMax = 1024;   // more keys in the threshold bin: the radi
 constexpr int kTopkHistRows = 4096;  // fewest rows for the histogram path (DSV4_TOPK_HIST_ROWS)
 constexpr size_t kTopkHistBytes = sizeof(int) * kTopkHistBins + sizeof(uint2) * kTopkCandMax;
 
-// What the output phase needs: the threshold key T, how many keys equal to T to take (the lowest
-// rows first), and warp w's counts of keys above T and equal to T over its rows [w per, ...).
+// What the output phase (topk_write) needs besides the warps' counts: the threshold key T and how
+// many keys equal to T to take (the lowest rows first).
 struct TopkCut {
   uint32_t T;
   int need;
@@ -554,6 +554,8 @@ __device__ bool topk_hist_cut(const uint32_t* keys, int nv, int topk, int per, i
 // is found by a parallel suffix count over the 256 bins, and the output is written by warps that
 // own contiguous row ranges (counts per warp, one scan, then ballots), so the block crosses a
 // handful of barriers instead of two block scans per 1024 rows (49 us per layer at 64K context).
+// From hist_rows staged rows on (1024 threads; dynamic shared memory for kTopkHistBytes after the
+// keys) the histogram path (topk_hist_cut) decides first and the radix select is its fallback.
 __device__ void topk_one_block(const float* sc, int64_t visible, int topk, int32_t* out,
                                uint32_t* keys_sh, int staged_cap, int hist_rows = 0) {
   __shared__ int hist[256];
