@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "cuda/device.h"
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
 #include "cuda/pdl.cuh"
@@ -234,15 +235,16 @@ __global__ void __launch_bounds__(32 * kDecWarps)
   }
 }
 
-// Decode scores over many rows on TF32 tensor cores, one kernel: block b takes rows
-// [128 b, 128 b + 128) and all (<= 64) heads; its 8 warps each compute a 16-row x 64-head tile of
+// Decode scores over many rows on TF32 tensor cores, one kernel: a block takes tiles of 128 rows
+// and all (<= 64) heads; its 8 warps each compute a 16-row x 64-head tile of
 // dot products by mma.sync m16n8k8 (K rows as A, the queries as B, both staged in shared memory
 // with rows padded to ID + 8 floats, so that the 8-byte fragment loads are conflict-free), then the
 // ReLU-weighted sum over heads (a lane's 16 heads, then the quad's 4 lanes). Within a k-step the
 // lane's two k indices t and t + 4 are dimensions 8 s + 2 t and 8 s + 2 t + 1 of both operands (a
 // permutation of the step's dimensions: the same dot product). TF32 with round-to-nearest inputs
 // and f32 accumulation, as the cuBLAS GEMM + idx_reduce it replaces (two launches and a
-// [64][rows] round trip: ~14 us per ratio-4 layer at 64K context).
+// [64][rows] round trip: ~14 us per ratio-4 layer at 64K context). A block walks row tiles b,
+// b + grid, ... with q staged once.
 constexpr int kMmaRows = 128, kMmaHeads = 64, kMmaMaxId = 128, kMmaPad = 8, kMmaThreads = 256;
 __host__ __device__ constexpr size_t idx_scores_tf32_smem(int ID) {
   return sizeof(float) * ((size_t)(kMmaRows + kMmaHeads) * (size_t)(ID + kMmaPad) + kMmaHeads);
@@ -265,25 +267,12 @@ __global__ void __launch_bounds__(kMmaThreads)
   float* wsh = qs + kMmaHeads * S;  // [kMmaHeads] head weights * wscale
   const int tid = threadIdx.x;
   const int64_t visible = ((int64_t)p0[0] + 1) / 4;
-  const int64_t r0 = (int64_t)blockIdx.x * kMmaRows;
-  if (visible <= topk || r0 >= visible) return;
+  const int64_t rows = visible < grid_rows ? visible : grid_rows;
+  if (visible <= topk || (int64_t)blockIdx.x * kMmaRows >= rows) return;
   const int nd4 = ID / 4;
-  // The block's rows (all copies in flight; rows past the visible ones: zeros) ...
-  for (int f = tid; f < kMmaRows * nd4; f += kMmaThreads) {
-    const int row = f / nd4, c4 = f - row * nd4;
-    const int64_t r = r0 + row;
-    float* dst = ks + row * S + 4 * c4;
-    if (r < visible && r < grid_rows) {
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
-                       (uint32_t)__cvta_generic_to_shared(dst)),
-                   "l"(krows + r * ID + 4 * c4)
-                   : "memory");
-    } else {
-      *reinterpret_cast<float4*>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-  }
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-  // ... while the queries are loaded and rounded to TF32 once (heads past IH: zeros).
+  // The queries, rounded to TF32 once per block (heads past IH: zeros); the block then walks row
+  // tiles b, b + grid, ... (about two blocks per SM: one stages its next tile while the other
+  // computes, and q is staged ~2 x SMs times instead of once per 128 rows).
   for (int f = tid; f < kMmaHeads * nd4; f += kMmaThreads) {
     const int h = f / nd4, c4 = f - h * nd4;
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -292,47 +281,66 @@ __global__ void __launch_bounds__(kMmaThreads)
         make_uint4(to_tf32(v.x), to_tf32(v.y), to_tf32(v.z), to_tf32(v.w));
   }
   if (tid < kMmaHeads) wsh[tid] = tid < IH ? iw[tid] * wscale : 0.0f;
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-  __syncthreads();
   const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  float acc[kMmaHeads / 8][4];
-#pragma unroll
-  for (int nt = 0; nt < kMmaHeads / 8; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
   const float* ka = ks + (warp * 16 + g) * S + 2 * t;
   const float* kb = ka + 8 * S;
   const float* qb = qs + g * S + 2 * t;
-  for (int s8 = 0; s8 < ID; s8 += 8) {
-    const float2 lo = *reinterpret_cast<const float2*>(ka + s8);
-    const float2 hi = *reinterpret_cast<const float2*>(kb + s8);
-    const uint32_t a0 = to_tf32(lo.x), a1 = to_tf32(hi.x), a2 = to_tf32(lo.y), a3 = to_tf32(hi.y);
+  for (int64_t r0 = (int64_t)blockIdx.x * kMmaRows; r0 < rows;
+       r0 += (int64_t)gridDim.x * kMmaRows) {
+    __syncthreads();  // the previous tile's fragments are read
+    // The tile's rows, all copies in flight (rows past the visible ones: zeros).
+    for (int f = tid; f < kMmaRows * nd4; f += kMmaThreads) {
+      const int row = f / nd4, c4 = f - row * nd4;
+      const int64_t r = r0 + row;
+      float* dst = ks + row * S + 4 * c4;
+      if (r < rows) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
+                         (uint32_t)__cvta_generic_to_shared(dst)),
+                     "l"(krows + r * ID + 4 * c4)
+                     : "memory");
+      } else {
+        *reinterpret_cast<float4*>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+    }
+    asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
+    __syncthreads();
+    float acc[kMmaHeads / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kMmaHeads / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    for (int s8 = 0; s8 < ID; s8 += 8) {
+      const float2 lo = *reinterpret_cast<const float2*>(ka + s8);
+      const float2 hi = *reinterpret_cast<const float2*>(kb + s8);
+      const uint32_t a0 = to_tf32(lo.x), a1 = to_tf32(hi.x), a2 = to_tf32(lo.y),
+                     a3 = to_tf32(hi.y);
+#pragma unroll
+      for (int nt = 0; nt < kMmaHeads / 8; ++nt) {
+        const uint2 b = *reinterpret_cast<const uint2*>(qb + 8 * nt * S + s8);
+        asm volatile(
+            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(acc[nt][0]), "+f"(acc[nt][1]), "+f"(acc[nt][2]), "+f"(acc[nt][3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
+      }
+    }
+    // Row g (c0, c1) and g + 8 (c2, c3) of the warp's tile, heads 8 nt + 2 t and + 1.
+    float s_lo = 0.0f, s_hi = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < kMmaHeads / 8; ++nt) {
-      const uint2 b = *reinterpret_cast<const uint2*>(qb + 8 * nt * S + s8);
-      asm volatile(
-          "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-          "{%8,%9}, {%0,%1,%2,%3};\n"
-          : "+f"(acc[nt][0]), "+f"(acc[nt][1]), "+f"(acc[nt][2]), "+f"(acc[nt][3])
-          : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
+      const float w0 = wsh[8 * nt + 2 * t], w1 = wsh[8 * nt + 2 * t + 1];
+      s_lo += fmaxf(acc[nt][0], 0.0f) * w0 + fmaxf(acc[nt][1], 0.0f) * w1;
+      s_hi += fmaxf(acc[nt][2], 0.0f) * w0 + fmaxf(acc[nt][3], 0.0f) * w1;
     }
-  }
-  // Row g (c0, c1) and g + 8 (c2, c3) of the warp's tile, heads 8 nt + 2 t and + 1.
-  float s_lo = 0.0f, s_hi = 0.0f;
-#pragma unroll
-  for (int nt = 0; nt < kMmaHeads / 8; ++nt) {
-    const float w0 = wsh[8 * nt + 2 * t], w1 = wsh[8 * nt + 2 * t + 1];
-    s_lo += fmaxf(acc[nt][0], 0.0f) * w0 + fmaxf(acc[nt][1], 0.0f) * w1;
-    s_hi += fmaxf(acc[nt][2], 0.0f) * w0 + fmaxf(acc[nt][3], 0.0f) * w1;
-  }
-  s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 1);
-  s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 1);
-  s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 2);
-  s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 2);
-  const int64_t r = r0 + warp * 16 + g;
-  if (t == 0) {
-    if (r < visible && r < grid_rows) scores[r] = s_lo;
-    if (r + 8 < visible && r + 8 < grid_rows) scores[r + 8] = s_hi;
+    s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 1);
+    s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 1);
+    s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 2);
+    s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 2);
+    const int64_t r = r0 + warp * 16 + g;
+    if (t == 0) {
+      if (r < rows) scores[r] = s_lo;
+      if (r + 8 < rows) scores[r + 8] = s_hi;
+    }
   }
 }
 
@@ -1007,9 +1015,15 @@ void idx_scores_tf32(const float* iq, const float* iw, const float* krows, int I
     return true;
   }();
   (void)attr_set;
-  launch_k(idx_scores_tf32_kernel, (grid_rows + kMmaRows - 1) / kMmaRows, kMmaThreads,
-           idx_scores_tf32_smem(ID), s, iq, iw, krows, IH, ID, topk, wscale, p0, grid_rows,
-           scores);
+  // About two resident blocks per SM walk the row tiles (DSV4_IDX_TF32_BLOCKS_PER_SM for A/B).
+  static const int per_sm = [] {
+    const char* e = std::getenv("DSV4_IDX_TF32_BLOCKS_PER_SM");
+    return e ? std::max(1, std::atoi(e)) : 2;
+  }();
+  const int tiles = (grid_rows + kMmaRows - 1) / kMmaRows;
+  const int blocks = std::min(tiles, per_sm * current_device_info().sm_count);
+  launch_k(idx_scores_tf32_kernel, blocks, kMmaThreads, idx_scores_tf32_smem(ID), s, iq, iw,
+           krows, IH, ID, topk, wscale, p0, grid_rows, scores);
   FWD_LAUNCH_CHECK("idx_scores_tf32_kernel");
 }
 
