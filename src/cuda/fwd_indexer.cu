@@ -806,21 +806,37 @@ __global__ void topk_thresh_kernel(int topk, const int32_t* p0, const int* hist,
   }
   int total = 0;
   const int higher = block_exclusive_scan(sum, scan_sh, &total);
+  __shared__ int gsel, gcum;
   if (higher < topk && higher + sum >= topk) {
-    int cum = higher;
-    for (int b = kPer - 1; b >= 0; --b) {
-      const int h = hist[g * kPer + b];
-      if (cum + h >= topk) {
-        ctl[0] = g * kPer + b;
-        ctl[1] = cum;
-        break;
-      }
-      cum += h;
-    }
+    gsel = g;
+    gcum = higher;
   }
-  if (threadIdx.x == 0) {
-    ctl[2] = 0;
-    ctl[3] = 0;
+  __syncthreads();
+  // Warp 0 walks the crossing group's bins from the top, two per lane, by one scan (one thread
+  // walking them waited on the L2 once per bin: ~12 us at 512K).
+  if (threadIdx.x < 32) {
+    static_assert(kPer == 64, "two bins per lane");
+    const int lane = (int)threadIdx.x, gg = gsel;
+    const int b0 = gg * kPer + kPer - 1 - 2 * lane;  // this lane's higher bin; b0 - 1 the other
+    const int h0 = hist[b0], h1 = hist[b0 - 1];
+    int incl = h0 + h1;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
+    }
+    const int before = gcum + incl - (h0 + h1);  // keys in the bins above this lane's two
+    if (before < topk && before + h0 >= topk) {
+      ctl[0] = b0;
+      ctl[1] = before;
+    } else if (before + h0 < topk && before + h0 + h1 >= topk) {
+      ctl[0] = b0 - 1;
+      ctl[1] = before + h0;
+    }
+    if (lane == 0) {
+      ctl[2] = 0;
+      ctl[3] = 0;
+    }
   }
 }
 
@@ -879,7 +895,9 @@ __device__ int pow2_at_least(int n) {
   return p;
 }
 
-// One block of kTopkThreads. Dynamic shared memory: (kCand + pow2(topk)) u64.
+// One block of kTopkThreads. Dynamic shared memory: (kCand + pow2(topk)) u64 (>= kFinalRankMax u64
+// and as many int32 for the rank path).
+constexpr int kFinalRankMax = 1024;
 __global__ void topk_final_kernel(const float* sc, int topk, const int32_t* p0, const int* ctl,
                                   const int32_t* above, const uint64_t* cand, int32_t* sel) {
   pdl_trigger();
@@ -890,6 +908,31 @@ __global__ void topk_final_kernel(const float* sc, int topk, const int32_t* p0, 
   const int n_above = ctl[1], n_cand = ctl[3];
   if (n_cand > kCand || ctl[2] != n_above) {  // a huge tie bin: the exact one-block selection
     topk_one_block(sc, visible, topk, sel, nullptr, 0);  // visible >= kLargeTopkRows: unstaged
+    return;
+  }
+  if (n_cand <= kFinalRankMax && topk <= kFinalRankMax) {
+    // Few candidates: the need best of them by rank counts (their u64 values are distinct: the
+    // rows differ), then the topk rows ordered by rank counts too. Two bitonic sorts crossed ~90
+    // barriers (~13 us at 512K context).
+    uint64_t* a = tk_sh;
+    int32_t* rows = reinterpret_cast<int32_t*>(tk_sh + kFinalRankMax);
+    for (int i = threadIdx.x; i < n_cand; i += blockDim.x) a[i] = cand[i];
+    for (int i = threadIdx.x; i < n_above; i += blockDim.x) rows[i] = above[i];
+    __syncthreads();
+    const int need = topk - n_above;
+    for (int i = threadIdx.x; i < n_cand; i += blockDim.x) {
+      const uint64_t v = a[i];
+      int rank = 0;
+      for (int j = 0; j < n_cand; ++j) rank += a[j] < v;
+      if (rank < need) rows[n_above + rank] = (int32_t)(v & 0xffffffffull);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < topk; i += blockDim.x) {
+      const int32_t v = rows[i];
+      int pos = 0;
+      for (int j = 0; j < topk; ++j) pos += rows[j] < v;
+      sel[pos] = v;
+    }
     return;
   }
   uint64_t* a = tk_sh;
