@@ -764,11 +764,9 @@ __device__ int64_t visible_rows(const int32_t* p0) {
 // any atomic (one key per trip waited on the L2 once per key: 21 us for 128K rows at 512K).
 constexpr int kLargeKeys = 4;
 
-__global__ void topk_hist_kernel(const float* sc, int topk, const int32_t* p0, int* hist) {
-  pdl_trigger();
-  pdl_wait();
-  const int64_t visible = visible_rows(p0);
-  if (visible <= topk) return;
+// f(order key, row) for each visible row of sc, grid-strided, the loads of a trip issued first.
+template <class F>
+__device__ __forceinline__ void for_each_key_grid(const float* sc, int64_t visible, F f) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t r0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r0 < visible;
        r0 += kLargeKeys * stride) {
@@ -777,8 +775,16 @@ __global__ void topk_hist_kernel(const float* sc, int topk, const int32_t* p0, i
     for (int u = 0; u < kLargeKeys; ++u) v[u] = r0 + u * stride < visible ? sc[r0 + u * stride] : 0;
 #pragma unroll
     for (int u = 0; u < kLargeKeys; ++u)
-      if (r0 + u * stride < visible) atomicAdd(&hist[order_key(v[u]) >> 16], 1);
+      if (r0 + u * stride < visible) f(order_key(v[u]), r0 + u * stride);
   }
+}
+
+__global__ void topk_hist_kernel(const float* sc, int topk, const int32_t* p0, int* hist) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t visible = visible_rows(p0);
+  if (visible <= topk) return;
+  for_each_key_grid(sc, visible, [&](uint32_t k, int64_t) { atomicAdd(&hist[k >> 16], 1); });
 }
 
 // One block of kTopkThreads: the bin holding the topk-th largest key, by suffix sums over groups
@@ -847,27 +853,16 @@ __global__ void topk_collect_kernel(const float* sc, int topk, const int32_t* p0
   const int64_t visible = visible_rows(p0);
   if (visible <= topk) return;
   const uint32_t bstar = (uint32_t)ctl[0];
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t r0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r0 < visible;
-       r0 += kLargeKeys * stride) {
-    float v[kLargeKeys];
-#pragma unroll
-    for (int u = 0; u < kLargeKeys; ++u) v[u] = r0 + u * stride < visible ? sc[r0 + u * stride] : 0;
-#pragma unroll
-    for (int u = 0; u < kLargeKeys; ++u) {
-      const int64_t r = r0 + u * stride;
-      if (r >= visible) continue;
-      const uint32_t k = order_key(v[u]);
-      const uint32_t bin = k >> 16;
-      if (bin > bstar) {
-        const int pos = atomicAdd(&ctl[2], 1);
-        if (pos < topk) above[pos] = (int32_t)r;
-      } else if (bin == bstar) {
-        const int pos = atomicAdd(&ctl[3], 1);
-        if (pos < kCand) cand[pos] = ((uint64_t)~k << 32) | (uint64_t)r;
-      }
+  for_each_key_grid(sc, visible, [&](uint32_t k, int64_t r) {
+    const uint32_t bin = k >> 16;
+    if (bin > bstar) {
+      const int pos = atomicAdd(&ctl[2], 1);
+      if (pos < topk) above[pos] = (int32_t)r;
+    } else if (bin == bstar) {
+      const int pos = atomicAdd(&ctl[3], 1);
+      if (pos < kCand) cand[pos] = ((uint64_t)~k << 32) | (uint64_t)r;
     }
-  }
+  });
 }
 
 // Ascending bitonic sort of a[0..n) (n a power of two) by the whole block.
