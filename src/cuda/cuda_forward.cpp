@@ -1038,8 +1038,9 @@ struct CudaModel::Impl {
       br.join(idx_proj_branch);  // ... and head weights
       const int grid_rows = (int)(capture ? cap_rows : max_visible);
       M("idx_scores");
-      // A decode token over many rows: the same TF32 GEMM + reduce as a chunk (the f32 tiled
-      // kernel's FMAs took ~18 us per ratio-4 layer at 64K context).
+      // A decode token over many rows: TF32 like a chunk's GEMM + reduce (the f32 tiled kernel's
+      // FMAs took ~18 us per ratio-4 layer at 64K context), in one tensor-core kernel where the
+      // shape allows (idx_scores_tf32), else by the GEMM path below.
       const bool many_rows = n == 1 && blas && opt.idx_gemm_rows > 0 &&
                              grid_rows >= opt.idx_gemm_rows &&
                              idx_dots.size() >= (size_t)4 * IH * grid_rows;

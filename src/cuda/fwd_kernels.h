@@ -99,7 +99,7 @@ void idx_scores(const float* iq, const float* iw, const float* krows, int n, int
                 float* scores, cudaStream_t s);
 
 // idx_scores of one decode token with the dot products on TF32 tensor cores (the precision of the
-// chunk's GEMM path), one kernel: 128 rows per block. Requires idx_scores_tf32_ok.
+// chunk's GEMM path), one kernel whose blocks walk 128-row tiles. Requires idx_scores_tf32_ok.
 bool idx_scores_tf32_ok(const float* iq, const float* krows, int IH, int ID);
 void idx_scores_tf32(const float* iq, const float* iw, const float* krows, int IH, int ID, int topk,
                      float wscale, const int32_t* p0, int grid_rows, float* scores,
