@@ -118,10 +118,15 @@ class StageProfiler {
     if (const char* r = std::getenv("DSV4_CUDA_REPEAT")) repeats_ = RepeatSpec(r);
     const char* t = std::getenv("DSV4_CUDA_TRACE");
     trace_ = !on && t && *t && std::strcmp(t, "0") != 0;
+    probes_ = trace_ && std::strcmp(t, "2") == 0;
     if (trace_) {
       DSV4_CUDA_CHECK(cudaMalloc(&trace_ts_, sizeof(unsigned long long) * kTraceSlots));
       DSV4_CUDA_CHECK(cudaMalloc(&trace_acc_, sizeof(unsigned long long) * (kTraceSlots + 1)));
       DSV4_CUDA_CHECK(cudaMemset(trace_acc_, 0, sizeof(unsigned long long) * (kTraceSlots + 1)));
+    }
+    if (probes_) {
+      DSV4_CUDA_CHECK(cudaMalloc(&probe_acc_, sizeof(unsigned long long) * kTraceSlots));
+      DSV4_CUDA_CHECK(cudaMemset(probe_acc_, 0, sizeof(unsigned long long) * kTraceSlots));
     }
   }
   // DSV4_CUDA_REPEAT gave stage counts (stages may be knocked out).
@@ -132,6 +137,7 @@ class StageProfiler {
       report_trace();
       cudaFree(trace_ts_);
       cudaFree(trace_acc_);
+      if (probe_acc_) cudaFree(probe_acc_);
     }
     for (cudaEvent_t e : pool_) cudaEventDestroy(e);
   }
@@ -144,6 +150,20 @@ class StageProfiler {
   void begin_chunk(int64_t tokens) {
     trace_on_ = trace_ && tokens == 1;
     trace_i_ = 0;
+    probe_i_ = 0;
+    probe_ref_ = -1;
+  }
+  // DSV4_CUDA_TRACE=2: charges `name` the time from the sublayer's first stamp (attn_hc_fn /
+  // ffn_hc_fn) to this point of stream `s` (a side branch's end, or the main stream before a
+  // join), averaged over its occurrences: which branch a join waits for.
+  void probe(const char* name, cudaStream_t s) {
+    if (!trace_on_ || !probes_ || probe_ref_ < 0 || probe_i_ >= kTraceSlots) return;
+    if ((size_t)probe_i_ == probe_names_.size())
+      probe_names_.emplace_back(name);
+    else if (probe_names_[probe_i_] != name)
+      trace_mixed_ = true;
+    fwd::trace_probe(trace_ts_, probe_acc_, probe_ref_, probe_i_, s);
+    ++probe_i_;
   }
   // The interval from this mark to the next one is charged to `name`; the launches from here to
   // the next mark are issued as often as DSV4_CUDA_REPEAT names `name`.
@@ -156,6 +176,8 @@ class StageProfiler {
         trace_names_.emplace_back(name);
       else if (trace_names_[trace_i_] != name)
         trace_mixed_ = true;
+      if (std::strcmp(name, "attn_hc_fn") == 0 || std::strcmp(name, "ffn_hc_fn") == 0)
+        probe_ref_ = trace_i_;
       fwd::trace_stamp(trace_ts_, trace_acc_, trace_i_, kTraceSlots, s);
       ++trace_i_;
     }
@@ -241,10 +263,26 @@ class StageProfiler {
     for (const auto& [v, k, m] : rows)
       std::fprintf(stderr, "# %-18s %10.2f %5.1f%% %6d %10.3f\n", k.c_str(), v * 1e-3,
                    total > 0 ? 100.0 * v / total : 0.0, m, v * 1e-3 / m);
+    if (!probes_ || probe_names_.empty()) return;
+    std::vector<unsigned long long> pacc(probe_names_.size());
+    if (cudaMemcpy(pacc.data(), probe_acc_, sizeof(unsigned long long) * pacc.size(),
+                   cudaMemcpyDeviceToHost) != cudaSuccess)
+      return;
+    std::map<std::string, std::pair<double, int>> pb;
+    for (size_t i = 0; i < probe_names_.size(); ++i) {
+      auto& e = pb[probe_names_[i]];
+      e.first += (double)pacc[i] / tokens;
+      e.second += 1;
+    }
+    std::fprintf(stderr, "# trace probes: us from the sublayer's first stamp, mean per mark\n");
+    for (const auto& [k, v] : pb)
+      std::fprintf(stderr, "# %-22s %10.3f %6d\n", k.c_str(), v.first * 1e-3 / v.second, v.second);
   }
   static constexpr int kTraceSlots = 8192;
-  bool trace_ = false, trace_on_ = false, trace_mixed_ = false;
-  int trace_i_ = 0;
+  bool trace_ = false, trace_on_ = false, trace_mixed_ = false, probes_ = false;
+  int trace_i_ = 0, probe_i_ = 0, probe_ref_ = -1;
+  unsigned long long* probe_acc_ = nullptr;
+  std::vector<std::string> probe_names_;
   unsigned long long* trace_ts_ = nullptr;
   unsigned long long* trace_acc_ = nullptr;
   std::vector<std::string> trace_names_;
@@ -598,8 +636,8 @@ struct CudaModel::Impl {
   // `s`: the stream of the matvec path (a decode branch); GEMM chunks run on the stream.
   // `x8`: the matvec path may quantize x to int8 (a Q8_0 projection with opt.dense_x8).
   void proj(const TensorRef& w, const float* x, int64_t n, float* y, cudaStream_t s = nullptr,
-            bool x8 = false) const {
-    if (!use_gemm(n)) return mv(w, x, n, y, s, x8);
+            bool x8 = false, const char* tag = nullptr) const {
+    if (!use_gemm(n)) return mv(w, x, n, y, s, x8, tag);
     cudaStream_t cs = stream.get();
     const int64_t rows = w.rows(), cols = w.cols();
     gemm::dequant_bf16((uint32_t)w.type, w.data, (int64_t)w.row_bytes(), rows, cols,
@@ -609,8 +647,9 @@ struct CudaModel::Impl {
   }
 
   // The same with f32 weights and inputs (products whose inputs need f32 range or precision).
-  void proj_f32(const TensorRef& w, const float* x, int64_t n, float* y) const {
-    if (!use_gemm(n)) return mv(w, x, n, y);
+  void proj_f32(const TensorRef& w, const float* x, int64_t n, float* y,
+                const char* tag = nullptr) const {
+    if (!use_gemm(n)) return mv(w, x, n, y, nullptr, false, tag);
     const int64_t rows = w.rows(), cols = w.cols();
     gemm::dequant_f32((uint32_t)w.type, w.data, (int64_t)w.row_bytes(), rows, cols, wq.as<float>(),
                       stream.get());
@@ -758,8 +797,9 @@ struct CudaModel::Impl {
   }
 
   // y[n][rows] = W x[n][cols], in launches of 8 vectors per slot (on `s`, default the stream).
+  // tag: MatvecOp::tag (per-product planner knobs).
   void mv(const TensorRef& w, const float* x, int64_t n, float* y, cudaStream_t s = nullptr,
-          bool x8 = false) const {
+          bool x8 = false, const char* tag = nullptr) const {
     const int64_t rows = w.rows(), cols = w.cols();
     int64_t done = 0;
     while (done < n) {
@@ -782,6 +822,7 @@ struct CudaModel::Impl {
         done = n;
       }
       op.side = s != nullptr && s != stream.get();
+      op.tag = tag;
       matvec_run(op, s ? s : stream.get());
     }
   }
@@ -893,10 +934,10 @@ struct CudaModel::Impl {
   // y0 = W0 x and y1 = W1 x for one token on `s`: one launch when the two matrices share type
   // and geometry (the compressors' kv and gate), else two.
   void mv_pair(const TensorRef& w0, const TensorRef& w1, const float* x, float* y0, float* y1,
-               cudaStream_t s, bool x8 = false) const {
+               cudaStream_t s, bool x8 = false, const char* tag = nullptr) const {
     if (w0.type != w1.type || w0.rows() != w1.rows() || w0.cols() != w1.cols()) {
-      mv(w0, x, 1, y0, s, x8);
-      mv(w1, x, 1, y1, s, x8);
+      mv(w0, x, 1, y0, s, x8, tag);
+      mv(w1, x, 1, y1, s, x8, tag);
       return;
     }
     MatvecOp op;
@@ -914,6 +955,7 @@ struct CudaModel::Impl {
     op.y_mat_stride = (int64_t)(reinterpret_cast<uintptr_t>(y1) - reinterpret_cast<uintptr_t>(y0)) /
                       (int64_t)sizeof(float);
     op.side = s != stream.get();
+    op.tag = tag;
     matvec_run(op, s);
   }
 
@@ -944,10 +986,10 @@ struct CudaModel::Impl {
   void shared_decode(const LayerWeights& L, float clamp, cudaStream_t s) {
     const int64_t F = L.gate_shexp.rows();
     mv_pair(L.gate_shexp, L.up_shexp, xin.as<float>(), sgu.as<float>(), sgu.as<float>() + F, s,
-            opt.dense_x8);
+            opt.dense_x8, "shexp_gate_up");
     fwd::swiglu(sgu.as<float>(), sgu.as<float>() + F, nullptr, 1, (int)c.n_expert_used, 1, (int)F,
                 clamp, sh.as<float>(), s);
-    mv(L.down_shexp, sh.as<float>(), 1, shout.as<float>(), s, opt.dense_x8);
+    mv(L.down_shexp, sh.as<float>(), 1, shout.as<float>(), s, opt.dense_x8, "shexp_down");
   }
 
   void layer(SessionImpl& s, uint32_t li, int n, bool capture, int64_t host_p0) {
@@ -974,16 +1016,17 @@ struct CudaModel::Impl {
     br.fork(0);
     M("kv");
     hold_bf16(xin.as<float>(), n, D);  // every product up to q_a reads xin
-    proj(L.kv, xin.as<float>(), n, kv.as<float>(), br.at(0), opt.dense_x8);
+    proj(L.kv, xin.as<float>(), n, kv.as<float>(), br.at(0), opt.dense_x8, "kv");
     M("kv_norm_rope");
     fwd::kv_norm_rope(kv.as<float>(), fptr(L.kv_norm), n, hd, rd, d.freqs, P, eps, opt.qat,
                       kvn.as<float>(), one ? st.raw.as<float>() : nullptr, W, br.at(0));
+    if (br.on) prof.probe("a_br0_kv_end", br.at(0));
     if (d.ratio) {
       br.fork(1);
       M("comp_kv_gate");
       if (one) {
-        mv_pair(L.comp_kv, L.comp_gate, xin.as<float>(), ckv.as<float>(), csc.as<float>(),
-                br.at(1));
+        mv_pair(L.comp_kv, L.comp_gate, xin.as<float>(), ckv.as<float>(), csc.as<float>(), br.at(1),
+                false, "comp_kv_gate");
       } else {
         proj(L.comp_kv, xin.as<float>(), n, ckv.as<float>());
         proj(L.comp_gate, xin.as<float>(), n, csc.as<float>());
@@ -994,6 +1037,7 @@ struct CudaModel::Impl {
       M("compressor_emit");
       fwd::compressor_emit(pooled.as<float>(), fptr(L.comp_norm), n, (int)d.ratio, hd, rd, d.freqs,
                            P, eps, 0, opt.qat, st.comp.as<float>(), br.at(1));
+      if (br.on) prof.probe(d.ratio == 4 ? "a_br1_comp_end_r4" : "a_br1_comp_end_r128", br.at(1));
     }
     const int64_t max_visible = (host_p0 + n) / 4;
     // Captured: sized for the graph's bound (every length up to it replays the same launches).
@@ -1003,7 +1047,8 @@ struct CudaModel::Impl {
       br.fork(2);
       M("idx_kv_gate");
       if (one) {
-        mv_pair(L.idx_kv, L.idx_gate, xin.as<float>(), ikv.as<float>(), isc.as<float>(), br.at(2));
+        mv_pair(L.idx_kv, L.idx_gate, xin.as<float>(), ikv.as<float>(), isc.as<float>(), br.at(2),
+                false, "idx_kv_gate");
       } else {
         proj(L.idx_kv, xin.as<float>(), n, ikv.as<float>());
         proj(L.idx_gate, xin.as<float>(), n, isc.as<float>());
@@ -1013,25 +1058,30 @@ struct CudaModel::Impl {
                       st.ikv.as<float>(), st.isc.as<float>(), ipooled.as<float>(), br.at(2));
       fwd::compressor_emit(ipooled.as<float>(), fptr(L.idx_norm), n, 4, ID, rd, d.freqs, P, eps, 1,
                            opt.qat, st.idx.as<float>(), br.at(2));
+      if (br.on) prof.probe("a_br2_idxcomp_end", br.at(2));
       if (idx_query) {
         if (idx_proj_branch == 4) br.fork(4);
         M("idx_proj");
-        proj(L.idx_proj, xin.as<float>(), n, iw.as<float>(), br.at(idx_proj_branch));
+        proj(L.idx_proj, xin.as<float>(), n, iw.as<float>(), br.at(idx_proj_branch), false,
+             "idx_proj");
+        if (br.on) prof.probe("a_br4_idxproj_end", br.at(idx_proj_branch));
       }
     }
     M("q_a");
-    proj(L.q_a, xin.as<float>(), n, qa.as<float>(), nullptr, opt.dense_x8);
+    proj(L.q_a, xin.as<float>(), n, qa.as<float>(), nullptr, opt.dense_x8, "q_a");
     M("q_a_norm");
     fwd::rms_rows(qa.as<float>(), fptr(L.q_a_norm), n, QL, eps, qr.as<float>(), cs);
     br.fork(3);
     M("q_b");
     hold_bf16(qr.as<float>(), n, QL);  // q_b and idx_q_b read qr
-    proj(L.q_b, qr.as<float>(), n, q.as<float>(), br.at(3), opt.dense_x8);
+    proj(L.q_b, qr.as<float>(), n, q.as<float>(), br.at(3), opt.dense_x8,
+         idx_query ? "q_b_r4" : "q_b");
     M("q_norm_rope");
     fwd::q_norm_rope(q.as<float>(), n, H, hd, rd, d.freqs, P, eps, br.at(3));
+    if (br.on) prof.probe(d.ratio == 4 ? "a_br3_qb_end_r4" : "a_br3_qb_end", br.at(3));
     if (idx_query) {
       M("idx_q_proj");
-      proj(L.idx_q_b, qr.as<float>(), n, iq.as<float>());
+      proj(L.idx_q_b, qr.as<float>(), n, iq.as<float>(), nullptr, false, "idx_q_b");
       M("idx_q");
       fwd::idx_q(iq.as<float>(), n, IH, ID, rd, d.freqs, P, opt.qat, cs);
       br.join(2);                // the indexer rows
@@ -1075,7 +1125,9 @@ struct CudaModel::Impl {
                       grid_rows);
     }
     xq_holds = nullptr;
+    if (br.on) prof.probe(d.ratio == 4 ? "a_main_end_r4" : "a_main_end", cs);
     br.join_all();
+    if (br.on) prof.probe(d.ratio == 4 ? "a_joined_r4" : "a_joined", cs);
     M("attention");
     fwd::attention(q.as<float>(), kvn.as<float>(), st.raw.as<float>(),
                    d.ratio ? st.comp.as<float>() : nullptr, sel.as<int32_t>(), fptr(L.sinks), n, H,
@@ -1113,10 +1165,11 @@ struct CudaModel::Impl {
       op.y = u.as<float>() + (int64_t)t0 * G * OL;
       op.y_slot_stride = OL;
       op.y_vec_stride = G * OL;
+      op.tag = "o_a";
       matvec_run(op, cs);
     }
     M("o_b");
-    proj(L.o_b, u.as<float>(), n, f.as<float>(), nullptr, opt.dense_x8);
+    proj(L.o_b, u.as<float>(), n, f.as<float>(), nullptr, opt.dense_x8, "o_b");
     // One token: the MoE sublayer's HC mix partials come out of hc_post (one launch fewer on the
     // decode chain; DSV4_HC_POST_MIX=0 keeps them apart).
     const bool post_mix = hc_post_mix_on && mix_parts_path(L.hc_ffn_fn, n);
@@ -1138,9 +1191,10 @@ struct CudaModel::Impl {
       fb.fork(0);
       M("shexp");
       shared_decode(L, d.clamp, fb.at(0));
+      prof.probe("f_shexp_end", fb.at(0));
     }
     M("gate_inp");
-    proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>());
+    proj_f32(L.gate_inp, xin.as<float>(), n, rlog.as<float>(), "gate_inp");
     M("router");
     // One token: the slots stored in the combine's order (ascending id), so that the combine
     // needs no round trip for the ids (DSV4_SORTED_SLOTS=0: by score, A/B).
@@ -1185,6 +1239,7 @@ struct CudaModel::Impl {
         op.x_slot_stride = n > 1 ? D : 0;
         op.y = gu.as<float>();
         M("exp_gate_up");
+        op.tag = "exp_gate_up";
         matvec_run(op, cs);
         M("swiglu");
         fwd::swiglu(gu.as<float>(), gu.as<float>() + (int64_t)k * n * F, wts.as<float>(), n, k,
@@ -1203,11 +1258,13 @@ struct CudaModel::Impl {
         dn.x_slot_stride = F;
         dn.y = contrib.as<float>();
         M("exp_down");
+        dn.tag = "exp_down";
         matvec_run(dn, cs);
       }
     }
     M("shexp_gate_up");
     if (fb.on) {
+      prof.probe("f_routed_end", cs);
       fb.join_all();
     } else if (use_gemm(n)) {
       shared_gemm(L, n, d.clamp);
@@ -1373,16 +1430,19 @@ std::unique_ptr<CudaSession> CudaModel::new_session() const {
   s->owner = &m;
   s->layers.resize(c.n_layer);
   const int64_t hd = c.head_dim, ID = c.idx_head_dim;
+  // NaN poison, but zeros under DSV4_CUDA_REPEAT: a knocked-out compressor_emit leaves rows
+  // unwritten, and NaN read from them reaches the router (ids -1: the experts skip their rows).
+  const int poison = m.prof.repeating() ? 0 : 0xff;
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const uint32_t r = c.ratio(l);
     SessionImpl::Layer& L = s->layers[l];
     L.raw = scratch<float>((int64_t)c.window * hd);
-    L.raw.fill_bytes(0xff);  // NaN: ring slots are read only after they are written
+    L.raw.fill_bytes(poison);  // NaN: ring slots are read only after they are written
     if (r > 0) {
       const int64_t lanes = ModelConfig::compressor_lanes(r);
       const int64_t fr = lanes * r * lanes * hd;
       L.comp = scratch<float>(m.opt.max_ctx / r * hd);
-      L.comp.fill_bytes(0xff);  // NaN: rows are read only after they are written
+      L.comp.fill_bytes(poison);  // NaN: rows are read only after they are written
       L.ckv = scratch<float>(fr);
       L.ckv.fill_bytes(0);
       std::vector<float> ninf((size_t)fr, kNegInf);
@@ -1392,7 +1452,7 @@ std::unique_ptr<CudaSession> CudaModel::new_session() const {
     if (r == 4) {
       const int64_t fr = 8 * 2 * ID;
       L.idx = scratch<float>(m.idx_cap * ID);
-      L.idx.fill_bytes(0xff);
+      L.idx.fill_bytes(poison);
       L.ikv = scratch<float>(fr);
       L.ikv.fill_bytes(0);
       std::vector<float> ninf((size_t)fr, kNegInf);

@@ -212,6 +212,9 @@ void idx_topk_large(const float* scores, int topk, const int32_t* p0, int grid_r
 // DSV4_CUDA_TRACE: a one-thread stamp that waits for everything queued before it on `s` (PDL),
 // then adds the time since stamp i-1 (ts[i-1]) to acc[i-1] and stores its own time in ts[i];
 // stamp 0 counts its passes in acc[n_slots]. Not repeated or knocked out by DSV4_CUDA_REPEAT.
+// DSV4_CUDA_TRACE=2: the time from main-stream stamp `ref` to this point of stream `s`.
+void trace_probe(const unsigned long long* ts, unsigned long long* acc, int ref, int slot,
+                 cudaStream_t s);
 void trace_stamp(unsigned long long* ts, unsigned long long* acc, int i, int n_slots,
                  cudaStream_t s);
 

@@ -1,6 +1,13 @@
 #include "cuda/matvec.h"
 
+#include <cctype>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
 
 #include "core/error.h"
 #include "cuda/device.h"
@@ -110,6 +117,50 @@ bool l2_evict_first_on() {
   return on;
 }
 
+// Per-product planner knobs (MatvecOp::tag) on top of the global ones, where a product runs
+// beside others in the decode graph and its best size depends on its neighbours: the shared
+// expert's branch has ~29 us of slack per layer beside the routed chain, so its CTAs are made
+// small enough to leave the chain's kernels room, and the router's 2 MB F16 logits product takes
+// twice the CTAs (two rows each) to shorten its latency. H200 q2 decode, four rounds @2K:
+// 184.5-184.7 tok/s against 182.3-182.8 without; @64K 172.7 / 172.9 against 170.1 / 170.5; @16K
+// 181.2 / 182.0 against 179.6 / 180.0.
+struct TagDefault {
+  const char* tag;
+  const char* spec;
+};
+constexpr TagDefault kTagDefaults[] = {
+    {"shexp_down", "side_pw=2"},
+    {"shexp_gate_up", "side_ctas=2"},
+    {"gate_inp", "max_lr=4"},
+};
+
+// The knobs of the products tagged `tag`: DSV4_MV_TUNE_<TAG> (upper-cased; empty: none) if set,
+// else the tag's default above, applied to a copy of mv::tuning(); null when neither applies.
+// Read once per tag.
+const mv::Tuning* tagged_tuning(const char* tag) {
+  if (!tag) return nullptr;
+  static std::mutex mu;
+  static std::map<std::string, std::optional<mv::Tuning>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(tag);
+  if (it == cache.end()) {
+    std::string var = "DSV4_MV_TUNE_";
+    for (const char* c = tag; *c; ++c) var += (char)std::toupper((unsigned char)*c);
+    const char* spec = std::getenv(var.c_str());
+    if (!spec)
+      for (const TagDefault& d : kTagDefaults)
+        if (std::strcmp(d.tag, tag) == 0) spec = d.spec;
+    std::optional<mv::Tuning> t;
+    if (spec) {
+      t = mv::tuning();
+      const std::string bad = mv::apply_tuning_spec(*t, spec);
+      if (!bad.empty()) std::fprintf(stderr, "%s: unknown key '%s'\n", var.c_str(), bad.c_str());
+    }
+    it = cache.emplace(tag, t).first;
+  }
+  return it->second ? &*it->second : nullptr;
+}
+
 mv::DeviceLimits limits() {
   const DeviceInfo& d = current_device_info();
   mv::DeviceLimits l;
@@ -123,14 +174,15 @@ mv::DeviceLimits limits() {
 std::string matvec_describe(const MatvecOp& op) {
   const Prepared r = prepare(op);
   if (op.path == MatvecPath::kGeneric) return "generic (requested)";
-  return mv::to_string(mv::plan_matvec(r.shape, limits()));
+  return mv::to_string(mv::plan_matvec(r.shape, limits(), tagged_tuning(op.tag)));
 }
 
 void matvec_run(const MatvecOp& op, cudaStream_t stream) {
   Prepared r = prepare(op);
   const mv::DeviceLimits lim = limits();
-  const mv::Plan plan =
-      op.path == MatvecPath::kGeneric ? mv::Plan{} : mv::plan_matvec(r.shape, lim);
+  const mv::Plan plan = op.path == MatvecPath::kGeneric
+                            ? mv::Plan{}
+                            : mv::plan_matvec(r.shape, lim, tagged_tuning(op.tag));
   if (!plan.fast) {
     mv::launch_generic(r.p, (uint32_t)op.type, op.nb, stream);
     return;

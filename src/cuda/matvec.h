@@ -57,6 +57,9 @@ struct MatvecOp {
   // a smaller shared-memory footprint so that the chain's kernels still fit on the SMs
   // (Tuning::side_persist).
   bool side = false;
+  // The product's name for per-product planner knobs: DSV4_MV_TUNE_<TAG> (tag upper-cased, e.g.
+  // DSV4_MV_TUNE_Q_B=side_pw=8) is applied on top of DSV4_MV_TUNE, for sweeps on the device.
+  const char* tag = nullptr;
 };
 
 void matvec_run(const MatvecOp& op, cudaStream_t stream = nullptr);

@@ -103,8 +103,8 @@ int bulk_group_log2(const FormatGeom& g) {
 }
 }  // namespace
 
-Plan plan_matvec(const Shape& s, const DeviceLimits& lim) {
-  const Tuning& tu = tuning();
+Plan plan_matvec(const Shape& s, const DeviceLimits& lim, const Tuning* knobs) {
+  const Tuning& tu = knobs ? *knobs : tuning();
   Plan p;
   auto generic = [&](std::string why) {
     p = Plan{};

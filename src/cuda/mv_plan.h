@@ -126,7 +126,8 @@ struct Plan {
   size_t off_bar = 0;
 };
 
-Plan plan_matvec(const Shape& s, const DeviceLimits& lim);
+// knobs: the planner knobs to use (default: tuning()).
+Plan plan_matvec(const Shape& s, const DeviceLimits& lim, const Tuning* knobs = nullptr);
 std::string to_string(const Plan& p);
 
 }  // namespace dsv4::cuda::mv

@@ -348,6 +348,50 @@ TEST(CudaMatvecPlan, SideShapesTakeSmallerPersistentCtas) {
   EXPECT_FALSE(off.persist) << mv::to_string(off);
 }
 
+// plan_matvec's knobs argument replaces mv::tuning() for that plan only (per-product knobs,
+// MatvecOp::tag): the router's logits product at 16 lanes per row takes twice the CTAs.
+TEST(CudaMatvecPlan, KnobsArgumentOverridesTheTuning) {
+  const mv::Shape s{GgmlType::F16, 256, 4096, 1, 1, 1, true};
+  mv::Tuning knobs = mv::tuning();
+  ASSERT_EQ(mv::apply_tuning_spec(knobs, "max_lr=4"), "");
+  const mv::Plan dflt = mv::plan_matvec(s, kH100);
+  const mv::Plan same = mv::plan_matvec(s, kH100, nullptr);
+  const mv::Plan wide = mv::plan_matvec(s, kH100, &knobs);
+  ASSERT_TRUE(dflt.fast && wide.fast) << mv::to_string(wide);
+  EXPECT_EQ(mv::to_string(same), mv::to_string(dflt));
+  EXPECT_EQ(dflt.lr_log2, mv::tuning().max_lr_log2);
+  EXPECT_EQ(wide.lr_log2, 4);
+  EXPECT_EQ(wide.ctas, 2 * dflt.ctas);
+  expect_plan_invariants(s, wide, kH100);
+  EXPECT_EQ(mv::apply_tuning_spec(knobs, "no_such_knob=1"), "no_such_knob");
+}
+
+// MatvecOp::tag: a tag with a built-in default (gate_inp) plans with it, DSV4_MV_TUNE_<TAG>
+// replaces the default (empty: none), and an untagged op plans with the global knobs.
+TEST(CudaMatvecPlan, TaggedProductsTakeTheirKnobs) {
+  REQUIRE_GPU();
+  cu::MatvecOp op;
+  op.type = GgmlType::F16;
+  op.rows = 256;
+  op.cols = 4096;
+  cu::DeviceBuffer w(256 * 4096 * 2), x(4096 * 4), y(256 * 4);
+  op.w[0] = w.data();
+  op.x = x.as<float>();
+  op.y = y.as<float>();
+  const std::string untagged = cu::matvec_describe(op);
+  op.tag = "gate_inp";
+  const std::string gate_inp = cu::matvec_describe(op);
+  EXPECT_NE(untagged.find("lanes/row=8 "), std::string::npos) << untagged;
+  EXPECT_NE(gate_inp.find("lanes/row=16 "), std::string::npos) << gate_inp;
+  ::setenv("DSV4_MV_TUNE_TEST_PLAN_TAG", "max_lr=1", 1);
+  op.tag = "test_plan_tag";
+  const std::string narrow = cu::matvec_describe(op);
+  EXPECT_NE(narrow.find("lanes/row=2 "), std::string::npos) << narrow;
+  ::setenv("DSV4_MV_TUNE_TEST_PLAN_EMPTY", "", 1);
+  op.tag = "test_plan_empty";
+  EXPECT_EQ(cu::matvec_describe(op), untagged);
+}
+
 TEST(CudaError, CheckNamesCallFileAndLine) {
   auto failing_call = [] { return cudaErrorInvalidValue; };
   try {
