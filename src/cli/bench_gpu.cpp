@@ -157,9 +157,12 @@ void run_gpu_bench(const GpuBenchOptions& o) {
   std::printf("# CUDA session state: %llu bytes (max_ctx %lld, max_batch %lld)\n",
               (unsigned long long)cm.session_bytes(), (long long)co.max_ctx,
               (long long)co.max_batch);
-  std::printf("# prefill: %s; decode matvecs: %s x (2-bit experts), %s x (Q8_0 projections)\n",
-              co.prefill_gemm ? "tensor-core GEMMs (bf16)" : "matvec kernels (f32)",
-              co.decode_x8 ? "int8" : "f32", co.dense_x8 ? "int8" : "f32");
+  std::printf(
+      "# prefill: %s; decode matvecs: %s x (2-bit experts), %s x (Q8_0 projections); decode "
+      "attention: %s\n",
+      co.prefill_gemm ? "tensor-core GEMMs (bf16)" : "matvec kernels (f32)",
+      co.decode_x8 ? "int8" : "f32", co.dense_x8 ? "int8" : "f32",
+      co.decode_attention_mma ? "tensor cores (bf16 inputs)" : "f32");
   std::string source;
   const std::vector<int32_t> prompt = make_prompt(o, model.get(), cfg.n_vocab, source);
   std::printf("# prompt: %s\n", source.c_str());

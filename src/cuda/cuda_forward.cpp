@@ -118,7 +118,10 @@ class StageProfiler {
     if (const char* r = std::getenv("DSV4_CUDA_REPEAT")) repeats_ = RepeatSpec(r);
     const char* t = std::getenv("DSV4_CUDA_TRACE");
     trace_ = !on && t && *t && std::strcmp(t, "0") != 0;
-    probes_ = trace_ && std::strcmp(t, "2") == 0;
+    probes_ = trace_ && (std::strcmp(t, "2") == 0 || std::strcmp(t, "3") == 0);
+    // 3: stamps only where a sublayer starts (the probes' references), so that the chain between
+    // them runs as untraced but for the probes at the branch ends and around the attention join.
+    sparse_stamps_ = trace_ && std::strcmp(t, "3") == 0;
     if (trace_) {
       DSV4_CUDA_CHECK(cudaMalloc(&trace_ts_, sizeof(unsigned long long) * kTraceSlots));
       DSV4_CUDA_CHECK(cudaMalloc(&trace_acc_, sizeof(unsigned long long) * (kTraceSlots + 1)));
@@ -153,9 +156,10 @@ class StageProfiler {
     probe_i_ = 0;
     probe_ref_ = -1;
   }
-  // DSV4_CUDA_TRACE=2: charges `name` the time from the sublayer's first stamp (attn_hc_fn /
-  // ffn_hc_fn) to this point of stream `s` (a side branch's end, or the main stream before a
-  // join), averaged over its occurrences: which branch a join waits for.
+  // DSV4_CUDA_TRACE=2 (and 3, with stamps only at the sublayers' starts): charges `name` the
+  // time from the sublayer's first stamp (attn_hc_fn / ffn_hc_fn) to this point of stream `s` (a
+  // side branch's end, or the main stream before a join), averaged over its occurrences: which
+  // branch a join waits for.
   void probe(const char* name, cudaStream_t s) {
     if (!trace_on_ || !probes_ || probe_ref_ < 0 || probe_i_ >= kTraceSlots) return;
     if ((size_t)probe_i_ == probe_names_.size())
@@ -171,13 +175,14 @@ class StageProfiler {
     // Only under DSV4_CUDA_REPEAT (a one-thread benchmark): the count is process-wide, so
     // concurrent forwards must not write it.
     if (!repeats_.empty()) launch_repeat() = repeats_.count(name);
-    if (trace_on_ && trace_i_ < kTraceSlots) {
+    const bool sublayer = std::strcmp(name, "attn_hc_fn") == 0 ||
+                          std::strcmp(name, "ffn_hc_fn") == 0 || name[0] == '\0';
+    if (trace_on_ && trace_i_ < kTraceSlots && (sublayer || !sparse_stamps_)) {
       if ((size_t)trace_i_ == trace_names_.size())
         trace_names_.emplace_back(name);
       else if (trace_names_[trace_i_] != name)
         trace_mixed_ = true;
-      if (std::strcmp(name, "attn_hc_fn") == 0 || std::strcmp(name, "ffn_hc_fn") == 0)
-        probe_ref_ = trace_i_;
+      if (sublayer && name[0] != '\0') probe_ref_ = trace_i_;
       fwd::trace_stamp(trace_ts_, trace_acc_, trace_i_, kTraceSlots, s);
       ++trace_i_;
     }
@@ -279,7 +284,8 @@ class StageProfiler {
       std::fprintf(stderr, "# %-22s %10.3f %6d\n", k.c_str(), v.first * 1e-3 / v.second, v.second);
   }
   static constexpr int kTraceSlots = 8192;
-  bool trace_ = false, trace_on_ = false, trace_mixed_ = false, probes_ = false;
+  bool trace_ = false, trace_on_ = false, trace_mixed_ = false, probes_ = false,
+       sparse_stamps_ = false;
   int trace_i_ = 0, probe_i_ = 0, probe_ref_ = -1;
   unsigned long long* probe_acc_ = nullptr;
   std::vector<std::string> probe_names_;
@@ -1133,7 +1139,7 @@ struct CudaModel::Impl {
                    d.ratio ? st.comp.as<float>() : nullptr, sel.as<int32_t>(), fptr(L.sinks), n, H,
                    hd, rd, W, (int)d.ratio, topk, d.freqs, P,
                    capture ? keys_for(capture_bound) : max_keys, o.as<float>(),
-                   att_part.as<float>(), use_gemm(n), cs);
+                   att_part.as<float>(), n == 1 ? opt.decode_attention_mma : use_gemm(n), cs);
     if (n > 1) {  // one token: kv_norm_rope stored its row
       M("ring_store");
       fwd::ring_store(kvn.as<float>(), n, hd, W, P, st.raw.as<float>(), cs);

@@ -49,6 +49,13 @@ struct CudaOptions {
   // ones stall at ~45 % of the DRAM rate; with int8 x it is 8 dp4a per 32-value block. Official
   // DeepSeek V4 quantizes these activations to FP8 (e4m3, block 128), far coarser than int8 per 32.
   bool dense_x8 = true;
+  // A decode token's attention on tensor cores (fwd::attention_decode_mma: key ranges with q
+  // and the key rows rounded to bf16, as the prefill's attention_mma, then the f32 combine): the
+  // f32 kernel's FMAs took ~14 us per layer at 640 keys. H200 q2 decode @2K 187.8-188.7 tok/s
+  // against 184.2-184.4, @64K 178.8 against 172.6-173.2, @512K 132.0 against 121.1. Off: the f32
+  // kernels, equal to the CPU reference to f32 rounding. Env DSV4_ATT_DECODE_MMA=0 turns it off
+  // (A/B timing).
+  bool decode_attention_mma = true;
 };
 
 class CudaSession;

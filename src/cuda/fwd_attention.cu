@@ -893,6 +893,32 @@ static bool attention_mma_enabled() {
   return on;
 }
 
+// DSV4_ATT_DECODE_MMA=0: a decode token's attention by the f32 kernels even where tensor cores
+// are asked for (CudaOptions::decode_attention_mma), for A/B timing.
+static bool attention_decode_mma_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DSV4_ATT_DECODE_MMA");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
+bool attention_decode_mma(const float* q, const float* kvn, const float* ring, const float* comp,
+                          const int32_t* sel, const float* sinks, int H, int hd, int rd, int W,
+                          int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys,
+                          float* o, float* part, cudaStream_t s) {
+  const int splits = attention_splits(max_keys);
+  if (!part || !attention_mma_supported(H, hd, rd) ||
+      (size_t)(hd + splits + rd) * sizeof(float) > 48 * 1024)
+    return false;
+  attention_mma_split(q, kvn, ring, comp, sel, H, hd, rd, W, ratio, topk, p0, splits, part, s);
+  launch_k(attention_combine_kernel, (unsigned)H, kCombineThreads,
+           sizeof(float) * (size_t)(hd + splits + rd), s, part, sinks, hd, rd, splits, freqs, p0,
+           o);
+  FWD_LAUNCH_CHECK("attention_combine_kernel");
+  return true;
+}
+
 void attention(const float* q, const float* kvn, const float* ring, const float* comp,
                const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
                int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
@@ -901,6 +927,10 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
     attention_mma(q, kvn, ring, comp, sel, sinks, n, H, hd, rd, W, ratio, topk, freqs, p0, o, s);
     return;
   }
+  if (tensor_cores && n == 1 && attention_decode_mma_enabled() &&
+      attention_decode_mma(q, kvn, ring, comp, sel, sinks, H, hd, rd, W, ratio, topk, freqs, p0,
+                           max_keys, o, part, s))
+    return;
   const size_t smem4 = attention_v4_smem(hd, max_keys);
   if (hd % 4 == 0 && hd / 4 <= kAttThreads && smem4 <= 200 * 1024) {
     const int splits = attention_splits(max_keys);

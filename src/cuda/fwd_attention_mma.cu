@@ -62,11 +62,16 @@ __device__ __forceinline__ uint2 pack_bf16x4(float4 v) {
   return r;
 }
 
-template <int MT>
+// kSplit (one decode token, flash-decoding): block (z, y) takes key range z of S = gridDim.x and
+// heads 16 MT y .. (H of them at most), starts without the sink (running max -inf, denominator
+// 0) and writes its unnormalised sums, maximum and denominator to part [head][z][hd + 4] as
+// attention_split_kernel does, for attention_combine_kernel (the sink, the merge, the inverse
+// RoPE).
+template <int MT, bool kSplit = false>
 __global__ void __launch_bounds__(kThr, 1)
     attention_mma_kernel(const float* q, const float* kvn, const float* ring, const float* comp,
                          const int32_t* sel, const float* sinks, int H, int rd, int W, int ratio,
-                         int topk, const float* freqs, const int32_t* p0, float* o) {
+                         int topk, const float* freqs, const int32_t* p0, float* o, float* part) {
   constexpr int HP = 16 * MT;
   pdl_trigger();
   pdl_wait();
@@ -80,11 +85,20 @@ __global__ void __launch_bounds__(kThr, 1)
   float* alpha = den + HP;                                      // [HP]
   float* rope_cs = alpha + HP;  // [kMaxRd]: cos, then -sin, of the tail's angles at p
 
-  const int i = blockIdx.x;
+  const int i = kSplit ? 0 : blockIdx.x;
   const int64_t base = p0[0], p = base + i;
   const QueryKeys qk(base, p, ratio, topk, W);
-  const int nk = qk.nk;
   const int32_t* sel_i = sel + (int64_t)i * topk;
+  // The block's keys [j_lo, nk) and heads [h0, h0 + H).
+  int j_lo = 0, nk = qk.nk, h0 = 0;
+  if constexpr (kSplit) {
+    const int S = (int)gridDim.x, chunk = (nk + S - 1) / S;
+    j_lo = min(nk, (int)blockIdx.x * chunk);
+    nk = min(nk, j_lo + chunk);
+    h0 = (int)blockIdx.y * HP;
+    H = min(HP, H - h0);
+    q += (int64_t)h0 * kHd;
+  }
   const int tid = (int)threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, c = lane & 3;  // accumulator fragment: rows g, g + 8; columns 2c, 2c+1
 
@@ -120,7 +134,7 @@ __global__ void __launch_bounds__(kThr, 1)
 
   // Prologue: the first key tile's loads and all of q's in flight together (one block per SM:
   // nothing else hides this latency), then both converted into shared memory.
-  load_tile(0);
+  load_tile(j_lo);
   constexpr int kQv = HP * (kHd / 4) / kThr;  // q float4s per thread
   float4 qv[kQv];
 #pragma unroll
@@ -136,17 +150,22 @@ __global__ void __launch_bounds__(kThr, 1)
   }
   store_tile();
   if (tid < HP) {
-    m_run[tid] = tid < H ? sinks[tid] : 0.0f;
-    den[tid] = 1.0f;  // exp(sink - sink)
+    if constexpr (kSplit) {
+      m_run[tid] = -INFINITY;
+      den[tid] = 0.0f;
+    } else {
+      m_run[tid] = tid < H ? sinks[tid] : 0.0f;
+      den[tid] = 1.0f;  // exp(sink - sink)
+    }
   }
-  if (tid < rd / 2) {  // the angles of rope_pair(.., inverse), shared by every head
+  if (!kSplit && tid < rd / 2) {  // the angles of rope_pair(.., inverse), shared by every head
     const float ang = (float)p * freqs[tid];
     rope_cs[tid] = (float)cos((double)ang);
     rope_cs[kMaxRd / 2 + tid] = -(float)sin((double)ang);
   }
   const float scale = 1.0f / sqrtf((float)kHd);
   __syncthreads();
-  for (int j0 = 0; j0 < nk; j0 += kKt) {
+  for (int j0 = j_lo; j0 < nk; j0 += kKt) {
     const int kc = min(kKt, nk - j0);
     const bool more = j0 + kKt < nk;
     if (more) load_tile(j0 + kKt);
@@ -248,6 +267,31 @@ __global__ void __launch_bounds__(kThr, 1)
     }
   }
 
+  if constexpr (kSplit) {
+    // The unnormalised sums (zeros for a block without keys: acc never moved), then the range's
+    // maximum and denominator (-inf and 0 without keys: weight 0 in the combine).
+    const int S = (int)gridDim.x, z = (int)blockIdx.x;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) {
+        const int row = mt * 16 + g + 8 * hi;
+        if (row >= H) continue;
+        float* out = part + ((int64_t)(h0 + row) * S + z) * (kHd + 4);
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const int col = warp * 32 + nt * 8 + 2 * c;
+          *reinterpret_cast<float2*>(out + col) =
+              make_float2(acc[mt][nt][2 * hi], acc[mt][nt][2 * hi + 1]);
+        }
+      }
+    if (tid < H) {
+      float* out = part + ((int64_t)(h0 + tid) * S + z) * (kHd + 4);
+      out[kHd] = m_run[tid];
+      out[kHd + 1] = den[tid];
+    }
+    return;
+  }
   // Normalise. Columns before the RoPE tail go straight to o; the tail goes through shared
   // memory (q's buffer, free now) for the inverse RoPE.
   float* tail = reinterpret_cast<float*>(smem_raw);  // [H][rd]
@@ -294,11 +338,28 @@ void launch_mma(const float* q, const float* kvn, const float* ring, const float
   DSV4_CUDA_CHECK(cudaFuncSetAttribute(attention_mma_kernel<MT>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   launch_k(attention_mma_kernel<MT>, dim3((unsigned)n), kThr, smem, s, q, kvn, ring, comp, sel,
-           sinks, H, rd, W, ratio, topk, freqs, p0, o);
+           sinks, H, rd, W, ratio, topk, freqs, p0, o, nullptr);
   FWD_LAUNCH_CHECK("attention_mma_kernel");
 }
 
 }  // namespace
+
+void attention_mma_split(const float* q, const float* kvn, const float* ring, const float* comp,
+                         const int32_t* sel, int H, int hd, int rd, int W, int ratio, int topk,
+                         const int32_t* p0, int S, float* part, cudaStream_t s) {
+  if (!attention_mma_supported(H, hd, rd) || S < 1)
+    throw_invalid_argument("attention_mma_split: shape unsupported (hd 512, H <= 64, S >= 1)");
+  const size_t smem = mma_smem(1);
+  static const bool attr = [smem] {
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(attention_mma_kernel<1, true>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    return true;
+  }();
+  (void)attr;
+  launch_k(attention_mma_kernel<1, true>, dim3((unsigned)S, (unsigned)((H + 15) / 16)), kThr, smem,
+           s, q, kvn, ring, comp, sel, nullptr, H, rd, W, ratio, topk, nullptr, p0, nullptr, part);
+  FWD_LAUNCH_CHECK("attention_mma_kernel<split>");
+}
 
 bool attention_mma_supported(int H, int hd, int rd) {
   return hd == kHd && H >= 1 && H <= 16 * kMaxMt && rd >= 0 && rd % 2 == 0 && rd <= kMaxRd;

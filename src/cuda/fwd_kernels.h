@@ -125,7 +125,8 @@ int64_t idx_topk_small_rows();
 // hd, max_keys) floats (may be null); with it a single-token call splits each head's keys over
 // several blocks (flash-decoding) and merges them in a second launch. tensor_cores: a chunk of
 // n > 1 tokens of a supported shape (attention_mma_supported) runs attention_mma instead, for
-// the bf16-tolerance regime of the GEMM prefill; otherwise (and always without it) f32 kernels.
+// the bf16-tolerance regime of the GEMM prefill, and a single token with part runs
+// attention_decode_mma; otherwise (and always without it) f32 kernels.
 void attention(const float* q, const float* kvn, const float* ring, const float* comp,
                const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
                int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys, float* o,
@@ -135,6 +136,19 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
 // products with f32 accumulation, f32 softmax and output. Shapes: hd == 512, H <= 64, even
 // rd <= 256 (attention_mma_supported; others throw).
 bool attention_mma_supported(int H, int hd, int rd);
+// One decode token's keys in S ranges on tensor cores (the inputs rounded to bf16 as in
+// attention_mma), 16 heads per block: unnormalised partial sums, maxima and denominators in
+// part [H][S][hd + 4] for the decode attention's combine (attention_decode_mma).
+void attention_mma_split(const float* q, const float* kvn, const float* ring, const float* comp,
+                         const int32_t* sel, int H, int hd, int rd, int W, int ratio, int topk,
+                         const int32_t* p0, int S, float* part, cudaStream_t s);
+// One decode token's attention by attention_mma_split + the combine (sink, merge, inverse RoPE),
+// with max_keys and part as fwd::attention's; false (nothing launched) where the shape or the
+// part buffer does not fit.
+bool attention_decode_mma(const float* q, const float* kvn, const float* ring, const float* comp,
+                          const int32_t* sel, const float* sinks, int H, int hd, int rd, int W,
+                          int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys,
+                          float* o, float* part, cudaStream_t s);
 void attention_mma(const float* q, const float* kvn, const float* ring, const float* comp,
                    const int32_t* sel, const float* sinks, int n, int H, int hd, int rd, int W,
                    int ratio, int topk, const float* freqs, const int32_t* p0, float* o,

@@ -56,6 +56,7 @@ class CudaBackend final : public Backend {
     co_.prefill_gemm = !opt.gpu_exact;
     co_.decode_x8 = !opt.gpu_exact;
     co_.dense_x8 = !opt.gpu_exact;
+    co_.decode_attention_mma = !opt.gpu_exact;
     // Device memory the weights must leave free: the scratch, two sessions (the running one and
     // a snapshot copy) beyond the engine's session budget, and room for the CUDA context and
     // cuBLAS; routed experts that do not fit go to pinned host memory (automatic placement).

@@ -195,7 +195,15 @@ struct Dev {
     const Case& c = d.c;
     o.fill_bytes(0xff);  // NaN
     const float* cp = c.ratio ? comp.as<float>() : nullptr;
-    if (mode == 2)
+    if (mode == 3) {  // one decode token on tensor cores: key ranges + the combine
+      cu::DeviceBuffer part(sizeof(float) * (size_t)fwd::attention_part_floats(c.H, kHd, max_keys));
+      part.fill_bytes(0xff);
+      EXPECT_TRUE(fwd::attention_decode_mma(q.as<float>(), kvn.as<float>(), ring.as<float>(), cp,
+                                            sel.as<int32_t>(), sinks.as<float>(), c.H, kHd, kRd, kW,
+                                            c.ratio, c.topk, freqs.as<float>(), p0.as<int32_t>(),
+                                            max_keys, o.as<float>(), part.as<float>(), st.get()));
+      st.sync();
+    } else if (mode == 2)
       fwd::attention_mma(q.as<float>(), kvn.as<float>(), ring.as<float>(), cp, sel.as<int32_t>(),
                          sinks.as<float>(), c.n, c.H, kHd, kRd, kW, c.ratio, c.topk,
                          freqs.as<float>(), p0.as<int32_t>(), o.as<float>(), st.get());
@@ -253,6 +261,36 @@ TEST(CudaAttention, MmaAndF32MatchReference) {
     EXPECT_LE(emma, 5e-2) << "mma kernel, H " << c.H << " ratio " << c.ratio;
     // With tensor_cores, fwd::attention dispatches multi-token chunks to the mma kernel.
     EXPECT_TRUE(disp == mma) << "fwd::attention(tensor_cores) is not attention_mma";
+  }
+}
+
+// fwd::attention_decode_mma (one decode token: key ranges on tensor cores, bf16 inputs, then the
+// f32 combine with the sink and the inverse RoPE) within the mma kernel's bounds, on the decode
+// shapes: 640 keys (512 selected + 128 raw), all compressed rows at ratio 128 (a partial ring,
+// and ~900 keys), few keys (most ranges empty), heads padded to 16-head tiles.
+TEST(CudaAttention, DecodeMmaMatchesReference) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(run_seed() + 3);
+  const Case cases[] = {
+      {64, 1, 4000, 4, 512},      // the real shape at 16K context: 640 keys
+      {64, 1, 250, 128, 512},     // ratio 128 at a partial ring
+      {64, 1, 100000, 128, 512},  // 781 compressed rows + 128 raw
+      {64, 1, 5, 0, 64},          // 6 keys: most of the 16 ranges are empty
+      {8, 1, 300, 4, 64},         // selection active, 8 heads
+      {20, 1, 500, 4, 128},       // H padded to 32
+  };
+  cu::Stream st;
+  for (const Case& c : cases) {
+    const Data d = make_data(c, rng);
+    const auto ref = reference(d, false), ref16 = reference(d, true);
+    Dev dev(d);
+    const auto mma = dev.run(d, 3, st);
+    const int rows = c.n * c.H;
+    const double emma = max_row_rel(mma, ref, rows), emma16 = max_row_rel(mma, ref16, rows);
+    std::printf("  decode H %2d p0 %6d ratio %3d keys %3d: mma %.2e (bf16 inputs %.2e)\n", c.H,
+                c.p0, c.ratio, dev.max_keys, emma, emma16);
+    EXPECT_LE(emma16, 1e-2) << "decode mma vs bf16-input reference, H " << c.H << " p0 " << c.p0;
+    EXPECT_LE(emma, 5e-2) << "decode mma, H " << c.H << " p0 " << c.p0;
   }
 }
 

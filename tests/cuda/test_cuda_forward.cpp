@@ -129,6 +129,7 @@ cuda::CudaOptions small_opts(bool qat, bool graph = true) {
   o.prefill_gemm = false;  // the matvec path: f32 products, comparable to the CPU at 1e-6
   o.decode_x8 = false;
   o.dense_x8 = false;
+  o.decode_attention_mma = false;
   return o;
 }
 
@@ -150,9 +151,12 @@ cuda::CudaOptions gemm_opts(bool qat) {
 // projections'.
 enum class X8Mode { kNone, kExperts, kAll };
 
+// att_mma: decode attention on tensor cores (CudaOptions::decode_attention_mma); decode_logits:
+// the GPU's logits of the first decode step.
 void compare_with_cpu(const std::string& preset, bool qat, Cmp& prefill, Cmp& decode,
                       int& greedy_agree, bool gemm = false, X8Mode x8 = X8Mode::kNone,
-                      std::vector<float>* prefill_logits = nullptr) {
+                      std::vector<float>* prefill_logits = nullptr, bool att_mma = false,
+                      std::vector<float>* decode_logits = nullptr) {
   Loaded& l = loaded(preset);
   const ModelConfig& c = l.model->cfg;
   const int64_t V = c.n_vocab;
@@ -162,6 +166,7 @@ void compare_with_cpu(const std::string& preset, bool qat, Cmp& prefill, Cmp& de
     opts.decode_x8 = x8 != X8Mode::kNone;
     opts.dense_x8 = x8 == X8Mode::kAll;
   }
+  opts.decode_attention_mma = att_mma;
   cuda::CudaModel gpu(*l.dev, opts);
   auto cs = cpu.new_session();
   auto gs = gpu.new_session();
@@ -183,6 +188,7 @@ void compare_with_cpu(const std::string& preset, bool qat, Cmp& prefill, Cmp& de
       std::vector<float> g((size_t)V, kNaN);
       gpu.forward(*gs, &next, 1, false, g);
       decode.add(g.data(), r.logits.data(), V, r.tie_margin[0] < 1e-4f);
+      if (s == 0 && decode_logits) *decode_logits = g;
       next = argmax(r.logits.data(), V);
     } else {
       const int32_t gid = gpu.decode_greedy(*gs, next);
@@ -254,6 +260,31 @@ TEST_P(CudaForward, GemmPrefillMatchesCpu) {
   EXPECT_GE(pre.agreement(), 0.96);
   EXPECT_GE(dec.agreement(), 0.9);
   EXPECT_GE(greedy, kDecode / 2 - 3);
+}
+
+// Decode attention on tensor cores (CudaOptions::decode_attention_mma: q and the key rows rounded
+// to bf16, as the GEMM prefill's attention) against the CPU, with the GEMM prefill's bounds; the
+// first decode step's logits must differ from the f32 kernels' (the path ran).
+TEST_P(CudaForward, DecodeAttentionMmaMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Cmp pre, dec, pre32, dec32;
+  int greedy = 0, greedy32 = 0;
+  std::vector<float> logits, logits32;
+  compare_with_cpu(GetParam(), false, pre, dec, greedy, false, X8Mode::kNone, nullptr, true,
+                   &logits);
+  compare_with_cpu(GetParam(), false, pre32, dec32, greedy32, false, X8Mode::kNone, nullptr, false,
+                   &logits32);
+  std::printf("[%s, qat off, decode attention on tensor cores]\n", GetParam().c_str());
+  dec.print("decode (25 logits steps)");
+  std::printf("  decode_greedy agreement %d/%d\n", greedy, kDecode / 2);
+  EXPECT_TRUE(dec.finite);
+  EXPECT_LE(dec.median_rel(), 1e-2);
+  EXPECT_LE(dec.rel(), 0.25);
+  EXPECT_GE(dec.agreement(), 0.9);
+  EXPECT_GE(greedy, kDecode / 2 - 3);
+  ASSERT_EQ(logits.size(), logits32.size());
+  EXPECT_NE(std::memcmp(logits.data(), logits32.data(), logits.size() * 4), 0)
+      << "the tensor-core decode attention changed nothing";
 }
 
 // int8 x on the matvec path (prefill chunks and decode) of a model whose experts and Q8_0
