@@ -1,7 +1,9 @@
 // Attention sublayer kernels: q/kv normalisation + RoPE (+FP8 sim), the compressors with their
 // frontier state, sparse attention with sinks, and the raw-window ring update.
+#include <algorithm>
 #include <cstdlib>
 
+#include "cuda/device.h"
 #include "cuda/fwd_attention_keys.cuh"
 #include "cuda/fwd_common.cuh"
 #include "cuda/fwd_kernels.h"
@@ -903,11 +905,29 @@ static bool attention_decode_mma_enabled() {
   return on;
 }
 
+// Key ranges of the tensor-core decode attention: at least 64 keys (two tiles) each, and at most
+// one wave of blocks (16 heads per block) beside that: H200 q2 decode, ranges of 32 / 64 / 128
+// keys (two rounds): @2K (640 keys) 187.4-188.5 / 189.1-189.5 / 186.6-186.8 tok/s, @64K
+// 178.1-178.8 / 179.4-179.5 / 174.9-175.7, @512K (4 224 keys on the ratio-128 layers)
+// 130.8-131.0 / 139.0-139.4 / 143.4-143.8 (132 blocks). DSV4_ATT_MMA_KEYS=n: ranges of about n
+// keys instead (A/B). At most kAttSplitMax ranges (the combine's limit).
+static int attention_mma_splits(int H, int max_keys) {
+  static const int per = [] {
+    const char* e = std::getenv("DSV4_ATT_MMA_KEYS");
+    const int v = e ? std::atoi(e) : 0;
+    return v >= 1 && v <= 4096 ? v : 0;
+  }();
+  if (per > 0) return std::clamp((max_keys + per - 1) / per, 1, kAttSplitMax);
+  const int tiles = std::max(1, (H + 15) / 16);
+  const int wave = std::max(1, current_device_info().sm_count / tiles);
+  return std::clamp(std::min((max_keys + 63) / 64, wave), 1, kAttSplitMax);
+}
+
 bool attention_decode_mma(const float* q, const float* kvn, const float* ring, const float* comp,
                           const int32_t* sel, const float* sinks, int H, int hd, int rd, int W,
                           int ratio, int topk, const float* freqs, const int32_t* p0, int max_keys,
                           float* o, float* part, cudaStream_t s) {
-  const int splits = attention_splits(max_keys);
+  const int splits = attention_mma_splits(H, max_keys);
   if (!part || !attention_mma_supported(H, hd, rd) ||
       (size_t)(hd + splits + rd) * sizeof(float) > 48 * 1024)
     return false;
@@ -991,7 +1011,8 @@ void attention(const float* q, const float* kvn, const float* ring, const float*
 }
 
 int64_t attention_part_floats(int H, int hd, int max_keys) {
-  return (int64_t)H * attention_splits(max_keys) * (hd + 4);
+  return (int64_t)H * std::max(attention_splits(max_keys), attention_mma_splits(H, max_keys)) *
+         (hd + 4);
 }
 
 void ring_store(const float* kvn, int n, int hd, int W, const int32_t* p0, float* ring,

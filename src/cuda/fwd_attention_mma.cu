@@ -92,7 +92,9 @@ __global__ void __launch_bounds__(kThr, 1)
   // The block's keys [j_lo, nk) and heads [h0, h0 + H).
   int j_lo = 0, nk = qk.nk, h0 = 0;
   if constexpr (kSplit) {
-    const int S = (int)gridDim.x, chunk = (nk + S - 1) / S;
+    // Ranges of whole 32-key tiles (a partial tile costs a full one); trailing blocks may be
+    // empty.
+    const int S = (int)gridDim.x, chunk = ((nk + S - 1) / S + kKt - 1) / kKt * kKt;
     j_lo = min(nk, (int)blockIdx.x * chunk);
     nk = min(nk, j_lo + chunk);
     h0 = (int)blockIdx.y * HP;
