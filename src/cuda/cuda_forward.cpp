@@ -175,8 +175,8 @@ class StageProfiler {
     // Only under DSV4_CUDA_REPEAT (a one-thread benchmark): the count is process-wide, so
     // concurrent forwards must not write it.
     if (!repeats_.empty()) launch_repeat() = repeats_.count(name);
-    const bool sublayer = std::strcmp(name, "attn_hc_fn") == 0 ||
-                          std::strcmp(name, "ffn_hc_fn") == 0 || name[0] == '\0';
+    const bool sublayer = trace_on_ && (std::strcmp(name, "attn_hc_fn") == 0 ||
+                                        std::strcmp(name, "ffn_hc_fn") == 0 || name[0] == '\0');
     if (trace_on_ && trace_i_ < kTraceSlots && (sublayer || !sparse_stamps_)) {
       if ((size_t)trace_i_ == trace_names_.size())
         trace_names_.emplace_back(name);

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/error.h"
 #include "cuda/device.h"
@@ -140,9 +141,9 @@ constexpr TagDefault kTagDefaults[] = {
 const mv::Tuning* tagged_tuning(const char* tag) {
   if (!tag) return nullptr;
   static std::mutex mu;
-  static std::map<std::string, std::optional<mv::Tuning>> cache;
+  static std::map<std::string, std::optional<mv::Tuning>, std::less<>> cache;
   std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(tag);
+  auto it = cache.find(std::string_view(tag));
   if (it == cache.end()) {
     std::string var = "DSV4_MV_TUNE_";
     for (const char* c = tag; *c; ++c) var += (char)std::toupper((unsigned char)*c);
