@@ -447,7 +447,8 @@ __device__ void topk_write(Key key, Row visible, int topk, uint32_t T, int need,
 constexpr int kTopkHistBins = 4096;
 constexpr int kTopkCandMax = 1024;   // more keys in the threshold bin: the radix select instead
 constexpr int kTopkHistRows = 4096;  // fewest rows for the histogram path (DSV4_TOPK_HIST_ROWS)
-constexpr size_t kTopkHistBytes = sizeof(int) * kTopkHistBins + sizeof(uint2) * kTopkCandMax;
+constexpr size_t kTopkHistBytes =
+    sizeof(int) * kTopkHistBins + sizeof(uint2) * 2 * kTopkCandMax;  // bins, candidates, sub-bin
 
 // What the output phase (topk_write) needs besides the warps' counts: the threshold key T and how
 // many keys equal to T to take (the lowest rows first).
@@ -456,13 +457,64 @@ struct TopkCut {
   int need;
 };
 
+// The bin holding the need-th largest key of a kTopkHistBins histogram (the descending bin order;
+// every thread of the kTopkThreads block calls it): *bin and *need_in (how many of that bin's keys
+// are still to be taken). Thread j holds bins 4095 - 4j - {0..3}; the exclusive prefix of their
+// sums comes from warp shuffles and one warp's scan of the 32 warp totals (two barriers; no
+// serial loop over the warps).
+__device__ void topk_find_bin(const int* hist, int need, int* bin, int* need_in) {
+  __shared__ int warp_tot[32];
+  __shared__ int bin_sh, need_sh;
+  constexpr int kPer = kTopkHistBins / kTopkThreads;
+  static_assert(kPer == 4, "four bins per thread");
+  const int t = threadIdx.x, lane = t & 31, wid = t >> 5;
+  int c[kPer], sum = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    c[j] = hist[kTopkHistBins - 1 - kPer * t - j];
+    sum += c[j];
+  }
+  int incl = sum;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  if (lane == 31) warp_tot[wid] = incl;
+  __syncthreads();
+  if (wid == 0) {
+    const int v = warp_tot[lane];
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, x, o);
+      if (lane >= o) x += y;
+    }
+    warp_tot[lane] = x - v;  // exclusive
+  }
+  __syncthreads();
+  int higher = warp_tot[wid] + incl - sum;
+  if (higher < need && higher + sum >= need) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      if (higher < need && higher + c[j] >= need) {
+        bin_sh = kTopkHistBins - 1 - kPer * t - j;
+        need_sh = need - higher;
+      }
+      higher += c[j];
+    }
+  }
+  __syncthreads();
+  *bin = bin_sh;
+  *need_in = need_sh;
+}
+
 // Returns false (nothing decided; the block must select otherwise) when more than kTopkCandMax
 // keys share the threshold bin. Otherwise fills *cut, wgt and weq. Call with every thread.
 __device__ bool topk_hist_cut(const uint32_t* keys, int nv, int topk, int per, int* hist,
                               uint2* cand, uint32_t kmin, uint32_t kmax, int* wgt, int* weq,
                               TopkCut* cut) {
-  __shared__ int scan_sh[33];
-  __shared__ int bin_sh, need_sh, ncand_sh, eqneed_sh;
+  __shared__ int ncand_sh, nsub_sh, eqneed_sh;
   __shared__ uint32_t tkey_sh;
   const int t = threadIdx.x, bd = blockDim.x, lane = t & 31, wid = t >> 5;
   const uint32_t range = kmax - kmin;
@@ -478,32 +530,14 @@ __device__ bool topk_hist_cut(const uint32_t* keys, int nv, int topk, int per, i
     if (r + 2 < hi) atomicAdd(&hist[digit(q.z)], 1);
     if (r + 3 < hi) atomicAdd(&hist[digit(q.w)], 1);
   }
-  if (t == 0) ncand_sh = 0;
-  __syncthreads();
-  // The threshold bin: thread j holds bins 4095 - 4j - {0..3} (descending), an exclusive scan of
-  // their sums gives the keys in higher bins.
-  constexpr int kPer = kTopkHistBins / kTopkThreads;
-  static_assert(kPer == 4, "four bins per thread");
-  int c[kPer], sum = 0;
-#pragma unroll
-  for (int j = 0; j < kPer; ++j) {
-    c[j] = t < kTopkThreads ? hist[kTopkHistBins - 1 - kPer * t - j] : 0;
-    sum += c[j];
-  }
-  int total = 0;
-  int higher = block_exclusive_scan(sum, scan_sh, &total);
-  if (higher < topk && higher + sum >= topk) {
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      if (higher < topk && higher + c[j] >= topk) {
-        bin_sh = kTopkHistBins - 1 - kPer * t - j;
-        need_sh = topk - higher;
-      }
-      higher += c[j];
-    }
+  if (t == 0) {
+    ncand_sh = 0;
+    nsub_sh = 0;
   }
   __syncthreads();
-  const int T = bin_sh, need = need_sh;
+  // The threshold bin T and how many of its keys are taken.
+  int T, need;
+  topk_find_bin(hist, topk, &T, &need);
   if (hist[T] > kTopkCandMax) return false;  // uniform: every thread reads the same count
   // Pass 2, in the output's row layout: each warp's keys above the bin, and the bin's keys.
   int gt = 0;
@@ -524,21 +558,44 @@ __device__ bool topk_hist_cut(const uint32_t* keys, int nv, int topk, int per, i
     wgt[wid] = gt;
     weq[wid] = 0;
   }
+  // The bin's candidates by the next 12 bits of their offset from kmin (a second histogram, over
+  // the candidates only): the sub-bin T2 that holds the need-th largest, then the exact key among
+  // the few keys of T2 by a rank count. (One rank count over all the bin's candidates was a
+  // quarter of the block's instructions at 16K rows: ~350 candidates, each compared with all.)
+  // The histogram's bins are free once every thread has read hist[T] (T and need are in
+  // registers).
   __syncthreads();
-  // The need-th largest candidate key: the one with fewer than `need` keys above it and at least
-  // `need` at or above it (every thread holding that key writes the same values).
+  for (int b = t; b < kTopkHistBins; b += bd) hist[b] = 0;
+  __syncthreads();
   const int nc = ncand_sh;
+  const int shift2 = shift >= 12 ? shift - 12 : 0;
+  auto sub = [&](uint32_t k) { return (int)(((k - kmin) >> shift2) & (kTopkHistBins - 1)); };
+  for (int i = t; i < nc; i += bd) atomicAdd(&hist[sub(cand[i].x)], 1);
+  __syncthreads();
+  int T2, need2;
+  topk_find_bin(hist, need, &T2, &need2);
+  // The sub-bin's keys, gathered after the bin's candidates (room: kTopkCandMax entries after
+  // the first nc, as many as the candidates).
+  uint2* sub_c = cand + nc;
   for (int i = t; i < nc; i += bd) {
-    const uint32_t ki = cand[i].x;
+    const uint2 cv = cand[i];
+    if (sub(cv.x) == T2) sub_c[atomicAdd(&nsub_sh, 1)] = cv;
+  }
+  __syncthreads();
+  // The need2-th largest key of the sub-bin: the one with fewer than need2 keys above it and at
+  // least need2 at or above it (every thread holding that key writes the same values).
+  const int ns = nsub_sh;
+  for (int i = t; i < ns; i += bd) {
+    const uint32_t ki = sub_c[i].x;
     int above = 0, at_or_above = 0;
-    for (int j = 0; j < nc; ++j) {
-      const uint32_t kj = cand[j].x;
+    for (int j = 0; j < ns; ++j) {
+      const uint32_t kj = sub_c[j].x;
       above += kj > ki;
       at_or_above += kj >= ki;
     }
-    if (above < need && at_or_above >= need) {
+    if (above < need2 && at_or_above >= need2) {
       tkey_sh = ki;
-      eqneed_sh = need - above;
+      eqneed_sh = need2 - above;
     }
   }
   __syncthreads();
