@@ -888,6 +888,62 @@ TEST(CudaMatvecX8, MatchesInt8Reference) {
   }
 }
 
+// The grouped output projection of one decode token as the forward pass runs it (o_a: 8 group
+// matrices stored one after another, each with its own slice of x; MatvecOp::tag "o_a" plans it
+// with its measured knobs, kTagDefaults in matvec.cpp: 512 CTAs of 4 warps, one bulk stage),
+// against the int8-x reference of each group. The real shape, so that the plan is the decode's.
+TEST(CudaMatvecX8, GroupedOutputProjectionUnderItsKnobs) {
+  REQUIRE_GPU();
+  const int G = 8;
+  const int64_t rows = 1024, cols = 4096;
+  const uint64_t seed = mix(run_seed(), 0x0a0a);
+  const HostMatrix m = random_matrix(GgmlType::Q8_0, G * rows, cols, seed);
+  std::vector<float> x = random_x(G * cols, seed ^ 0x55);
+  cu::DeviceBuffer dw(m.bytes.size()), dx(x.size() * 4), dy((size_t)G * rows * 4);
+  dw.upload(m.bytes.data(), m.bytes.size());
+  dx.upload(x.data(), x.size() * 4);
+  cu::MatvecOp op;
+  op.type = GgmlType::Q8_0;
+  op.x8 = true;
+  op.w[0] = dw.data();
+  op.rows = rows;
+  op.cols = cols;
+  op.expert_stride_bytes = rows * (int64_t)m.row_bytes;
+  op.n_slots = G;
+  op.x = dx.as<float>();
+  op.x_slot_stride = cols;
+  op.y = dy.as<float>();
+  op.y_slot_stride = rows;
+  op.tag = "o_a";
+  const std::string plan = cu::matvec_describe(op);
+  EXPECT_NE(plan.find("ctas=512 warps/cta=4 lanes/row=2 "), std::string::npos) << plan;
+  EXPECT_NE(plan.find("bulkx1"), std::string::npos) << plan;
+  dy.fill_bytes(0xFF);
+  cu::matvec_run(op);
+  sync_check();
+  std::vector<float> got((size_t)G * rows);
+  dy.download(got.data(), got.size() * 4);
+  int bad = 0;
+  double worst = 0;
+  for (int g = 0; g < G; ++g) {
+    HostMatrix mg;
+    mg.type = m.type;
+    mg.rows = rows;
+    mg.cols = cols;
+    mg.row_bytes = m.row_bytes;
+    mg.bytes.assign(m.row(g * rows), m.row(g * rows) + (size_t)rows * m.row_bytes);
+    const X8Ref ref = x8_reference(mg, x.data() + (size_t)g * cols, 1);
+    for (int64_t r = 0; r < rows; ++r) {
+      const double err = std::fabs((double)got[(size_t)(g * rows + r)] - ref.y[(size_t)r]);
+      worst = std::max(worst, err / (ref.s[(size_t)r] + 1e-30));
+      if (!(err <= 1e-5 * ref.s[(size_t)r] + 1e-6)) ++bad;
+    }
+  }
+  std::printf("[   info   ] o_a x8 %d x %" PRId64 "->%" PRId64 " %s: max |err|/S = %.3g\n", G, cols,
+              rows, plan.c_str(), worst);
+  EXPECT_EQ(bad, 0) << "vs the int8 reference";
+}
+
 TEST(CudaMatvecX8, ExpertsAndNanPropagate) {
   REQUIRE_GPU();
   constexpr int kExperts = 8, kSlots = 6;
