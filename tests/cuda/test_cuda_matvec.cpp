@@ -383,6 +383,28 @@ TEST(CudaMatvecPlan, TaggedProductsTakeTheirKnobs) {
   const std::string gate_inp = cu::matvec_describe(op);
   EXPECT_NE(untagged.find("lanes/row=8 "), std::string::npos) << untagged;
   EXPECT_NE(gate_inp.find("lanes/row=16 "), std::string::npos) << gate_inp;
+  // The routed gate+up (IQ2_XXS, int8 x, six selected experts) takes one bulk stage.
+  {
+    cu::MatvecOp ex;
+    ex.type = GgmlType::IQ2_XXS;
+    ex.x8 = true;
+    ex.w[0] = w.data();
+    ex.w[1] = w.data();
+    ex.n_mats = 2;
+    ex.rows = 2048;
+    ex.cols = 4096;
+    ex.expert_stride_bytes = 2048 * (4096 / 256) * 66;
+    ex.n_expert = 256;
+    ex.ids = reinterpret_cast<const int32_t*>(y.data());
+    ex.n_slots = 6;
+    ex.x = x.as<float>();
+    ex.y = y.as<float>();
+    const std::string plain = cu::matvec_describe(ex);
+    ex.tag = "exp_gate_up";
+    const std::string tagged = cu::matvec_describe(ex);
+    EXPECT_NE(plain.find("bulkx2"), std::string::npos) << plain;
+    EXPECT_NE(tagged.find("bulkx1"), std::string::npos) << tagged;
+  }
   ::setenv("DSV4_MV_TUNE_TEST_PLAN_TAG", "max_lr=1", 1);
   op.tag = "test_plan_tag";
   const std::string narrow = cu::matvec_describe(op);
