@@ -118,14 +118,8 @@ bool l2_evict_first_on() {
   return on;
 }
 
-// Per-product planner knobs (MatvecOp::tag) on top of the global ones, where a product runs
-// beside others in the decode graph and its best size depends on its neighbours (or, for o_a,
-// where the global knobs' plan ran in two waves): the shared
-// expert's branch has ~29 us of slack per layer beside the routed chain, so its CTAs are made
-// small enough to leave the chain's kernels room, and the router's 2 MB F16 logits product takes
-// twice the CTAs (two rows each) to shorten its latency. H200 q2 decode, four rounds @2K:
-// 184.5-184.7 tok/s against 182.3-182.8 without; @64K 172.7 / 172.9 against 170.1 / 170.5; @16K
-// 181.2 / 182.0 against 179.6 / 180.0.
+// Per-product planner knobs (MatvecOp::tag) on top of the global ones, where a product's best
+// plan depends on its neighbours in the decode graph or the global knobs' plan misfits it.
 struct TagDefault {
   const char* tag;
   const char* spec;
@@ -141,6 +135,11 @@ constexpr TagDefault kTagDefaults[] = {
     // decode, five rounds @2K: +0.3-0.8 % (193.3-194.6 tok/s against 192.4-193.8), @64K 183.7 /
     // 184.7 against 182.9 / 182.9.
     {"exp_gate_up", "stages=1"},
+    // The shared expert's branch had ~29 us of slack per layer beside the routed chain: its CTAs
+    // small enough to leave the chain's kernels room. The router's 2 MB F16 logits product in
+    // twice the CTAs (two rows each) for a shorter latency. The three together, H200 q2 decode,
+    // four rounds @2K: 184.5-184.7 tok/s against 182.3-182.8 without; @64K 172.7 / 172.9 against
+    // 170.1 / 170.5; @16K 181.2 / 182.0 against 179.6 / 180.0.
     {"shexp_down", "side_pw=2"},
     {"shexp_gate_up", "side_ctas=2"},
     {"gate_inp", "max_lr=4"},
